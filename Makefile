@@ -1,0 +1,26 @@
+# Every target runs with the project's own Node 22 (the `node` devDependency) first on PATH,
+# so a machine that only has an older system Node works unchanged.
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: install build typecheck test demo clean
+
+install: node_modules/.install-stamp
+
+node_modules/.install-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+build: install
+	tsc -p tsconfig.json
+
+typecheck: install
+	tsc -p test/tsconfig.json
+
+test: build typecheck
+	node --test --test-reporter=spec test/*.test.ts
+
+demo: build
+	node dist/cli.js demo
+
+clean:
+	rm -rf dist node_modules

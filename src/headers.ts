@@ -1,0 +1,74 @@
+// Header hygiene in both directions. The gateway is a transparent pipe for everything the providers
+// define (betas, versions, SDK telemetry, idempotency keys) and strips only what must not cross:
+// hop-by-hop headers, whatever credential the client sent, cookies and made-up proxy headers.
+import type { IncomingHttpHeaders } from 'node:http';
+
+export type HeaderMap = Record<string, string | string[]>;
+
+const HOP_BY_HOP = [
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  'http2-settings',
+];
+
+const DROP_FROM_CLIENT = new Set([
+  ...HOP_BY_HOP,
+  'host', 'content-length', 'expect',
+  // Client credentials: the socket is the identity, the upstream credential is injected by the gateway.
+  'authorization', 'proxy-authorization', 'x-api-key', 'api-key', 'cookie',
+  // Account selectors belong to whoever owns the real key, not to the container.
+  'openai-organization', 'openai-project',
+  // Spoofable provenance.
+  'forwarded', 'x-real-ip', 'via',
+  // The gateway reads response bodies to meter them; it asks for them uncompressed.
+  'accept-encoding',
+]);
+
+const DROP_FROM_UPSTREAM = new Set([
+  ...HOP_BY_HOP,
+  'proxy-authenticate', 'set-cookie', 'alt-svc',
+]);
+
+/** Names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1). */
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  const joined = Array.isArray(value) ? value.join(',') : value;
+  return new Set(joined.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
+}
+
+/** The client's headers as they may go upstream, before the gateway adds the credential. */
+export function headersForUpstream(incoming: IncomingHttpHeaders): HeaderMap {
+  const extraHopByHop = connectionTokens(incoming.connection);
+  const out: HeaderMap = {};
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined) continue;
+    if (DROP_FROM_CLIENT.has(name) || name.startsWith('x-forwarded-') || extraHopByHop?.has(name)) continue;
+    out[name] = value;
+  }
+  out['accept-encoding'] = 'identity';
+  return out;
+}
+
+/** The upstream's response headers as they may go back to the client. */
+export function headersForClient(upstream: IncomingHttpHeaders): HeaderMap {
+  const extraHopByHop = connectionTokens(upstream.connection);
+  const out: HeaderMap = {};
+  for (const name in upstream) {
+    const value = upstream[name];
+    if (value === undefined) continue;
+    if (DROP_FROM_UPSTREAM.has(name) || extraHopByHop?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/**
+ * Adds `beta` to the client's anthropic-beta value, leaving the client's list byte for byte as it was
+ * (new betas appear with every Claude Code release; the gateway must not reorder or drop any).
+ */
+export function mergeBeta(existing: string | string[] | undefined, beta: string): string {
+  const value = Array.isArray(existing) ? existing.join(',') : existing;
+  if (!value || value.trim() === '') return beta;
+  const present = value.split(',').some((item) => item.trim() === beta);
+  return present ? value : `${value},${beta}`;
+}

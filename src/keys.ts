@@ -1,0 +1,176 @@
+// Ephemeral keys and their sockets. A key is nothing but a record in memory and a Unix socket in a
+// directory of its own; a connection's identity is the socket it arrived on, so nothing a client
+// sends can claim another key.
+import { chown, chmod, mkdir, rm } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { customAlphabet } from 'nanoid';
+
+// Lower-case alphanumerics: safe in paths, container names and labels. 16 chars = 82 bits.
+const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
+
+export const SOCKET_NAME = 'gateway.sock';
+// Linux sun_path holds 107 bytes plus the terminating NUL.
+const MAX_SOCKET_PATH = 107;
+// setTimeout fires at once beyond this many milliseconds; longer TTLs re-arm.
+const MAX_TIMER_MS = 2_147_483_647;
+
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export interface MintOptions {
+  /** Who the key belongs to (a chat group, a task); later budgets are shared per group. */
+  group: string;
+  label?: string;
+  /** Revoked by itself after this long. Default: lives until revoked. */
+  ttlMs?: number;
+  /** Give the key's directory and socket to this user (the container's), instead of 0700 to us. */
+  owner?: Owner;
+}
+
+/** What a host needs to launch a container for a key. */
+export interface KeyInfo {
+  id: string;
+  group: string;
+  label?: string;
+  /** The key's own directory: bind-mount this, not the socket file. */
+  dir: string;
+  socketPath: string;
+  createdAt: number;
+  expiresAt?: number;
+}
+
+export type RevokeReason = 'revoked' | 'expired' | 'closed';
+
+export interface KeyRecord extends KeyInfo {
+  revoked: boolean;
+  /** Requests being served right now. */
+  inFlight: number;
+  readonly server: net.Server;
+  readonly sockets: Set<net.Socket>;
+  timer?: NodeJS.Timeout;
+}
+
+export interface KeyStoreOptions {
+  keysDir: string;
+  /** Hands each accepted connection, tagged with its key, to the HTTP server. */
+  onConnection(socket: net.Socket, key: KeyRecord): void;
+  onRevoked?(key: KeyRecord, reason: RevokeReason): void;
+  maxConnectionsPerKey: number;
+}
+
+export class KeyStore {
+  private readonly keys = new Map<string, KeyRecord>();
+  private readonly options: KeyStoreOptions;
+
+  constructor(options: KeyStoreOptions) {
+    this.options = options;
+  }
+
+  get(id: string): KeyRecord | undefined {
+    return this.keys.get(id);
+  }
+
+  list(): KeyRecord[] {
+    return [...this.keys.values()];
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  async mint(options: MintOptions): Promise<KeyRecord> {
+    if (typeof options.group !== 'string' || options.group.length === 0) {
+      throw new TypeError('mint: `group` must be a non-empty string');
+    }
+    if (options.ttlMs !== undefined && !(Number.isFinite(options.ttlMs) && options.ttlMs > 0)) {
+      throw new TypeError('mint: `ttlMs` must be a positive number of milliseconds');
+    }
+    const id = newKeyId();
+    const dir = path.join(this.options.keysDir, id);
+    const socketPath = path.join(dir, SOCKET_NAME);
+    if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
+      throw new Error(`socket path ${socketPath} is longer than ${MAX_SOCKET_PATH} bytes: use a shorter state dir`);
+    }
+    await mkdir(dir, { mode: 0o700 });
+    const sockets = new Set<net.Socket>();
+    const now = Date.now();
+    const record: KeyRecord = {
+      id,
+      group: options.group,
+      label: options.label,
+      dir,
+      socketPath,
+      createdAt: now,
+      expiresAt: options.ttlMs === undefined ? undefined : now + options.ttlMs,
+      revoked: false,
+      inFlight: 0,
+      sockets,
+      server: net.createServer({ noDelay: true }, (socket) => {
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
+        this.options.onConnection(socket, record);
+      }),
+    };
+    record.server.maxConnections = this.options.maxConnectionsPerKey;
+    try {
+      await listen(record.server, socketPath);
+      await chmod(socketPath, 0o600);
+      if (options.owner) {
+        await chown(dir, options.owner.uid, options.owner.gid);
+        await chown(socketPath, options.owner.uid, options.owner.gid);
+      }
+    } catch (error) {
+      record.server.close();
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+    this.keys.set(id, record);
+    if (record.expiresAt !== undefined) this.armExpiry(record);
+    return record;
+  }
+
+  /** Closes the key's listener and connections and removes its directory. False if unknown. */
+  async revoke(id: string, reason: RevokeReason = 'revoked'): Promise<boolean> {
+    const record = this.keys.get(id);
+    if (!record) return false;
+    this.keys.delete(id);
+    record.revoked = true;
+    clearTimeout(record.timer);
+    record.server.close();
+    for (const socket of record.sockets) socket.destroy();
+    await rm(record.dir, { recursive: true, force: true });
+    this.options.onRevoked?.(record, reason);
+    return true;
+  }
+
+  /** Stops accepting new connections on every key; open ones carry on. */
+  stopAccepting(): void {
+    for (const record of this.keys.values()) record.server.close();
+  }
+
+  private armExpiry(record: KeyRecord): void {
+    const remaining = record.expiresAt! - Date.now();
+    record.timer = setTimeout(
+      () => {
+        if (record.expiresAt! <= Date.now()) this.revoke(record.id, 'expired').catch(() => undefined);
+        else this.armExpiry(record);
+      },
+      Math.min(Math.max(remaining, 0), MAX_TIMER_MS),
+    );
+    // Expiry alone must not keep a host's process alive.
+    record.timer.unref();
+  }
+}
+
+function listen(server: net.Server, socketPath: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}

@@ -14,6 +14,9 @@ export interface RequestFields {
   json: Record<string, unknown>;
 }
 
+/** The client went away before its body was complete: nothing to answer, nothing to forward. */
+export class ClientGone extends Error {}
+
 export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
@@ -35,11 +38,11 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
       cleanup();
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
-    const onError = (error: Error) => {
+    // A request stream only errors when the client's connection breaks.
+    const onError = () => {
       cleanup();
-      reject(error);
+      reject(new ClientGone('client closed the connection before sending the whole body'));
     };
-    const onAborted = () => onError(new Error('client closed the connection before sending the whole body'));
     function cleanup() {
       req.off('data', onData);
       req.off('end', onEnd);
@@ -47,7 +50,7 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
       req.off('close', onClose);
     }
     function onClose() {
-      if (!req.complete) onAborted();
+      if (!req.complete) onError();
     }
     req.on('data', onData);
     req.on('end', onEnd);

@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { isJsonContentType, parseRequestFields, readBody, type RequestFields } from './body.ts';
+import { ClientGone, isJsonContentType, parseRequestFields, readBody, type RequestFields } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
 import { headersForUpstream } from './headers.ts';
@@ -89,6 +89,7 @@ async function handle(context: ProxyContext, key: KeyRecord, req: IncomingMessag
       observer: call,
     });
   } catch (error) {
+    if (error instanceof ClientGone) return; // the call is reported as client_closed on close
     if (!(error instanceof GatewayError)) throw error;
     if (error.headers.connection === 'close') res.shouldKeepAlive = false;
     sendError(res, route?.provider ?? dialectOf(path, req.headers), error);

@@ -20,7 +20,7 @@ export interface Fixture {
 
 export async function startFixture(
   standinOptions: Partial<StandinOptions> = {},
-  gatewayOptions: Partial<GatewayOptions> = {},
+  gatewayOptions: Partial<GatewayOptions> | ((standinUrl: string) => Partial<GatewayOptions>) = {},
 ): Promise<Fixture> {
   const standin = await startStandin({ anthropicApiKey: REAL_ANTHROPIC_KEY, openaiApiKey: REAL_OPENAI_KEY, ...standinOptions });
   // Short: socket paths are limited to 107 bytes.
@@ -34,7 +34,7 @@ export async function startFixture(
       openai: { baseUrl: standin.url, apiKey: REAL_OPENAI_KEY },
     },
     onCall: (record) => calls.push(record),
-    ...gatewayOptions,
+    ...(typeof gatewayOptions === 'function' ? gatewayOptions(standin.url) : gatewayOptions),
   });
   return {
     gateway,

@@ -1,0 +1,205 @@
+// What the client sees when the upstream or the configuration fails, and OAuth credential injection.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture } from './support/fixture.ts';
+import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
+
+const message = (extra: object = {}) =>
+  JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }], ...extra });
+
+function assertNoRealKey(text: string): void {
+  assert.ok(!text.includes(REAL_ANTHROPIC_KEY) && !text.includes(REAL_OPENAI_KEY), 'a real key leaked');
+}
+
+/** A port on which nothing listens. */
+async function deadPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('upstream failures and configuration', () => {
+  test('an unreachable upstream is a 502 in the provider shape, naming no secret', async () => {
+    const port = await deadPort();
+    const fx = await startFixture({}, {
+      providers: {
+        anthropic: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_ANTHROPIC_KEY },
+        openai: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_OPENAI_KEY },
+      },
+    });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const anthropic = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
+      assert.equal(anthropic.status, 502);
+      assert.equal((JSON.parse(anthropic.body) as { error: { type: string } }).error.type, 'api_error');
+      assert.match(anthropic.body, /anthropic upstream unreachable \(ECONNREFUSED\)/);
+      const openai = await request({ socketPath, path: '/v1/responses', headers: openaiHeaders(), body: '{"model":"gpt-5.1"}' });
+      assert.equal(openai.status, 502);
+      assert.equal((JSON.parse(openai.body) as { error: { code: string } }).error.code, 'upstream_unreachable');
+      assertNoRealKey(anthropic.body + openai.body + JSON.stringify([anthropic.headers, openai.headers]));
+      await eventually(() => fx.calls.length === 2);
+      assert.deepEqual(fx.calls.map((c) => [c.outcome, c.errorKind]), [
+        ['upstream_failed', 'upstream_unreachable'],
+        ['upstream_failed', 'upstream_unreachable'],
+      ]);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a provider without a credential answers 503 and is never called', async () => {
+    const fx = await startFixture({}, { providers: { anthropic: {}, openai: {} } });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
+      assert.equal(res.status, 503);
+      assert.match(res.body, /no Anthropic credential/);
+      assert.equal(fx.standin.requests.length, 0);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('an OAuth token goes upstream as a bearer token with the oauth beta merged into the client list', async () => {
+    const token = 'real-oauth-token-9b1c';
+    const fx = await startFixture({ anthropicApiKey: undefined, anthropicOauthToken: token }, (url) => ({
+      providers: { anthropic: { baseUrl: url, oauthToken: token } },
+    }));
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const betas = 'claude-code-20250219, interleaved-thinking-2025-05-14';
+      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders({ 'anthropic-beta': betas }), body: message() });
+      assert.equal(res.status, 200);
+      const seen = fx.standin.requests.at(-1)!.headers;
+      assert.equal(seen.authorization, `Bearer ${token}`);
+      assert.equal(seen['x-api-key'], undefined);
+      assert.equal(seen['anthropic-beta'], `${betas},oauth-2025-04-20`);
+      await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
+      assert.equal(fx.standin.requests.at(-1)!.headers['anthropic-beta'], 'oauth-2025-04-20');
+      assert.ok(!res.body.includes(token));
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('upstream error statuses and their headers reach the client unchanged', async () => {
+    const body = '{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}';
+    const fx = await startFixture({
+      override(_request, res) {
+        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7', 'anthropic-ratelimit-requests-remaining': '0', 'request-id': 'req_up' });
+        res.end(body);
+        return true;
+      },
+    });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
+      assert.equal(res.status, 429);
+      assert.equal(res.body, body);
+      assert.equal(res.headers['retry-after'], '7');
+      assert.equal(res.headers['anthropic-ratelimit-requests-remaining'], '0');
+      assert.equal(res.headers['request-id'], 'req_up');
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('an upstream that dies mid-stream ends the client stream with an error event', async () => {
+    const fx = await startFixture({
+      override(_request, res) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}\n\n');
+        setTimeout(() => res.socket?.destroy(), 30);
+        return true;
+      },
+    });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ stream: true }) });
+      assert.equal(res.status, 200);
+      const events = sseData(res.body) as { type: string; error?: { type: string; message: string } }[];
+      assert.deepEqual(events.map((e) => e.type), ['message_start', 'error']);
+      assert.equal(events[1]!.error!.type, 'api_error');
+      assert.match(events[1]!.error!.message, /mid-response/);
+      await eventually(() => fx.calls.length === 1);
+      assert.equal(fx.calls[0]!.outcome, 'upstream_failed');
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a client that hangs up mid-stream aborts the upstream request', async () => {
+    let upstreamClosed = false;
+    const fx = await startFixture({
+      override(_request, res) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('event: ping\ndata: {"type":"ping"}\n\n');
+        const timer = setInterval(() => res.write('event: ping\ndata: {"type":"ping"}\n\n'), 20);
+        res.on('close', () => {
+          upstreamClosed = true;
+          clearInterval(timer);
+        });
+        return true;
+      },
+    });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const socket = net.connect(socketPath);
+      const body = message({ stream: true });
+      socket.write(`POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+      await new Promise((resolve) => socket.once('data', resolve));
+      socket.destroy();
+      await eventually(() => upstreamClosed);
+      await eventually(() => fx.calls.length === 1);
+      assert.equal(fx.calls[0]!.outcome, 'client_closed');
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a body over the limit is refused with 413 before it is forwarded', async () => {
+    const fx = await startFixture({}, { maxBodyBytes: 1024 });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const big = message({ system: 'x'.repeat(4096) });
+      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: big });
+      assert.equal(res.status, 413);
+      assert.equal((JSON.parse(res.body) as { error: { type: string } }).error.type, 'request_too_large');
+      assert.equal(fx.standin.requests.length, 0);
+      // Without a content-length (chunked), the limit holds as the body arrives.
+      const chunked = await new Promise<number>((resolve, reject) => {
+        const socket = net.connect(socketPath);
+        let reply = '';
+        socket.on('data', (chunk) => (reply += chunk));
+        socket.on('close', () => resolve(Number(reply.split(' ')[1])));
+        socket.on('error', reject);
+        socket.write('POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n');
+        socket.write(`800\r\n${'x'.repeat(2048)}\r\n`);
+      });
+      assert.equal(chunked, 413);
+      assert.equal(fx.standin.requests.length, 0);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a request whose client leaves before the body is complete is never forwarded', async () => {
+    const fx = await startFixture();
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      const socket = net.connect(socketPath);
+      socket.write('POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"model":');
+      await sleep(50);
+      socket.destroy();
+      await eventually(() => fx.calls.length === 1);
+      assert.equal(fx.calls[0]!.outcome, 'client_closed');
+      assert.equal(fx.standin.requests.length, 0);
+    } finally {
+      await fx.close();
+    }
+  });
+});

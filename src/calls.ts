@@ -1,5 +1,6 @@
 // The record of one call through the gateway: what the audit trail and `inspect` are built from.
 import type { ErrorKind } from './errors.ts';
+import type { PriceSource } from './metering/pricing.ts';
 import type { Endpoint, ProviderKind } from './routes.ts';
 
 export interface CallRecord {
@@ -26,4 +27,18 @@ export interface CallRecord {
   errorKind?: ErrorKind;
   requestBytes: number;
   responseBytes: number;
+  /** Token line items, when the call produced any (each priced separately). */
+  inputTokens?: number;
+  outputTokens?: number;
+  cacheWriteTokens?: number;
+  cacheWrite1hTokens?: number;
+  cacheReadTokens?: number;
+  reasoningTokens?: number;
+  /** False when a stream was cut before the provider's final counts: output is then estimated. */
+  usageReported?: boolean;
+  costUsd: number;
+  /** 'default' when the model was not in the price table and was charged the default price. */
+  priceSource?: PriceSource;
+  /** Budget held for this call while it ran. */
+  reservedUsd?: number;
 }

@@ -14,7 +14,10 @@ export type ErrorKind =
   | 'upstream_unreachable'
   | 'upstream_failed'
   | 'upstream_timeout'
-  | 'upgrade_refused';
+  | 'upgrade_refused'
+  | 'model_not_allowed'
+  | 'rate_limited'
+  | 'budget_exhausted';
 
 interface KindSpec {
   status: number;
@@ -35,6 +38,10 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   upstream_failed: { status: 502, anthropicType: 'api_error', openaiType: 'api_error' },
   upstream_timeout: { status: 504, anthropicType: 'api_error', openaiType: 'api_error' },
   upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error' },
+  model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error' },
+  rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error' },
+  // See docs/clients.md: a status the clients do not retry, so an agent stops instead of looping.
+  budget_exhausted: { status: 402, anthropicType: 'billing_error', openaiType: 'insufficient_quota' },
 };
 
 /** A failure the gateway answers itself; `message` must never contain a credential. */

@@ -1,6 +1,7 @@
 // createGateway: the library entry point. One gateway = one key store, one HTTP request handler
-// shared by every key's socket, and one upstream connection pool. No globals, no child processes:
-// it runs in the host's own event loop, and several can live in one process.
+// shared by every key's socket, one upstream connection pool, and the books (limits, budgets,
+// audit). No globals, no child processes: it runs in the host's own event loop, and several can
+// live in one process.
 import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import type { Socket } from 'node:net';
@@ -8,20 +9,25 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import { Agent } from 'undici';
+import { AuditTrail, type AuditOptions } from './audit.ts';
 import type { CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
+import { Accounting, type KeyLimits } from './metering/accounting.ts';
+import { Ledger } from './metering/ledger.ts';
+import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
 import { providersFromEnv, resolveUpstreams, type ProvidersConfig } from './providers.ts';
 import { createRequestHandler } from './proxy.ts';
 import { refuseUpgrade } from './upgrade.ts';
 
 export interface GatewayOptions {
-  /** Holds `keys/<id>/gateway.sock`. Created (mode 0700) if missing. Keep it short: socket paths max 107 bytes. */
+  /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
+   * Keep it short: socket paths are limited to 107 bytes. */
   stateDir: string;
   /** Upstreams and real credentials. Default: the standard environment variables (see README). */
   providers?: ProvidersConfig;
   /** Default pino at level `warn` on stderr. Request bodies and credentials are never logged. */
   logger?: Logger;
-  /** Largest request body accepted, in bytes. Default 32 MiB (the Messages API's own limit). */
+  /** Largest request body accepted for any key, in bytes. Default 32 MiB (the Messages API's own limit). */
   maxBodyBytes?: number;
   /** Open connections one key's socket accepts at once. Default 256. */
   maxConnectionsPerKey?: number;
@@ -29,23 +35,68 @@ export interface GatewayOptions {
   timeouts?: { firstByteMs?: number; idleMs?: number };
   /** Default owner for key directories and sockets (the containers' user). */
   socketOwner?: Owner;
+  /** Limits every key gets unless `mint` says otherwise. */
+  defaultLimits?: KeyLimits;
+  /** USD budgets per group, shared by all the group's keys; spend persists across restarts. */
+  groupBudgets?: Record<string, number>;
+  /** Prices (USD per million tokens) added to or replacing the shipped table, by model name or prefix. */
+  prices?: PriceTable;
+  /** Price for models in no table: 'deny' refuses them. Default: charged at $15 / $75 per MTok. */
+  unknownModelPrice?: Price | 'deny';
+  audit?: AuditOptions;
   /** Called once per proxied call, after its last byte. */
   onCall?: (record: CallRecord) => void;
+}
+
+/** `mint` options: who the key is for, and any limit that differs from the defaults. */
+export type MintRequest = MintOptions & KeyLimits;
+
+export interface KeySnapshot extends KeyInfo {
+  limits: KeyLimits;
+  spentUsd: number;
+  /** Held for calls in flight, settled when they end. */
+  reservedUsd: number;
+  inFlight: number;
+  calls: number;
+  requestsLastMinute: number;
+  tokensLastMinute: number;
+  lastCallAt?: number;
+  /** Newest first. */
+  recentCalls: CallRecord[];
+}
+
+export interface GroupSnapshot {
+  group: string;
+  spentUsd: number;
+  reservedUsd: number;
+  budgetUsd?: number;
+  liveKeys: number;
+}
+
+export interface GatewaySnapshot {
+  keys: KeySnapshot[];
+  groups: GroupSnapshot[];
+  totals: { liveKeys: number; inFlight: number; spentUsd: number };
 }
 
 export interface Gateway {
   readonly stateDir: string;
   /** Creates a key with its own socket directory. */
-  mint(options: MintOptions): Promise<KeyInfo>;
+  mint(options: MintRequest): Promise<KeyInfo>;
   /** Closes the key's socket and connections and removes its directory. False if no such key. */
   revoke(id: string): Promise<boolean>;
   /** The live keys. */
   keys(): KeyInfo[];
+  /** Sets (or with undefined, removes) a group's shared USD budget. */
+  setGroupBudget(group: string, usd: number | undefined): void;
+  /** Live keys with spend, limits and recent calls; groups with spend and budgets. */
+  inspect(): GatewaySnapshot;
   /** Stops accepting, lets in-flight requests finish (up to `drainMs`, default 10 s), revokes every key. */
   close(options?: { drainMs?: number }): Promise<void>;
 }
 
 const MiB = 1024 * 1024;
+const UNKNOWN_MODEL_PRICE: Price = { input: 15, output: 75 };
 
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const stateDir = path.resolve(options.stateDir);
@@ -56,6 +107,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const upstreams = resolveUpstreams(options.providers ?? providersFromEnv());
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connect: { keepAlive: true } });
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
+  const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'));
+  const audit = new AuditTrail(stateDir, options.audit);
+  const accounting = new Accounting({
+    pricing: new Pricing(
+      { ...DEFAULT_PRICES, ...options.prices },
+      options.unknownModelPrice === 'deny' ? undefined : (options.unknownModelPrice ?? UNKNOWN_MODEL_PRICE),
+    ),
+    ledger,
+    defaults: options.defaultLimits ?? {},
+    groupBudgets: options.groupBudgets ?? {},
+  });
 
   const server = http.createServer(
     {
@@ -67,11 +129,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     createRequestHandler({
       keyOf: (socket) => keyOfSocket.get(socket),
       upstreams: () => upstreams,
+      accounting,
       dispatcher,
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
       timeouts: { firstByteMs: 600_000, idleMs: 300_000, ...options.timeouts },
       onCall(record) {
-        logger.debug({ call: record }, 'call');
+        audit.write(record);
         options.onCall?.(record);
       },
       onInternalError(error) {
@@ -89,21 +152,70 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       server.emit('connection', socket);
     },
     onRevoked(key, reason) {
+      accounting.close(key.id);
+      audit.forget(key.id);
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
     },
   });
 
+  function snapshot(record: KeyRecord): KeySnapshot {
+    const account = accounting.get(record.id)!;
+    const recentCalls = audit.recentCalls(record.id);
+    return {
+      ...keyInfo(record),
+      limits: account.limits,
+      spentUsd: account.own.spentUsd,
+      reservedUsd: account.own.reservedUsd,
+      inFlight: record.inFlight,
+      calls: account.calls,
+      requestsLastMinute: account.rates.requestsLastMinute(),
+      tokensLastMinute: account.rates.tokensLastMinute(),
+      lastCallAt: recentCalls[0]?.time,
+      recentCalls,
+    };
+  }
+
   let closed = false;
   return {
     stateDir,
-    async mint(mintOptions) {
+    async mint(request) {
       if (closed) throw new Error('gateway is closed');
-      const record = await store.mint({ owner: options.socketOwner, ...mintOptions });
+      const { group, label, ttlMs, owner, ...limits } = request;
+      const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
+      try {
+        accounting.open(record.id, record.group, limits);
+      } catch (error) {
+        await store.revoke(record.id);
+        throw error;
+      }
       logger.info({ key: record.id, group: record.group, label: record.label }, 'key minted');
       return keyInfo(record);
     },
     revoke: (id) => store.revoke(id, 'revoked'),
     keys: () => store.list().map(keyInfo),
+    setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
+    inspect() {
+      const keys = store.list().map(snapshot);
+      const groups = accounting.groupNames().map((group): GroupSnapshot => {
+        const account = accounting.group(group);
+        return {
+          group,
+          spentUsd: account.spentUsd,
+          reservedUsd: account.reservedUsd,
+          budgetUsd: account.limitUsd,
+          liveKeys: keys.filter((key) => key.group === group).length,
+        };
+      });
+      return {
+        keys,
+        groups,
+        totals: {
+          liveKeys: keys.length,
+          inFlight: keys.reduce((sum, key) => sum + key.inFlight, 0),
+          spentUsd: groups.reduce((sum, group) => sum + group.spentUsd, 0),
+        },
+      };
+    },
     async close({ drainMs = 10_000 } = {}) {
       if (closed) return;
       closed = true;
@@ -113,6 +225,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       await Promise.all(store.list().map((key) => store.revoke(key.id, 'closed')));
       server.close();
       await dispatcher.destroy();
+      await Promise.all([ledger.close(), audit.close()]);
     },
   };
 }

@@ -1,6 +1,18 @@
 // Public library interface. Hosts embed the gateway with createGateway(); see README.md.
-export { createGateway, type Gateway, type GatewayOptions } from './gateway.ts';
+export {
+  createGateway,
+  type Gateway,
+  type GatewayOptions,
+  type GatewaySnapshot,
+  type GroupSnapshot,
+  type KeySnapshot,
+  type MintRequest,
+} from './gateway.ts';
 export type { KeyInfo, MintOptions, Owner } from './keys.ts';
+export type { KeyLimits } from './metering/accounting.ts';
+export type { Price, PriceTable } from './metering/pricing.ts';
+export { DEFAULT_PRICES } from './metering/pricing.ts';
+export type { AuditOptions } from './audit.ts';
 export type { AnthropicConfig, OpenAIConfig, ProvidersConfig } from './providers.ts';
 export { providersFromEnv } from './providers.ts';
 export type { CallRecord } from './calls.ts';

@@ -1,13 +1,17 @@
 // The HTTP request handler shared by every key's socket: attribute the request to its key, route it,
-// swap the client's credential for the real one and relay it upstream.
+// check the key's limits, swap the client's credential for the real one, relay it upstream, and
+// meter what comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { ClientGone, isJsonContentType, parseRequestFields, readBody, type RequestFields } from './body.ts';
+import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
 import { headersForUpstream } from './headers.ts';
 import type { KeyRecord } from './keys.ts';
+import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
+import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
+import { createUsageMeter, type UsageMeter } from './metering/usage.ts';
 import type { Upstream } from './providers.ts';
 import { relay, type RelayOutcome } from './relay.ts';
 import { dialectOf, resolveRoute, type ProviderKind, type Route } from './routes.ts';
@@ -15,6 +19,7 @@ import { dialectOf, resolveRoute, type ProviderKind, type Route } from './routes
 export interface ProxyContext {
   keyOf(socket: Socket): KeyRecord | undefined;
   upstreams(): Record<ProviderKind, Upstream>;
+  accounting: Accounting;
   dispatcher: Dispatcher;
   maxBodyBytes: number;
   timeouts: { firstByteMs: number; idleMs: number };
@@ -25,24 +30,20 @@ export interface ProxyContext {
 export function createRequestHandler(context: ProxyContext) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const key = context.keyOf(req.socket);
-    if (!key || key.revoked) {
+    const account = key && !key.revoked ? context.accounting.get(key.id) : undefined;
+    if (!key || !account) {
       res.shouldKeepAlive = false;
-      const url = req.url ?? '/';
-      sendError(res, dialectOf(url, req.headers), new GatewayError('key_revoked', 'this key has been revoked or has expired'));
+      sendError(res, dialectOf(req.url ?? '/', req.headers), new GatewayError('key_revoked', 'this key has been revoked or has expired'));
       return;
     }
-    handle(context, key, req, res).catch((error: unknown) => {
+    handle(context, key, account, req, res).catch((error: unknown) => {
       context.onInternalError(error);
-      if (!res.headersSent) {
-        sendError(res, dialectOf(req.url ?? '/', req.headers), new GatewayError('upstream_failed', 'internal gateway error'));
-      } else {
-        res.destroy();
-      }
+      sendError(res, dialectOf(req.url ?? '/', req.headers), new GatewayError('upstream_failed', 'internal gateway error'));
     });
   };
 }
 
-async function handle(context: ProxyContext, key: KeyRecord, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
@@ -57,23 +58,33 @@ async function handle(context: ProxyContext, key: KeyRecord, req: IncomingMessag
   }
 
   const call = new CallTracker(context, key, req, res, path, started);
-  let route: Route | undefined;
   try {
-    route = resolveRoute(method, path, req.headers);
+    const route = resolveRoute(method, path, req.headers);
     call.route = route;
+    context.accounting.checkRate(account, key.inFlight - 1);
     const upstream = context.upstreams()[route.provider];
     let body: Buffer | null = null;
-    let fields: RequestFields | undefined;
+    let model: string | undefined;
+    let maxOutputTokens: number | undefined;
     if (route.hasBody) {
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
       }
-      body = await readBody(req, context.maxBodyBytes);
-      fields = parseRequestFields(body);
+      body = await readBody(req, Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity));
+      const fields = parseRequestFields(body);
+      ({ model, maxOutputTokens } = fields);
       call.requestBytes = body.length;
-      call.model = fields.model;
+      call.model = model;
       call.stream = fields.stream;
+      if (route.endpoint === 'chat_completions') {
+        const asked = askForStreamUsage(body, fields.json);
+        if (asked) {
+          body = asked;
+          call.usageChunkRemover = new UsageChunkRemover();
+        }
+      }
     }
+    call.admission = context.accounting.admit(account, { endpoint: route.endpoint, model, maxOutputTokens, requestBytes: call.requestBytes });
     const headers = headersForUpstream(req.headers);
     upstream.authenticate(headers);
     if (body) headers['content-length'] = String(body.length);
@@ -89,20 +100,23 @@ async function handle(context: ProxyContext, key: KeyRecord, req: IncomingMessag
       observer: call,
     });
   } catch (error) {
-    if (error instanceof ClientGone) return; // the call is reported as client_closed on close
+    if (error instanceof ClientGone) return; // reported as client_closed when the response closes
     if (!(error instanceof GatewayError)) throw error;
     if (error.headers.connection === 'close') res.shouldKeepAlive = false;
-    sendError(res, route?.provider ?? dialectOf(path, req.headers), error);
+    sendError(res, call.route?.provider ?? dialectOf(path, req.headers), error);
     call.finish('rejected', error.status, error);
   }
 }
 
-/** Follows one call from arrival to its last byte and reports it once. */
+/** Follows one call from arrival to its last byte, meters it, and reports it once. */
 class CallTracker {
   route: Route | undefined;
   model: string | undefined;
   stream = false;
   requestBytes = 0;
+  admission: Admission | undefined;
+  usageChunkRemover: UsageChunkRemover | undefined;
+  private meter: UsageMeter | undefined;
   private responseBytes = 0;
   private ttfbMs: number | undefined;
   private upstreamRequestId: string | undefined;
@@ -127,14 +141,28 @@ class CallTracker {
     });
   }
 
-  onResponseStart(_status: number, headers: Record<string, string | string[] | undefined>): void {
+  onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {
     this.ttfbMs = performance.now() - this.started;
     const id = headers['request-id'] ?? headers['x-request-id'];
     this.upstreamRequestId = Array.isArray(id) ? id[0] : id;
+    if (status >= 200 && status < 300 && this.route) {
+      const streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
+      this.meter = createUsageMeter(this.route.endpoint, streaming);
+      if (!streaming) this.usageChunkRemover = undefined;
+    } else {
+      this.usageChunkRemover = undefined;
+    }
   }
 
-  onResponseData(chunk: Buffer): void {
-    this.responseBytes += chunk.length;
+  onResponseData(chunk: Buffer): Buffer {
+    this.meter?.push(chunk);
+    const out = this.usageChunkRemover ? this.usageChunkRemover.push(chunk) : chunk;
+    this.responseBytes += out.length;
+    return out;
+  }
+
+  onResponseTail(): Buffer | undefined {
+    return this.usageChunkRemover?.flush();
   }
 
   onResponseEnd(outcome: RelayOutcome, status: number, error?: GatewayError): void {
@@ -144,6 +172,8 @@ class CallTracker {
   finish(outcome: CallRecord['outcome'], status: number, error?: GatewayError): void {
     if (this.done) return;
     this.done = true;
+    const settlement = this.admission?.settle(this.meter?.result());
+    const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];
     this.context.onCall({
       time: Date.now() - Math.round(performance.now() - this.started),
@@ -165,6 +195,16 @@ class CallTracker {
       errorKind: error?.kind,
       requestBytes: this.requestBytes,
       responseBytes: this.responseBytes,
+      inputTokens: usage?.inputTokens,
+      outputTokens: usage?.outputTokens,
+      cacheWriteTokens: usage?.cacheWriteTokens,
+      cacheWrite1hTokens: usage?.cacheWrite1hTokens,
+      cacheReadTokens: usage?.cacheReadTokens,
+      reasoningTokens: usage?.reasoningTokens,
+      usageReported: settlement?.usageReported,
+      costUsd: settlement?.costUsd ?? 0,
+      priceSource: settlement?.priceSource,
+      reservedUsd: this.admission?.estimateUsd,
     });
   }
 }

@@ -12,7 +12,10 @@ export type RelayOutcome = 'complete' | 'client_closed' | 'upstream_failed';
 /** Watches a response go by (metering, audit). Must not throw and must not hold chunks long. */
 export interface ResponseObserver {
   onResponseStart?(status: number, headers: Record<string, string | string[] | undefined>): void;
-  onResponseData?(chunk: Buffer): void;
+  /** Sees each chunk and returns what to forward: the chunk itself, unless the stream is being edited. */
+  onResponseData?(chunk: Buffer): Buffer;
+  /** Bytes held back by an edit, forwarded when the upstream ends. */
+  onResponseTail?(): Buffer | undefined;
   onResponseEnd(outcome: RelayOutcome, status: number, error?: GatewayError): void;
 }
 
@@ -82,8 +85,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.request.observer.onResponseData?.(chunk);
-    if (!this.request.res.write(chunk)) {
+    const out = this.request.observer.onResponseData?.(chunk) ?? chunk;
+    if (out.length > 0 && !this.request.res.write(out)) {
       controller.pause();
       this.request.res.once('drain', this.resume);
     }
@@ -91,7 +94,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     this.finished = true;
-    this.request.res.end();
+    const tail = this.request.observer.onResponseTail?.();
+    this.request.res.end(tail?.length ? tail : undefined);
     this.request.observer.onResponseEnd('complete', this.status);
   }
 

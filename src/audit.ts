@@ -1,0 +1,79 @@
+// The audit trail: one JSON line per call (pino), to a file under the state dir and/or stdout, plus
+// each key's most recent calls in memory for `inspect`. Records carry no bodies and no credentials.
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import { pino, type Logger } from 'pino';
+import type { CallRecord } from './calls.ts';
+
+export interface AuditOptions {
+  /** JSON-lines file. Default `<stateDir>/audit.jsonl`; false for none. */
+  file?: string | false;
+  /** Also write each record to stdout. Default false. */
+  stdout?: boolean;
+  /** Calls kept in memory per key for inspection. Default 20. */
+  recentPerKey?: number;
+}
+
+// Credentials are never put in a record; these paths are redacted anyway, in case one ever is.
+const REDACT = ['*.authorization', '*["x-api-key"]', '*.apiKey', '*.oauthToken', 'authorization', 'apiKey'];
+
+export class AuditTrail {
+  private readonly logger: Logger | undefined;
+  private readonly destinations: ReturnType<typeof pino.destination>[] = [];
+  private readonly recentPerKey: number;
+  private readonly recent = new Map<string, LRUCache<number, CallRecord>>();
+  private sequence = 0;
+
+  constructor(stateDir: string, options: AuditOptions = {}) {
+    const file = options.file === undefined ? path.join(stateDir, 'audit.jsonl') : options.file;
+    if (file) this.destinations.push(pino.destination({ dest: file, sync: false, mkdir: true }));
+    if (options.stdout) this.destinations.push(pino.destination({ dest: 1, sync: false }));
+    this.logger =
+      this.destinations.length === 0
+        ? undefined
+        : pino(
+            {
+              base: null,
+              timestamp: false,
+              messageKey: 'event',
+              redact: REDACT,
+              formatters: { level: () => ({}) },
+            },
+            pino.multistream(this.destinations.map((stream) => ({ stream }))),
+          );
+    this.recentPerKey = options.recentPerKey ?? 20;
+  }
+
+  write(record: CallRecord): void {
+    this.logger?.info({ ...record, time: new Date(record.time).toISOString() }, 'call');
+    let calls = this.recent.get(record.keyId);
+    if (!calls) {
+      calls = new LRUCache({ max: this.recentPerKey });
+      this.recent.set(record.keyId, calls);
+    }
+    calls.set(this.sequence++, record);
+  }
+
+  /** The key's recent calls, newest first. */
+  recentCalls(keyId: string): CallRecord[] {
+    return [...(this.recent.get(keyId)?.values() ?? [])];
+  }
+
+  forget(keyId: string): void {
+    this.recent.delete(keyId);
+  }
+
+  /** Writes out what is buffered and closes the files. */
+  async close(): Promise<void> {
+    await Promise.all(
+      this.destinations.map(
+        (destination) =>
+          new Promise<void>((resolve) => {
+            destination.once('close', () => resolve());
+            destination.once('error', () => resolve());
+            destination.end();
+          }),
+      ),
+    );
+  }
+}

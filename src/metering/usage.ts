@@ -1,0 +1,227 @@
+// Token usage as each API reports it, extracted from JSON responses and SSE streams while they pass.
+import type { Endpoint } from '../routes.ts';
+import { SseSplitter, type SseEvent } from './sse.ts';
+
+/** Tokens of one call, in separately priced line items. */
+export interface Usage {
+  /** Input tokens billed at the plain input price (cache reads and writes excluded). */
+  inputTokens: number;
+  /** Output tokens, reasoning included. */
+  outputTokens: number;
+  /** Prompt-cache writes with a 5-minute lifetime (Anthropic). */
+  cacheWriteTokens: number;
+  /** Prompt-cache writes with a 1-hour lifetime (Anthropic; billed higher). */
+  cacheWrite1hTokens: number;
+  /** Prompt-cache reads (Anthropic cache hits, OpenAI cached input). */
+  cacheReadTokens: number;
+  /** Of outputTokens, how many were reasoning (informational; already counted). */
+  reasoningTokens: number;
+}
+
+export const ZERO_USAGE: Usage = Object.freeze({
+  inputTokens: 0,
+  outputTokens: 0,
+  cacheWriteTokens: 0,
+  cacheWrite1hTokens: 0,
+  cacheReadTokens: 0,
+  reasoningTokens: 0,
+});
+
+type Json = Record<string, unknown>;
+
+const num = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) && value > 0 ? value : 0);
+const obj = (value: unknown): Json => (value !== null && typeof value === 'object' ? (value as Json) : {});
+
+/** Anthropic `usage`, from a message, `message_start` or `message_delta` (later fields win). */
+export function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): Usage {
+  const usage = obj(raw);
+  if ('input_tokens' in usage) into.inputTokens = num(usage.input_tokens);
+  if ('output_tokens' in usage) into.outputTokens = num(usage.output_tokens);
+  if ('cache_read_input_tokens' in usage) into.cacheReadTokens = num(usage.cache_read_input_tokens);
+  if ('cache_creation_input_tokens' in usage) {
+    // The 5m/1h split, when present, divides the same total; without it every write is a 5m write.
+    const total = num(usage.cache_creation_input_tokens);
+    const split = obj(usage.cache_creation);
+    const oneHour = Math.min(num(split.ephemeral_1h_input_tokens), total);
+    into.cacheWrite1hTokens = oneHour;
+    into.cacheWriteTokens = total - oneHour;
+  }
+  return into;
+}
+
+/** OpenAI chat-completions `usage`: prompt_tokens include the cached ones. */
+export function chatUsage(raw: unknown): Usage {
+  const usage = obj(raw);
+  const cached = num(obj(usage.prompt_tokens_details).cached_tokens);
+  return {
+    ...ZERO_USAGE,
+    inputTokens: Math.max(0, num(usage.prompt_tokens) - cached),
+    cacheReadTokens: cached,
+    outputTokens: num(usage.completion_tokens),
+    reasoningTokens: num(obj(usage.completion_tokens_details).reasoning_tokens),
+  };
+}
+
+/** OpenAI Responses `usage`: input_tokens include the cached ones. */
+export function responsesUsage(raw: unknown): Usage {
+  const usage = obj(raw);
+  const cached = num(obj(usage.input_tokens_details).cached_tokens);
+  return {
+    ...ZERO_USAGE,
+    inputTokens: Math.max(0, num(usage.input_tokens) - cached),
+    cacheReadTokens: cached,
+    outputTokens: num(usage.output_tokens),
+    reasoningTokens: num(obj(usage.output_tokens_details).reasoning_tokens),
+  };
+}
+
+/** What a meter saw of one response. */
+export interface MeteredUsage {
+  usage: Usage;
+  /**
+   * True when the provider reported the final counts. False for a stream cut short: then output
+   * tokens are estimated from the text actually delivered (about 4 characters a token).
+   */
+  reported: boolean;
+}
+
+/** Watches one response go by; `result()` is undefined when it carried no usage at all. */
+export interface UsageMeter {
+  push(chunk: Buffer): void;
+  result(): MeteredUsage | undefined;
+}
+
+// JSON bodies are parsed once at the end; past this size the usage is not looked for.
+const MAX_JSON_BYTES = 16 * 1024 * 1024;
+const CHARS_PER_TOKEN = 4;
+
+export function createUsageMeter(endpoint: Endpoint, streaming: boolean): UsageMeter | undefined {
+  switch (endpoint) {
+    case 'messages':
+      return streaming ? new StreamMeter(anthropicStream) : new JsonMeter((body) => anthropicUsage(body.usage));
+    case 'chat_completions':
+      return streaming ? new StreamMeter(chatStream) : new JsonMeter((body) => chatUsage(body.usage));
+    case 'responses':
+      return streaming ? new StreamMeter(responsesStream) : new JsonMeter((body) => responsesUsage(body.usage));
+    default:
+      return undefined; // count_tokens and models cost nothing
+  }
+}
+
+class JsonMeter implements UsageMeter {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private readonly extract: (body: Json) => Usage;
+  constructor(extract: (body: Json) => Usage) {
+    this.extract = extract;
+  }
+  push(chunk: Buffer): void {
+    this.size += chunk.length;
+    if (this.size <= MAX_JSON_BYTES) this.chunks.push(chunk);
+    else this.chunks = [];
+  }
+  result(): MeteredUsage | undefined {
+    if (this.chunks.length === 0) return undefined;
+    try {
+      const body = obj(JSON.parse(Buffer.concat(this.chunks).toString('utf8')));
+      return 'usage' in body ? { usage: this.extract(body), reported: true } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** How one API's stream reports usage. */
+interface StreamSpec {
+  /** Folds an event into the usage so far; `final` marks the provider's closing counts. */
+  usage(event: SseEvent, usage: Usage | undefined): { usage: Usage; final: boolean } | undefined;
+  /** Characters of generated content this event delivered (for streams cut short). */
+  deltaChars(event: SseEvent): number;
+}
+
+class StreamMeter implements UsageMeter {
+  private readonly splitter = new SseSplitter();
+  private readonly spec: StreamSpec;
+  private usage: Usage | undefined;
+  private final = false;
+  private deltaChars = 0;
+  constructor(spec: StreamSpec) {
+    this.spec = spec;
+  }
+  push(chunk: Buffer): void {
+    for (const event of this.splitter.push(chunk)) {
+      const step = this.spec.usage(event, this.usage);
+      if (step) {
+        this.usage = step.usage;
+        this.final ||= step.final;
+      } else {
+        this.deltaChars += this.spec.deltaChars(event);
+      }
+    }
+  }
+  result(): MeteredUsage | undefined {
+    if (this.final) return { usage: this.usage!, reported: true };
+    if (!this.usage && this.deltaChars === 0) return undefined;
+    const usage = { ...(this.usage ?? ZERO_USAGE) };
+    usage.outputTokens = Math.max(usage.outputTokens, Math.ceil(this.deltaChars / CHARS_PER_TOKEN));
+    return { usage, reported: false };
+  }
+}
+
+function parse(data: string): Json {
+  try {
+    return obj(JSON.parse(data));
+  } catch {
+    return {};
+  }
+}
+
+const stringLength = (value: unknown): number => (typeof value === 'string' ? value.length : 0);
+
+const anthropicStream: StreamSpec = {
+  // Anthropic names every event: message_start opens the counts, message_delta's are cumulative.
+  usage(event, usage) {
+    if (event.event === 'message_start') return { usage: anthropicUsage(obj(parse(event.data).message).usage), final: false };
+    if (event.event === 'message_delta') {
+      return { usage: anthropicUsage(parse(event.data).usage, { ...(usage ?? ZERO_USAGE) }), final: true };
+    }
+    return undefined;
+  },
+  deltaChars(event) {
+    if (event.event !== 'content_block_delta') return 0;
+    const delta = obj(parse(event.data).delta);
+    return stringLength(delta.text) + stringLength(delta.thinking) + stringLength(delta.partial_json);
+  },
+};
+
+const chatStream: StreamSpec = {
+  // Chat chunks are data-only; the last one (with include_usage) has a non-null usage.
+  usage(event) {
+    if (!event.data.includes('"usage":{') && !event.data.includes('"usage": {')) return undefined;
+    const chunk = parse(event.data);
+    return chunk.usage ? { usage: chatUsage(chunk.usage), final: true } : undefined;
+  },
+  deltaChars(event) {
+    if (event.data === '[DONE]') return 0;
+    let chars = 0;
+    for (const choice of (parse(event.data).choices as unknown[] | undefined) ?? []) {
+      const delta = obj(obj(choice).delta);
+      chars += stringLength(delta.content) + stringLength(delta.reasoning_content);
+      for (const call of (delta.tool_calls as unknown[] | undefined) ?? []) chars += stringLength(obj(obj(call).function).arguments);
+    }
+    return chars;
+  },
+};
+
+const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
+
+const responsesStream: StreamSpec = {
+  usage(event) {
+    if (!RESPONSES_FINAL.has(event.event)) return undefined;
+    const response = obj(parse(event.data).response);
+    return response.usage ? { usage: responsesUsage(response.usage), final: true } : undefined;
+  },
+  deltaChars(event) {
+    return event.event.endsWith('.delta') ? stringLength(parse(event.data).delta) : 0;
+  },
+};

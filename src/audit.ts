@@ -35,9 +35,9 @@ export class AuditTrail {
             {
               base: null,
               timestamp: false,
-              messageKey: 'event',
               redact: REDACT,
-              formatters: { level: () => ({}) },
+              // Each line starts with its kind instead of pino's numeric level.
+              formatters: { level: () => ({ record: 'call' }) },
             },
             pino.multistream(this.destinations.map((stream) => ({ stream }))),
           );
@@ -45,7 +45,7 @@ export class AuditTrail {
   }
 
   write(record: CallRecord): void {
-    this.logger?.info({ ...record, time: new Date(record.time).toISOString() }, 'call');
+    this.logger?.info({ ...record, time: new Date(record.time).toISOString() });
     let calls = this.recent.get(record.keyId);
     if (!calls) {
       calls = new LRUCache({ max: this.recentPerKey });

@@ -44,15 +44,17 @@ export class Account {
   }
 
   /**
-   * Room for a call estimated at `estimateUsd`: spend plus reservations plus the estimate must fit,
-   * except that a lone call may always start while any budget is left. So the spend passes the
-   * limit by at most the reservations of the calls in flight, and a key whose remaining budget is
-   * smaller than one worst-case call can still finish its work one call at a time.
+   * Whether a call estimated at `estimateUsd` may start. Spend plus reservations plus the estimate
+   * must fit, except that a lone call may always start while any budget is left: so the spend
+   * passes the limit by at most the reservations of calls in flight, and a key whose remaining
+   * budget is smaller than one worst-case call still finishes its work one call at a time.
+   * 'busy': the rest of the budget is reserved by calls in flight; try again when they end.
    */
-  admits(estimateUsd: number): boolean {
-    if (this.limitUsd === undefined) return true;
-    if (this.spentUsd >= this.limitUsd) return false;
-    return this.inFlight === 0 || this.spentUsd + this.reservedUsd + estimateUsd <= this.limitUsd;
+  admits(estimateUsd: number): 'yes' | 'busy' | 'exhausted' {
+    if (this.limitUsd === undefined) return 'yes';
+    if (this.spentUsd >= this.limitUsd) return 'exhausted';
+    if (this.inFlight === 0 || this.spentUsd + this.reservedUsd + estimateUsd <= this.limitUsd) return 'yes';
+    return 'busy';
   }
 }
 
@@ -173,7 +175,9 @@ export class Accounting {
     const accounts = [key.own, this.group(key.group)];
     if (metered) {
       for (const [account, which] of [[key.own, 'key'], [accounts[1]!, `group ${key.group}`]] as const) {
-        if (!account.admits(estimateUsd)) throw budgetExhausted(which, account);
+        const verdict = account.admits(estimateUsd);
+        if (verdict === 'exhausted') throw budgetExhausted(which, account);
+        if (verdict === 'busy') throw rateLimited(`the rest of the ${which} budget is held by calls in flight`, 1000);
       }
     }
     for (const account of accounts) {

@@ -39,10 +39,11 @@ export function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): U
   if ('output_tokens' in usage) into.outputTokens = num(usage.output_tokens);
   if ('cache_read_input_tokens' in usage) into.cacheReadTokens = num(usage.cache_read_input_tokens);
   if ('cache_creation_input_tokens' in usage) {
-    // The 5m/1h split, when present, divides the same total; without it every write is a 5m write.
+    // The 5m/1h split, when present, divides the same total. message_delta repeats the total
+    // without the split: the split already known from message_start stands.
     const total = num(usage.cache_creation_input_tokens);
-    const split = obj(usage.cache_creation);
-    const oneHour = Math.min(num(split.ephemeral_1h_input_tokens), total);
+    const known = 'cache_creation' in usage ? num(obj(usage.cache_creation).ephemeral_1h_input_tokens) : into.cacheWrite1hTokens;
+    const oneHour = Math.min(known, total);
     into.cacheWrite1hTokens = oneHour;
     into.cacheWriteTokens = total - oneHour;
   }

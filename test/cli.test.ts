@@ -1,0 +1,24 @@
+// The `gateway` binary, run as a user would.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const cli = new URL('../src/cli.ts', import.meta.url).pathname;
+
+test('gateway demo --standin streams both providers through a socket and finds no leaked key', async () => {
+  const { stdout } = await run(process.execPath, [cli, 'demo', '--standin'], {
+    env: { ...process.env, ANTHROPIC_API_KEY: '', OPENAI_API_KEY: '' },
+  });
+  assert.match(stdout, /STAND-IN PROVIDER/);
+  assert.equal(stdout.match(/> \[stand-in provider\] Hello through the gateway/g)?.length, 2);
+  assert.match(stdout, /ok {3}the upstream received the real keys/);
+  assert.match(stdout, /ok {3}no real key in the \d+ response bytes/);
+  assert.doesNotMatch(stdout, /FAIL/);
+});
+
+test('gateway --help lists the commands', async () => {
+  const { stdout } = await run(process.execPath, [cli, '--help']);
+  assert.match(stdout, /demo/);
+});

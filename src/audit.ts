@@ -26,7 +26,7 @@ export class AuditTrail {
 
   constructor(stateDir: string, options: AuditOptions = {}) {
     const file = options.file === undefined ? path.join(stateDir, 'audit.jsonl') : options.file;
-    if (file) this.destinations.push(pino.destination({ dest: file, sync: false, mkdir: true }));
+    if (file) this.destinations.push(pino.destination({ dest: file, sync: false, mkdir: true, mode: 0o600 }));
     if (options.stdout) this.destinations.push(pino.destination({ dest: 1, sync: false }));
     this.logger =
       this.destinations.length === 0

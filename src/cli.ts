@@ -1,21 +1,178 @@
 #!/usr/bin/env node
-// The `gateway` command line.
-import { Command } from 'commander';
+// The `gateway` command line. Exit codes: 0 success, 1 failure (daemon unreachable, unknown key,
+// demo check failed), 2 usage or configuration error.
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, loadConfig } from './config.ts';
+import { callControl, DaemonUnreachable } from './control.ts';
+import { serve } from './daemon.ts';
 import { runDemo } from './demo.ts';
+import { parseDuration } from './duration.ts';
+import type { GatewaySnapshot, KeySnapshot } from './gateway.ts';
+import { renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
+
+class UsageError extends Error {}
+
+interface GlobalOptions {
+  config?: string;
+  stateDir?: string;
+}
 
 const program = new Command()
   .name('gateway')
-  .description('LLM access for network-isolated agents: one Unix socket per ephemeral key, real keys stay on the host.')
-  .showHelpAfterError();
+  .description('LLM access for network-isolated agents: one Unix socket per ephemeral key; real keys stay on the host.')
+  .addOption(new Option('-c, --config <path>', 'TOML config file').env('GATEWAY_CONFIG'))
+  .addOption(new Option('-s, --state-dir <dir>', 'state directory (sockets, control socket, ledger, audit)').env('GATEWAY_STATE_DIR'))
+  .showHelpAfterError()
+  .exitOverride();
+
+/** The state dir every command agrees on: flag or env, else the config file's, else the default. */
+async function stateDirOf(options: GlobalOptions): Promise<string> {
+  return (await loadConfig(options.config, options.stateDir)).stateDir;
+}
+
+const globals = () => program.opts<GlobalOptions>();
+
+function positive(name: string, integer = false) {
+  return (value: string): number => {
+    const number = Number(value);
+    if (!Number.isFinite(number) || number < 0 || (integer && !Number.isInteger(number))) {
+      throw new UsageError(`${name} must be a non-negative ${integer ? 'integer' : 'number'}, got "${value}"`);
+    }
+    return number;
+  };
+}
+
+function duration(value: string): number {
+  const ms = parseDuration(value);
+  if (ms === undefined) throw new UsageError(`--ttl must be a duration such as 30m, 2h or 1d, got "${value}"`);
+  return ms;
+}
+
+program
+  .command('serve')
+  .description('Run the gateway as a host daemon with a control socket in the state dir.')
+  .addHelpText(
+    'after',
+    `
+Signals: SIGTERM/SIGINT drain calls in flight, then stop (live keys are kept for the next start);
+SIGHUP reloads the config and credentials without dropping live keys.
+
+Examples:
+  gateway serve
+  gateway serve --config /etc/llm-gateway.toml
+  GATEWAY_STATE_DIR=/run/llm-gateway gateway serve`,
+  )
+  .action(async () => {
+    const { config, stateDir } = globals();
+    await serve({ configFile: config, stateDir });
+  });
+
+const keys = program.command('keys').description('Mint, list and revoke keys on the running daemon.');
+
+keys
+  .command('mint')
+  .description('Mint a key: prints its id, socket directory and the env a container needs.')
+  .requiredOption('-g, --group <group>', 'the group the key belongs to (shares its budget)')
+  .option('-l, --label <label>', 'a label for inspect and the audit trail')
+  .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+  .option('--ttl <duration>', 'revoke by itself after this long (e.g. 2h)', duration)
+  .option('--rpm <n>', 'requests per minute', positive('--rpm', true))
+  .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
+  .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true))
+  .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
+  .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
+  .option('--json', 'print JSON')
+  .addHelpText('after', '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --models "claude-*" --json')
+  .action(async (options) => {
+    const stateDir = await stateDirOf(globals());
+    const body = {
+      group: options.group,
+      label: options.label,
+      budgetUsd: options.budgetUsd,
+      ttlMs: options.ttl,
+      rpm: options.rpm,
+      tpm: options.tpm,
+      maxConcurrent: options.maxConcurrent,
+      models: options.models,
+      owner: options.uid === undefined ? undefined : { uid: options.uid, gid: options.gid ?? options.uid },
+    };
+    const key = await callControl<KeySnapshot & { env: Record<string, string> }>(stateDir, 'POST', '/v1/keys', body);
+    if (options.json) return print(JSON.stringify(key, null, 2));
+    print(`key     ${key.id}\ngroup   ${key.group}\ndir     ${key.dir}   (bind-mount at /run/gateway)\nsocket  ${key.socketPath}\nenv:`);
+    for (const [name, value] of Object.entries(key.env)) print(`  ${name}=${value}`);
+  });
+
+keys
+  .command('revoke <id>')
+  .description('Revoke a key: closes its socket and connections and removes its directory.')
+  .action(async (id: string) => {
+    await callControl(await stateDirOf(globals()), 'DELETE', `/v1/keys/${encodeURIComponent(id)}`);
+    print(`revoked ${id}`);
+  });
+
+keys
+  .command('list')
+  .description('List live keys (same as `gateway inspect`).')
+  .option('--json', 'print JSON')
+  .action(async (options: { json?: boolean }) => inspect(undefined, { json: options.json }));
+
+program
+  .command('inspect [key]')
+  .description('Live keys with spend, limits and last call; with KEY, that key and its recent calls.')
+  .option('--json', 'print JSON')
+  .option('-w, --watch', 'refresh every second, like top (Ctrl-C to stop)')
+  .addHelpText('after', '\nExamples:\n  gateway inspect\n  gateway inspect --watch\n  gateway inspect 3k9x0f2m7q1c8v4b --json')
+  .action(inspect);
+
+async function inspect(key: string | undefined, options: { json?: boolean; watch?: boolean }): Promise<void> {
+  const stateDir = await stateDirOf(globals());
+  const render = async (): Promise<string> => {
+    if (key) {
+      const snapshot = await callControl<KeySnapshot>(stateDir, 'GET', `/v1/keys/${encodeURIComponent(key)}`);
+      return options.json ? JSON.stringify(snapshot, null, 2) : renderKey(snapshot);
+    }
+    const [rows, status] = await Promise.all([
+      callControl<KeyRow[]>(stateDir, 'GET', '/v1/keys'),
+      callControl<Omit<GatewaySnapshot, 'keys'>>(stateDir, 'GET', '/v1/status'),
+    ]);
+    return options.json ? JSON.stringify({ keys: rows, ...status }, null, 2) : renderKeys(rows, status.groups);
+  };
+  if (!options.watch) return print(await render());
+  for (;;) {
+    const screen = await render();
+    process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  gateway inspect --watch (Ctrl-C to stop)\n\n${screen}\n`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
 
 program
   .command('demo')
   .description('Run the whole path once in this process: mint a key, stream one Anthropic and one OpenAI call through its socket.')
   .option('--standin', 'use the local stand-in provider even if real keys are in the environment')
-  .addHelpText('after', '\nExamples:\n  gateway demo --standin     offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
+  .addHelpText('after', '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
   .action(async (options: { standin?: boolean }) => {
     const ok = await runDemo({ standin: Boolean(options.standin), out: process.stdout });
-    process.exitCode = ok ? 0 : 1;
+    if (!ok) process.exitCode = 1;
   });
 
-await program.parseAsync();
+function print(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
+try {
+  await program.parseAsync();
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // Help and version exit 0; every other parse error is a usage error.
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof UsageError || error instanceof ConfigError) {
+    process.stderr.write(`gateway: ${error.message}\n`);
+    process.exitCode = 2;
+  } else if (error instanceof DaemonUnreachable || error instanceof Error) {
+    process.stderr.write(`gateway: ${error.message}\n`);
+    process.exitCode = 1;
+  } else {
+    throw error;
+  }
+}

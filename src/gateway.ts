@@ -2,7 +2,7 @@
 // shared by every key's socket, one upstream connection pool, and the books (limits, budgets,
 // audit). No globals, no child processes: it runs in the host's own event loop, and several can
 // live in one process.
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import path from 'node:path';
@@ -12,6 +12,7 @@ import { Agent } from 'undici';
 import { AuditTrail, type AuditOptions } from './audit.ts';
 import type { CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
+import { LeaseJournal, type Lease } from './leases.ts';
 import { Accounting, type KeyLimits } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
@@ -44,9 +45,17 @@ export interface GatewayOptions {
   /** Price for models in no table: 'deny' refuses them. Default: charged at $15 / $75 per MTok. */
   unknownModelPrice?: Price | 'deny';
   audit?: AuditOptions;
+  /**
+   * Record live keys in the state dir and re-create them at start, so containers outlive a gateway
+   * restart. Default false: keys die with the gateway.
+   */
+  persistKeys?: boolean;
   /** Called once per proxied call, after its last byte. */
   onCall?: (record: CallRecord) => void;
 }
+
+/** What `reconfigure` can change on a running gateway. */
+export type Reconfigurable = Partial<Pick<GatewayOptions, 'providers' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice'>>;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
 export type MintRequest = MintOptions & KeyLimits;
@@ -87,6 +96,12 @@ export interface Gateway {
   revoke(id: string): Promise<boolean>;
   /** The live keys. */
   keys(): KeyInfo[];
+  /**
+   * Applies new settings without dropping live keys (config reload, token refresh): providers and
+   * credentials for the next calls (calls in flight keep theirs), default limits for keys minted
+   * from now on, group budgets, prices.
+   */
+  reconfigure(settings: Reconfigurable): void;
   /** Sets (or with undefined, removes) a group's shared USD budget. */
   setGroupBudget(group: string, usd: number | undefined): void;
   /** Live keys with spend, limits and recent calls; groups with spend and budgets. */
@@ -98,22 +113,21 @@ export interface Gateway {
 const MiB = 1024 * 1024;
 const UNKNOWN_MODEL_PRICE: Price = { input: 15, output: 75 };
 
-export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+export async function createGateway(userOptions: GatewayOptions): Promise<Gateway> {
+  const options = { ...userOptions };
   const stateDir = path.resolve(options.stateDir);
   const keysDir = path.join(stateDir, 'keys');
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
 
   const logger = options.logger ?? pino({ level: 'warn' }, pino.destination(2));
-  const upstreams = resolveUpstreams(options.providers ?? providersFromEnv());
+  let upstreams = resolveUpstreams(options.providers ?? providersFromEnv());
   const dispatcher = new Agent({ keepAliveTimeout: 30_000, connect: { keepAlive: true } });
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
-  const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'));
+  const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
+  const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)));
   const audit = new AuditTrail(stateDir, options.audit);
   const accounting = new Accounting({
-    pricing: new Pricing(
-      { ...DEFAULT_PRICES, ...options.prices },
-      options.unknownModelPrice === 'deny' ? undefined : (options.unknownModelPrice ?? UNKNOWN_MODEL_PRICE),
-    ),
+    pricing: pricingFor(options),
     ledger,
     defaults: options.defaultLimits ?? {},
     groupBudgets: options.groupBudgets ?? {},
@@ -147,6 +161,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const store = new KeyStore({
     keysDir,
     maxConnectionsPerKey: options.maxConnectionsPerKey ?? 256,
+    keepDirsOnClose: options.persistKeys,
     onConnection(socket, key) {
       keyOfSocket.set(socket, key);
       server.emit('connection', socket);
@@ -154,6 +169,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onRevoked(key, reason) {
       accounting.close(key.id);
       audit.forget(key.id);
+      // On close, leases stay: the next start re-creates the keys.
+      if (reason !== 'closed') leases?.journal.revoked(key.id).catch((error: unknown) => logger.error({ err: error }, 'lease journal write failed'));
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
     },
   });
@@ -175,6 +192,20 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     };
   }
 
+  // Key directories left by an earlier run are stale, unless their lease brings them back.
+  const restoring = new Set(leases?.live.map((lease) => lease.id));
+  for (const entry of await readdir(keysDir)) {
+    if (!restoring.has(entry)) await rm(path.join(keysDir, entry), { recursive: true, force: true });
+  }
+  for (const lease of leases?.live ?? []) {
+    const record = await store.mint(
+      { group: lease.group, label: lease.label, owner: lease.owner },
+      { id: lease.id, createdAt: lease.createdAt, expiresAt: lease.expiresAt },
+    );
+    accounting.open(record.id, record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(record.id);
+    logger.info({ key: record.id, group: record.group }, 'key restored');
+  }
+
   let closed = false;
   return {
     stateDir,
@@ -183,7 +214,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const { group, label, ttlMs, owner, ...limits } = request;
       const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
       try {
-        accounting.open(record.id, record.group, limits);
+        const account = accounting.open(record.id, record.group, limits);
+        const lease: Lease = { id: record.id, group, label, createdAt: record.createdAt, expiresAt: record.expiresAt, owner: owner ?? options.socketOwner, limits: account.limits };
+        await leases?.journal.minted(lease);
       } catch (error) {
         await store.revoke(record.id);
         throw error;
@@ -193,6 +226,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     revoke: (id) => store.revoke(id, 'revoked'),
     keys: () => store.list().map(keyInfo),
+    reconfigure(settings) {
+      // Validate everything before changing anything.
+      const next = settings.providers ? resolveUpstreams(settings.providers) : upstreams;
+      const pricing = settings.prices || settings.unknownModelPrice ? pricingFor({ ...options, ...settings }) : undefined;
+      upstreams = next;
+      if (pricing) accounting.setPricing(pricing);
+      if (settings.defaultLimits) accounting.setDefaults(settings.defaultLimits);
+      for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
+      Object.assign(options, settings);
+    },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
     inspect() {
       const keys = store.list().map(snapshot);
@@ -228,6 +271,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       await Promise.all([ledger.close(), audit.close()]);
     },
   };
+}
+
+function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice'>): Pricing {
+  return new Pricing(
+    { ...DEFAULT_PRICES, ...options.prices },
+    options.unknownModelPrice === 'deny' ? undefined : (options.unknownModelPrice ?? UNKNOWN_MODEL_PRICE),
+  );
 }
 
 function keyInfo(record: KeyRecord): KeyInfo {

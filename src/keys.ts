@@ -1,7 +1,7 @@
 // Ephemeral keys and their sockets. A key is nothing but a record in memory and a Unix socket in a
 // directory of its own; a connection's identity is the socket it arrived on, so nothing a client
 // sends can claim another key.
-import { chown, chmod, mkdir, rm } from 'node:fs/promises';
+import { chown, chmod, mkdir, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { customAlphabet } from 'nanoid';
@@ -59,6 +59,11 @@ export interface KeyStoreOptions {
   onConnection(socket: net.Socket, key: KeyRecord): void;
   onRevoked?(key: KeyRecord, reason: RevokeReason): void;
   maxConnectionsPerKey: number;
+  /**
+   * On close, keep each key's directory and remove only its socket: containers have the directory
+   * bind-mounted, and only the same directory (inode) shows them the socket of the next start.
+   */
+  keepDirsOnClose?: boolean;
 }
 
 export class KeyStore {
@@ -81,22 +86,34 @@ export class KeyStore {
     return this.keys.size;
   }
 
-  async mint(options: MintOptions): Promise<KeyRecord> {
+  /**
+   * Creates a key. With `restore` (a lease from before a restart), re-creates that key with its id
+   * and times, in its existing directory, replacing the stale socket file.
+   */
+  async mint(options: MintOptions, restore?: { id: string; createdAt: number; expiresAt?: number }): Promise<KeyRecord> {
     if (typeof options.group !== 'string' || options.group.length === 0) {
       throw new TypeError('mint: `group` must be a non-empty string');
     }
     if (options.ttlMs !== undefined && !(Number.isFinite(options.ttlMs) && options.ttlMs > 0)) {
       throw new TypeError('mint: `ttlMs` must be a positive number of milliseconds');
     }
-    const id = newKeyId();
+    const id = restore?.id ?? newKeyId();
     const dir = path.join(this.options.keysDir, id);
     const socketPath = path.join(dir, SOCKET_NAME);
     if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
       throw new Error(`socket path ${socketPath} is longer than ${MAX_SOCKET_PATH} bytes: use a shorter state dir`);
     }
-    await mkdir(dir, { mode: 0o700 });
+    if (restore) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await chmod(dir, 0o700);
+      await unlink(socketPath).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error;
+      });
+    } else {
+      await mkdir(dir, { mode: 0o700 });
+    }
     const sockets = new Set<net.Socket>();
-    const now = Date.now();
+    const now = restore?.createdAt ?? Date.now();
     const record: KeyRecord = {
       id,
       group: options.group,
@@ -104,7 +121,7 @@ export class KeyStore {
       dir,
       socketPath,
       createdAt: now,
-      expiresAt: options.ttlMs === undefined ? undefined : now + options.ttlMs,
+      expiresAt: restore ? restore.expiresAt : options.ttlMs === undefined ? undefined : now + options.ttlMs,
       revoked: false,
       inFlight: 0,
       sockets,
@@ -124,7 +141,7 @@ export class KeyStore {
       }
     } catch (error) {
       record.server.close();
-      await rm(dir, { recursive: true, force: true });
+      if (!restore) await rm(dir, { recursive: true, force: true });
       throw error;
     }
     this.keys.set(id, record);
@@ -141,7 +158,8 @@ export class KeyStore {
     clearTimeout(record.timer);
     record.server.close();
     for (const socket of record.sockets) socket.destroy();
-    await rm(record.dir, { recursive: true, force: true });
+    if (reason === 'closed' && this.options.keepDirsOnClose) await rm(record.socketPath, { force: true });
+    else await rm(record.dir, { recursive: true, force: true });
     this.options.onRevoked?.(record, reason);
     return true;
   }

@@ -112,7 +112,17 @@ export class Accounting {
       calls: 0,
     };
     this.keys.set(keyId, account);
+    this.group(group); // known from the first key on, for inspect
     return account;
+  }
+
+  setPricing(pricing: Pricing): void {
+    this.options.pricing = pricing;
+  }
+
+  /** Defaults for keys opened from now on; live keys keep theirs. */
+  setDefaults(defaults: KeyLimits): void {
+    this.options.defaults = validateLimits({ ...defaults });
   }
 
   close(keyId: string): void {

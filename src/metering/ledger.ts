@@ -16,15 +16,20 @@ const COMPACT_AFTER_LINES = 10_000;
 
 export class Ledger {
   private readonly totals: Map<string, number>;
+  private readonly keyTotals: Map<string, number>;
   private readonly stream: WriteStream;
 
-  private constructor(totals: Map<string, number>, stream: WriteStream) {
+  private constructor(totals: Map<string, number>, keyTotals: Map<string, number>, stream: WriteStream) {
     this.totals = totals;
+    this.keyTotals = keyTotals;
     this.stream = stream;
   }
 
-  static async open(file: string): Promise<Ledger> {
+  /** `liveKeys`: keys restored after a restart, whose own spend is summed too. */
+  static async open(file: string, liveKeys: ReadonlySet<string> = new Set()): Promise<Ledger> {
     const totals = new Map<string, number>();
+    const keyTotals = new Map<string, number>();
+    const groupOfKey = new Map<string, string>();
     let lines = 0;
     const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return '';
@@ -37,22 +42,40 @@ export class Ledger {
         const entry = JSON.parse(line) as LedgerLine;
         if (typeof entry.group === 'string' && Number.isFinite(entry.usd)) {
           totals.set(entry.group, (totals.get(entry.group) ?? 0) + entry.usd);
+          if (entry.key !== undefined && liveKeys.has(entry.key)) {
+            keyTotals.set(entry.key, (keyTotals.get(entry.key) ?? 0) + entry.usd);
+            groupOfKey.set(entry.key, entry.group);
+          }
         }
       } catch {
         // A line torn by a crash mid-append: its amount was never confirmed.
       }
     }
     if (lines > COMPACT_AFTER_LINES) {
+      // One line per group, less what its live keys spent, which keep a line each.
       const now = Date.now();
-      const snapshot = [...totals].map(([group, usd]) => `${JSON.stringify({ t: now, group, usd })}\n`).join('');
+      const rest = new Map(totals);
+      const entries: LedgerLine[] = [];
+      for (const [key, usd] of keyTotals) {
+        const group = groupOfKey.get(key)!;
+        rest.set(group, rest.get(group)! - usd);
+        entries.push({ t: now, group, key, usd });
+      }
+      for (const [group, usd] of rest) entries.push({ t: now, group, usd });
+      const snapshot = entries.map((entry) => `${JSON.stringify(entry)}\n`).join('');
       await writeFile(`${file}.tmp`, snapshot, { mode: 0o600 });
       await rename(`${file}.tmp`, file);
     }
-    return new Ledger(totals, createWriteStream(file, { flags: 'a', mode: 0o600 }));
+    return new Ledger(totals, keyTotals, createWriteStream(file, { flags: 'a', mode: 0o600 }));
   }
 
   spent(group: string): number {
     return this.totals.get(group) ?? 0;
+  }
+
+  /** What a key restored at start had spent before the restart. */
+  spentByRestoredKey(key: string): number {
+    return this.keyTotals.get(key) ?? 0;
   }
 
   record(group: string, key: string, usd: number): void {

@@ -1,0 +1,129 @@
+// `gateway serve`: the gateway as a host daemon. Loads the config and credentials, restores the
+// keys that were live before a restart, serves the control socket, follows credential changes,
+// reloads on SIGHUP and drains on SIGTERM/SIGINT.
+import { unlink } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import { loadConfig, type GatewayConfig } from './config.ts';
+import { controlSocketPath, startControlServer } from './control.ts';
+import { CredentialWatcher, resolveCredentials } from './credentials.ts';
+import { createGateway, type Gateway } from './gateway.ts';
+
+export interface ServeOptions {
+  configFile?: string;
+  stateDir?: string;
+  logger?: Logger;
+}
+
+export interface Daemon {
+  gateway: Gateway;
+  config: GatewayConfig;
+  reload(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+/** Human-readable logs on a terminal, JSON lines otherwise. */
+export function daemonLogger(): Logger {
+  const level = process.env.GATEWAY_LOG_LEVEL ?? 'info';
+  return process.stderr.isTTY
+    ? pino({ level }, pretty({ colorize: true, destination: 2, ignore: 'pid,hostname' }))
+    : pino({ level }, pino.destination(2));
+}
+
+export async function startDaemon(options: ServeOptions): Promise<Daemon> {
+  const logger = options.logger ?? daemonLogger();
+  let config = await loadConfig(options.configFile, options.stateDir);
+  const credentials = await resolveCredentials(config.providers);
+  const startedAt = Date.now();
+  let summary = credentials.summary;
+
+  const gateway = await createGateway({
+    stateDir: config.stateDir,
+    providers: credentials.providers,
+    logger,
+    defaultLimits: config.defaultLimits,
+    groupBudgets: config.groupBudgets,
+    prices: config.prices,
+    unknownModelPrice: config.unknownModelPrice,
+    socketOwner: config.socketOwner,
+    audit: config.audit,
+    persistKeys: true,
+  });
+  const watcher = new CredentialWatcher(config.providers, credentials, (state) => {
+    summary = state.summary;
+    gateway.reconfigure({ providers: state.providers });
+  }, logger);
+  let control: Server;
+  try {
+    control = await startControlServer(gateway, {
+      defaultTtlMs: config.defaultTtlMs,
+      info: () => ({ pid: process.pid, startedAt, config: config.file ?? null, stateDir: config.stateDir, credentials: summary }),
+    });
+  } catch (error) {
+    watcher.close();
+    await gateway.close({ drainMs: 0 });
+    throw error;
+  }
+  logger.info({ stateDir: config.stateDir, config: config.file ?? '(defaults)', credentials: summary, liveKeys: gateway.keys().length }, 'gateway serving');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    gateway,
+    get config() {
+      return config;
+    },
+    async reload() {
+      const next = await loadConfig(options.configFile, options.stateDir);
+      if (next.stateDir !== config.stateDir) {
+        logger.warn({ stateDir: next.stateDir }, 'state_dir changed: it takes effect at the next start');
+        next.stateDir = config.stateDir;
+      }
+      const state = await resolveCredentials(next.providers);
+      gateway.reconfigure({
+        providers: state.providers,
+        defaultLimits: next.defaultLimits,
+        groupBudgets: next.groupBudgets,
+        prices: next.prices,
+        unknownModelPrice: next.unknownModelPrice,
+      });
+      watcher.replace(next.providers, state);
+      config = next;
+      summary = state.summary;
+      logger.info({ credentials: summary, liveKeys: gateway.keys().length }, 'configuration reloaded');
+    },
+    shutdown() {
+      stopping ??= (async () => {
+        logger.info({ inFlight: gateway.inspect().totals.inFlight }, 'shutting down: draining calls in flight');
+        watcher.close();
+        await new Promise((resolve) => control.close(resolve));
+        await unlink(controlSocketPath(config.stateDir)).catch(() => undefined);
+        await gateway.close({ drainMs: config.drainMs });
+        logger.info('gateway stopped');
+        logger.flush();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/** Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const logger = options.logger ?? daemonLogger();
+  const daemon = await startDaemon({ ...options, logger });
+  process.on('SIGHUP', () => {
+    daemon.reload().catch((error: Error) => logger.error({ error: error.message }, 'reload failed; the previous configuration stays'));
+  });
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const stop = (signal: string) => {
+      if (++signals > 1) {
+        logger.warn(`${signal} again: exiting without draining`);
+        process.exit(1);
+      }
+      daemon.shutdown().then(resolve, resolve);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -1,0 +1,67 @@
+// How `gateway inspect` shows live keys and one key's recent calls, as plain-text tables.
+import type { CallRecord } from './calls.ts';
+import { formatDuration } from './duration.ts';
+import type { GroupSnapshot, KeySnapshot } from './gateway.ts';
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+const usd = (value: number) => `$${value < 10 ? value.toFixed(4) : value.toFixed(2)}`;
+const ago = (time: number | undefined, now: number) => (time === undefined ? '-' : `${formatDuration(now - time)} ago`);
+
+function spend(spent: number, budget: number | undefined): string {
+  return budget === undefined ? usd(spent) : `${usd(spent)}/${usd(budget)}`;
+}
+
+export type KeyRow = Omit<KeySnapshot, 'recentCalls'> & { recentCalls?: CallRecord[] };
+
+export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], now = Date.now()): string {
+  if (keys.length === 0) return 'no live keys';
+  const rows = keys.map((key) => [
+    key.id,
+    key.group,
+    key.label ?? '-',
+    formatDuration(now - key.createdAt),
+    key.expiresAt === undefined ? 'never' : formatDuration(key.expiresAt - now),
+    spend(key.spentUsd, key.limits.budgetUsd),
+    key.limits.rpm === undefined ? String(key.requestsLastMinute) : `${key.requestsLastMinute}/${key.limits.rpm}`,
+    String(key.inFlight),
+    ago(key.lastCallAt, now),
+  ]);
+  const keyTable = table(['ID', 'GROUP', 'LABEL', 'AGE', 'TTL LEFT', 'SPEND/BUDGET', 'RPM', 'IN FLIGHT', 'LAST CALL'], rows);
+  const groupRows = groups
+    .filter((group) => group.liveKeys > 0 || group.budgetUsd !== undefined)
+    .map((group) => [group.group, String(group.liveKeys), spend(group.spentUsd, group.budgetUsd), usd(group.reservedUsd)]);
+  return `${keyTable}\n\n${table(['GROUP', 'KEYS', 'SPEND/BUDGET', 'RESERVED'], groupRows)}`;
+}
+
+export function renderKey(key: KeySnapshot, now = Date.now()): string {
+  const limits = Object.entries(key.limits)
+    .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join(',') : value}`)
+    .join(' ');
+  const head = [
+    `key        ${key.id}`,
+    `group      ${key.group}${key.label ? `  label ${key.label}` : ''}`,
+    `socket     ${key.socketPath}`,
+    `age        ${formatDuration(now - key.createdAt)}, ttl left ${key.expiresAt === undefined ? 'never' : formatDuration(key.expiresAt - now)}`,
+    `spend      ${spend(key.spentUsd, key.limits.budgetUsd)} (reserved ${usd(key.reservedUsd)})`,
+    `traffic    ${key.calls} calls, ${key.requestsLastMinute} requests and ${key.tokensLastMinute} tokens in the last minute, ${key.inFlight} in flight`,
+    `limits     ${limits || 'none'}`,
+  ].join('\n');
+  if (key.recentCalls.length === 0) return `${head}\n\nno calls yet`;
+  const rows = key.recentCalls.map((call) => [
+    ago(call.time, now),
+    `${call.method} ${call.path}`,
+    call.model ?? '-',
+    String(call.status),
+    call.stream ? 'yes' : 'no',
+    `${call.inputTokens ?? 0}/${call.outputTokens ?? 0}/${(call.cacheWriteTokens ?? 0) + (call.cacheWrite1hTokens ?? 0)}/${call.cacheReadTokens ?? 0}`,
+    usd(call.costUsd),
+    `${Math.round(call.latencyMs)}ms`,
+    call.errorKind ?? call.outcome,
+  ]);
+  return `${head}\n\n${table(['WHEN', 'REQUEST', 'MODEL', 'STATUS', 'STREAM', 'IN/OUT/CW/CR', 'COST', 'LATENCY', 'OUTCOME'], rows)}`;
+}

@@ -1,0 +1,71 @@
+// Credential discovery: env, files (plain or Claude Code's credentials JSON), commands, and refresh.
+import assert from 'node:assert/strict';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { pino } from 'pino';
+import type { GatewayConfig } from '../src/config.ts';
+import { CredentialWatcher, resolveCredentials, type CredentialState } from '../src/credentials.ts';
+import { eventually } from './support/fixture.ts';
+
+const claudeCredentials = (token: string, expiresAt: number) =>
+  JSON.stringify({ claudeAiOauth: { accessToken: token, refreshToken: 'refresh-not-used', expiresAt, scopes: ['user:inference'], subscriptionType: 'max' } });
+
+test('sources are tried in order: env, then Claude Code credentials file', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gw-cred-'));
+  try {
+    const file = path.join(dir, '.credentials.json');
+    const expiresAt = Date.now() + 3_600_000;
+    await writeFile(file, claudeCredentials('oauth-token-1', expiresAt));
+    const sources: GatewayConfig['providers'] = {
+      anthropic: { apiKey: [{ env: 'GW_TEST_UNSET_VAR' }], oauthToken: [{ env: 'GW_TEST_UNSET_VAR' }, { file }] },
+      openai: { apiKey: [{ command: 'printf "  from-command\\n"' }], oauthToken: [] },
+    };
+    const state = await resolveCredentials(sources);
+    assert.equal(state.providers.anthropic?.oauthToken, 'oauth-token-1');
+    assert.equal(state.providers.anthropic?.apiKey, undefined);
+    assert.equal(state.expiresAt, expiresAt);
+    assert.equal(state.providers.openai?.apiKey, 'from-command');
+    assert.equal(state.summary.anthropic, `OAuth token from file ${file}`);
+    assert.equal(state.summary.openai, 'api key from command `printf "  from-command\\n"`');
+    assert.ok(!JSON.stringify(state.summary).includes('oauth-token-1'));
+
+    process.env.GW_TEST_SET_VAR = 'from-env';
+    const fromEnv = await resolveCredentials({ ...sources, anthropic: { apiKey: [{ env: 'GW_TEST_SET_VAR' }], oauthToken: [{ file }] } });
+    assert.equal(fromEnv.providers.anthropic?.apiKey, 'from-env');
+    assert.equal(fromEnv.providers.anthropic?.oauthToken, undefined, 'an API key wins over an OAuth token');
+    delete process.env.GW_TEST_SET_VAR;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a failing credential command is reported without its output', async () => {
+  await assert.rejects(
+    resolveCredentials({ anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], oauthToken: [] }, openai: { apiKey: [], oauthToken: [] } }),
+    (error: Error) => /exit 3/.test(error.message) && !error.message.includes('42-output'),
+  );
+});
+
+test("the watcher follows the host's token refresh of the credentials file", async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gw-cred-'));
+  try {
+    const file = path.join(dir, '.credentials.json');
+    await writeFile(file, claudeCredentials('oauth-token-old', Date.now() + 3_600_000));
+    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], oauthToken: [{ file }] }, openai: { apiKey: [], oauthToken: [] } };
+    const seen: CredentialState[] = [];
+    const watcher = new CredentialWatcher(sources, await resolveCredentials(sources), (state) => seen.push(state), pino({ level: 'silent' }));
+    try {
+      // Claude Code writes a new file and renames it over the old one.
+      await writeFile(`${file}.tmp`, claudeCredentials('oauth-token-new', Date.now() + 7_200_000));
+      await rename(`${file}.tmp`, file);
+      await eventually(() => seen.length === 1, 3000);
+      assert.equal(seen[0]!.providers.anthropic?.oauthToken, 'oauth-token-new');
+    } finally {
+      watcher.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

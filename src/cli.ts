@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `gateway` command line. Exit codes: 0 success, 1 failure (daemon unreachable, unknown key,
 // demo check failed), 2 usage or configuration error.
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig } from './config.ts';
 import { callControl, DaemonUnreachable } from './control.ts';
@@ -9,6 +10,10 @@ import { runDemo } from './demo.ts';
 import { parseDuration } from './duration.ts';
 import type { GatewaySnapshot, KeySnapshot } from './gateway.ts';
 import { renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
+import { embeddedGateway } from './runner/embedded.ts';
+import { daemonMinter, runContainer } from './runner/run.ts';
+import type { Runtime } from './runner/render.ts';
+import type { Mount } from './runner/contribute.ts';
 
 class UsageError extends Error {}
 
@@ -40,6 +45,14 @@ function positive(name: string, integer = false) {
     }
     return number;
   };
+}
+
+function parseMount(value: string): Mount {
+  const [source, target, mode, ...extra] = value.split(':');
+  if (!source || !target || extra.length > 0 || (mode !== undefined && mode !== 'ro' && mode !== 'rw')) {
+    throw new UsageError(`--mount must be SRC:DST or SRC:DST:ro, got "${value}"`);
+  }
+  return { source: path.resolve(source), target, readOnly: mode === 'ro' };
 }
 
 function duration(value: string): number {
@@ -145,6 +158,59 @@ async function inspect(key: string | undefined, options: { json?: boolean; watch
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
+
+program
+  .command('run')
+  .description('Mint a key, run one container with it and no network, revoke the key when the container exits.')
+  .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker; CMD... for bwrap')
+  .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices(['podman', 'docker', 'bwrap']).default('podman'))
+  .option('-g, --group <group>', 'the group the key belongs to', 'default')
+  .option('-l, --label <label>', 'a label for inspect and the audit trail')
+  .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+  .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration)
+  .option('--model <glob...>', 'models the key may use (repeatable), e.g. --model "claude-*"')
+  .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
+  .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
+  .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
+  .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
+  .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")
+  .addHelpText(
+    'after',
+    `
+Uses the running daemon (gateway serve) for the key when there is one, else an embedded gateway in
+this process. The container gets the key's directory read-only at /run/gateway, --network=none, and
+the env its clients need; CMD runs under the shim (node /run/gateway/shim.mjs -- CMD), so the image
+needs Node. Exits with the container's status.
+
+Examples:
+  gateway run --group family --budget-usd 2 -- localhost/agent claude -p "fix the failing test"
+  gateway run --runtime bwrap --workdir . -- claude -p "summarize README.md"`,
+  )
+  .action(async (args: string[], options) => {
+    const runtime = options.runtime as Runtime;
+    const image = runtime === 'bwrap' ? undefined : args[0];
+    const rest = runtime === 'bwrap' ? args : args.slice(1);
+    if (rest.length === 0 && options.shim) throw new UsageError('give a command to run under the shim, or --no-shim');
+    const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
+    if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
+    const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
+    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, owner, port: options.port };
+    const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
+    const stateDir = await stateDirOf(globals());
+    const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);
+    const embedded = daemonUp ? undefined : await embeddedGateway(globals().config, globals().stateDir);
+    try {
+      process.exitCode = await runContainer({
+        runtime,
+        request,
+        launch,
+        minter: embedded ?? daemonMinter(stateDir),
+        onLaunch: (key) => process.stderr.write(`gateway: key ${key.id} (${daemonUp ? 'daemon' : 'embedded gateway'}), ${runtime} starting\n`),
+      });
+    } finally {
+      await embedded?.close();
+    }
+  });
 
 program
   .command('demo')

@@ -1,15 +1,19 @@
 // Ephemeral keys and their sockets. A key is nothing but a record in memory and a Unix socket in a
 // directory of its own; a connection's identity is the socket it arrived on, so nothing a client
 // sends can claim another key.
-import { chown, chmod, mkdir, rm, unlink } from 'node:fs/promises';
+import { chown, chmod, copyFile, mkdir, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { customAlphabet } from 'nanoid';
 
 // Lower-case alphanumerics: safe in paths, container names and labels. 16 chars = 82 bits.
 const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
 
 export const SOCKET_NAME = 'gateway.sock';
+export const SHIM_NAME = 'shim.mjs';
+/** The in-container relay shipped with this package, copied into every key's directory. */
+export const SHIM_SOURCE = fileURLToPath(new URL('../shim/shim.mjs', import.meta.url));
 // Linux sun_path holds 107 bytes plus the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 // setTimeout fires at once beyond this many milliseconds; longer TTLs re-arm.
@@ -133,6 +137,9 @@ export class KeyStore {
     };
     record.server.maxConnections = this.options.maxConnectionsPerKey;
     try {
+      // Any image with Node can start its relay from the mount: `node /run/gateway/shim.mjs -- CMD`.
+      await copyFile(SHIM_SOURCE, path.join(dir, SHIM_NAME));
+      await chmod(path.join(dir, SHIM_NAME), 0o644);
       await listen(record.server, socketPath);
       await chmod(socketPath, 0o600);
       if (options.owner) {

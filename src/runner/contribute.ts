@@ -1,0 +1,65 @@
+// What the gateway contributes to one container launch: a fresh key and the typed data a host needs
+// to start the container with it (env, mounts, labels, no network) and to end it (close revokes).
+// Hosts pass this to a renderer (podman, docker, bwrap) or to their own container API.
+import type { MintRequest } from '../gateway.ts';
+import { SHIM_NAME, type KeyInfo } from '../keys.ts';
+import { clientEnv, SHIM_PORT } from './env.ts';
+
+/** Where a container sees its key's directory. */
+export const MOUNT_TARGET = '/run/gateway';
+
+/** Anything that can mint and revoke keys: an embedded Gateway, or the daemon's control client. */
+export interface KeyMinter {
+  mint(request: MintRequest): Promise<KeyInfo>;
+  revoke(id: string): Promise<boolean>;
+}
+
+export interface Mount {
+  source: string;
+  target: string;
+  readOnly: boolean;
+}
+
+export interface ContributeRequest extends MintRequest {
+  /** The shim's port inside the container. Default 9460. */
+  port?: number;
+}
+
+export interface Contribution {
+  key: KeyInfo;
+  /** The clients' environment: base URLs on the shim, worthless placeholders, no side traffic. */
+  env: Record<string, string>;
+  /**
+   * The key's directory, read-only: connecting to a socket needs no write access, and the
+   * container cannot create files next to its socket.
+   */
+  mounts: Mount[];
+  labels: Record<string, string>;
+  network: 'none';
+  /** `CMD...` wrapped so the shim relays while it runs (any image with Node). */
+  wrap(command: string[]): string[];
+  /** Revokes the key. Call it when the container exits. Idempotent. */
+  close(reason?: string): Promise<void>;
+}
+
+export async function contribute(minter: KeyMinter, request: ContributeRequest): Promise<Contribution> {
+  const { port = SHIM_PORT, ...mint } = request;
+  const key = await minter.mint(mint);
+  let closing: Promise<void> | undefined;
+  return {
+    key,
+    env: clientEnv(port),
+    mounts: [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
+    labels: {
+      'llm-gateway.key': key.id,
+      'llm-gateway.group': key.group,
+      ...(key.label ? { 'llm-gateway.label': key.label } : {}),
+    },
+    network: 'none',
+    wrap: (command) => ['node', `${MOUNT_TARGET}/${SHIM_NAME}`, '--port', String(port), '--', ...command],
+    close() {
+      closing ??= minter.revoke(key.id).then(() => undefined);
+      return closing;
+    },
+  };
+}

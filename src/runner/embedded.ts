@@ -1,0 +1,34 @@
+// The gateway `gateway run` starts in its own process when no daemon is running: the configured
+// providers, credentials, limits and prices, on a private temporary state dir that ends with it.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { loadConfig } from '../config.ts';
+import { resolveCredentials } from '../credentials.ts';
+import { createGateway, type Gateway } from '../gateway.ts';
+
+export async function embeddedGateway(configFile: string | undefined, stateDir: string | undefined): Promise<Gateway> {
+  const config = await loadConfig(configFile, stateDir);
+  const credentials = await resolveCredentials(config.providers);
+  // Private: sharing the daemon's state dir would race with a daemon started later.
+  const privateDir = await mkdtemp(path.join(tmpdir(), 'gw-run-'));
+  const gateway = await createGateway({
+    stateDir: privateDir,
+    providers: credentials.providers,
+    logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
+    defaultLimits: config.defaultLimits,
+    groupBudgets: config.groupBudgets,
+    prices: config.prices,
+    unknownModelPrice: config.unknownModelPrice,
+    socketOwner: config.socketOwner,
+    audit: { ...config.audit, file: config.audit.file ?? path.join(config.stateDir, 'audit.jsonl') },
+  });
+  return {
+    ...gateway,
+    async close(options) {
+      await gateway.close(options);
+      await rm(privateDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,55 @@
+// `gateway run`: mint a key, launch one container with it, stream its output, revoke when it exits
+// (also on Ctrl-C), and exit with the container's status.
+import { spawn } from 'node:child_process';
+import { callControl } from '../control.ts';
+import type { MintRequest } from '../gateway.ts';
+import type { KeyInfo } from '../keys.ts';
+import { contribute, type ContributeRequest, type KeyMinter } from './contribute.ts';
+import { render, type LaunchSpec, type Runtime } from './render.ts';
+
+/** The running daemon's keys, through its control socket. */
+export function daemonMinter(stateDir: string): KeyMinter {
+  return {
+    mint: (request: MintRequest) => callControl<KeyInfo>(stateDir, 'POST', '/v1/keys', request),
+    revoke: (id: string) =>
+      callControl(stateDir, 'DELETE', `/v1/keys/${encodeURIComponent(id)}`).then(
+        () => true,
+        () => false,
+      ),
+  };
+}
+
+export interface RunOptions {
+  runtime: Runtime;
+  request: ContributeRequest;
+  launch: LaunchSpec;
+  minter: KeyMinter;
+  /** Told the key and argv before launch (for a status line on stderr). */
+  onLaunch?(key: KeyInfo, argv: string[]): void;
+}
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+
+/** Runs the container to its end; resolves with its exit status (128 + n when killed by signal n). */
+export async function runContainer(options: RunOptions): Promise<number> {
+  const contribution = await contribute(options.minter, options.request);
+  try {
+    const argv = render(options.runtime, contribution, options.launch);
+    options.onLaunch?.(contribution.key, argv);
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
+    // The runtime forwards signals into the container; we stay up to revoke the key after it.
+    const forward = (signal: NodeJS.Signals) => child.kill(signal);
+    for (const signal of SIGNALS) process.on(signal, forward);
+    try {
+      return await new Promise<number>((resolve, reject) => {
+        child.once('error', reject);
+        child.once('exit', (code, signal) => resolve(code ?? 128 + (SIGNAL_NUMBERS[signal!] ?? 0)));
+      });
+    } finally {
+      for (const signal of SIGNALS) process.off(signal, forward);
+    }
+  } finally {
+    await contribution.close();
+  }
+}

@@ -23,25 +23,32 @@ interface KindSpec {
   status: number;
   anthropicType: string;
   openaiType: string;
+  /**
+   * Whether a client should try again. The Anthropic and OpenAI SDKs (and so Claude Code and the
+   * Agents SDK) honour `x-should-retry: false`, which stops their retry loops at once whatever the
+   * status; without it Claude Code retries 401, 429 and 5xx for minutes (docs/clients.md).
+   */
+  retry: boolean;
 }
 
 const KINDS: Record<ErrorKind, KindSpec> = {
-  invalid_request: { status: 400, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error' },
-  unsupported_media_type: { status: 415, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error' },
-  not_found: { status: 404, anthropicType: 'not_found_error', openaiType: 'invalid_request_error' },
-  method_not_allowed: { status: 405, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error' },
-  body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error' },
+  invalid_request: { status: 400, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
+  unsupported_media_type: { status: 415, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
+  not_found: { status: 404, anthropicType: 'not_found_error', openaiType: 'invalid_request_error', retry: false },
+  method_not_allowed: { status: 405, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
+  body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error', retry: false },
   // 403, not 401: clients retry 401 as if a token refresh could help; a revoked key never comes back.
-  key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error' },
-  provider_not_configured: { status: 503, anthropicType: 'api_error', openaiType: 'api_error' },
-  upstream_unreachable: { status: 502, anthropicType: 'api_error', openaiType: 'api_error' },
-  upstream_failed: { status: 502, anthropicType: 'api_error', openaiType: 'api_error' },
-  upstream_timeout: { status: 504, anthropicType: 'api_error', openaiType: 'api_error' },
-  upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error' },
-  model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error' },
-  rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error' },
-  // See docs/clients.md: a status the clients do not retry, so an agent stops instead of looping.
-  budget_exhausted: { status: 402, anthropicType: 'billing_error', openaiType: 'insufficient_quota' },
+  key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  // A gateway without the provider's credential will not grow one by being asked again.
+  provider_not_configured: { status: 503, anthropicType: 'api_error', openaiType: 'api_error', retry: false },
+  upstream_unreachable: { status: 502, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
+  upstream_failed: { status: 502, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
+  upstream_timeout: { status: 504, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
+  upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
+  model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true },
+  // 402: Claude Code and the openai SDK make one attempt and stop, so an agent out of budget halts.
+  budget_exhausted: { status: 402, anthropicType: 'billing_error', openaiType: 'insufficient_quota', retry: false },
 };
 
 /** A failure the gateway answers itself; `message` must never contain a credential. */
@@ -79,6 +86,7 @@ export function sendError(res: ServerResponse, provider: ProviderKind, error: Ga
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-gateway-error': error.kind,
+    ...(KINDS[error.kind].retry ? {} : { 'x-should-retry': 'false' }),
   });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }

@@ -121,6 +121,7 @@ describe('metering through the gateway', () => {
       assert.ok(Math.abs(spent - recorded) < 1e-12, 'spend equals the sum of the audit records');
       const largestReservation = Math.max(...all.map((c) => c.reservedUsd ?? 0));
       assert.ok(spent <= budgetUsd + largestReservation, `spent ${spent} > ${budgetUsd} + ${largestReservation}`);
+      assert.equal(exhausted.headers['x-should-retry'], 'false', 'clients stop instead of retrying');
       const refusal = JSON.parse(exhausted.body) as { error: { type: string; message: string } };
       assert.equal(refusal.error.type, 'billing_error');
       assert.match(refusal.error.message, /budget exhausted for key: spent \$\d+\.\d{4} of \$0\.0030/);
@@ -181,6 +182,7 @@ describe('metering through the gateway', () => {
       const limited = statuses[2]!;
       assert.ok(Number(limited.headers['retry-after']) >= 1 && Number(limited.headers['retry-after']) <= 60);
       assert.equal((JSON.parse(limited.body) as { error: { type: string } }).error.type, 'rate_limit_error');
+      assert.equal(limited.headers['x-should-retry'], undefined, 'a rate limit is worth retrying after retry-after');
 
       const single = await fx.gateway.mint({ group: 'g', maxConcurrent: 1 });
       const first = request({ socketPath: single.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ stream: true }) });

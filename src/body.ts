@@ -17,7 +17,8 @@ export interface RequestFields {
 /** The client went away before its body was complete: nothing to answer, nothing to forward. */
 export class ClientGone extends Error {}
 
-export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
+/** The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte. */
+export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
     return Promise.reject(tooLarge(limitBytes));
@@ -43,7 +44,14 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
       cleanup();
       reject(new ClientGone('client closed the connection before sending the whole body'));
     };
+    const onIdle = () => {
+      cleanup();
+      reject(new GatewayError('request_timeout', `no request body bytes for ${Math.round(idleMs / 1000)} s`, { connection: 'close' }));
+    };
     function cleanup() {
+      // The same socket then waits quietly for the upstream, however long that takes.
+      req.socket.setTimeout(0);
+      req.socket.off('timeout', onIdle);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
@@ -52,6 +60,8 @@ export function readBody(req: IncomingMessage, limitBytes: number): Promise<Buff
     function onClose() {
       if (!req.complete) onError();
     }
+    req.socket.setTimeout(idleMs);
+    req.socket.once('timeout', onIdle);
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);

@@ -9,6 +9,7 @@ export type ErrorKind =
   | 'not_found'
   | 'method_not_allowed'
   | 'body_too_large'
+  | 'request_timeout'
   | 'key_revoked'
   | 'provider_not_configured'
   | 'upstream_unreachable'
@@ -29,6 +30,8 @@ interface KindSpec {
    * status; without it Claude Code retries 401, 429 and 5xx for minutes (docs/clients.md).
    */
   retry: boolean;
+  /** A different status for OpenAI clients, where their own API's convention differs. */
+  openaiStatus?: number;
 }
 
 const KINDS: Record<ErrorKind, KindSpec> = {
@@ -36,6 +39,7 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   unsupported_media_type: { status: 415, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
   not_found: { status: 404, anthropicType: 'not_found_error', openaiType: 'invalid_request_error', retry: false },
   method_not_allowed: { status: 405, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
+  request_timeout: { status: 408, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: true },
   body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error', retry: false },
   // 403, not 401: clients retry 401 as if a token refresh could help; a revoked key never comes back.
   key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
@@ -47,21 +51,26 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
   model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true },
-  // 402: Claude Code and the openai SDK make one attempt and stop, so an agent out of budget halts.
-  budget_exhausted: { status: 402, anthropicType: 'billing_error', openaiType: 'insufficient_quota', retry: false },
+  // Measured (docs/clients.md): Claude Code makes one attempt on 402 and stops. OpenAI's own signal
+  // for spent quota is 429 `insufficient_quota`, which Codex alone does not retry.
+  budget_exhausted: { status: 402, openaiStatus: 429, anthropicType: 'billing_error', openaiType: 'insufficient_quota', retry: false },
 };
 
 /** A failure the gateway answers itself; `message` must never contain a credential. */
 export class GatewayError extends Error {
   readonly kind: ErrorKind;
-  readonly status: number;
   readonly headers: Record<string, string>;
 
   constructor(kind: ErrorKind, message: string, headers: Record<string, string> = {}) {
     super(message);
     this.kind = kind;
-    this.status = KINDS[kind].status;
     this.headers = headers;
+  }
+
+  /** The HTTP status in the dialect of `provider`'s clients. */
+  statusFor(provider: ProviderKind): number {
+    const spec = KINDS[this.kind];
+    return provider === 'openai' ? (spec.openaiStatus ?? spec.status) : spec.status;
   }
 }
 
@@ -81,7 +90,7 @@ export function sendError(res: ServerResponse, provider: ProviderKind, error: Ga
     return;
   }
   const body = errorBody(provider, error.kind, error.message);
-  res.writeHead(error.status, {
+  res.writeHead(error.statusFor(provider), {
     ...error.headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

@@ -32,8 +32,11 @@ export interface GatewayOptions {
   maxBodyBytes?: number;
   /** Open connections one key's socket accepts at once. Default 256. */
   maxConnectionsPerKey?: number;
-  /** Upstream time to response headers, and longest silence mid-response. Defaults 10 min, 5 min. */
-  timeouts?: { firstByteMs?: number; idleMs?: number };
+  /**
+   * Upstream: time to response headers, longest silence mid-response (defaults 10 min, 5 min).
+   * Client: time to send all request headers, longest silence while sending the body (30 s each).
+   */
+  timeouts?: { firstByteMs?: number; idleMs?: number; clientHeadersMs?: number; clientBodyIdleMs?: number };
   /** Default owner for key directories and sockets (the containers' user). */
   socketOwner?: Owner;
   /** Limits every key gets unless `mint` says otherwise. */
@@ -133,10 +136,13 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     groupBudgets: options.groupBudgets ?? {},
   });
 
+  const timeouts = { firstByteMs: 600_000, idleMs: 300_000, clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
   const server = http.createServer(
     {
-      // Streams can run for many minutes: no overall request deadline here.
+      // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
       requestTimeout: 0,
+      headersTimeout: timeouts.clientHeadersMs,
+      connectionsCheckingInterval: Math.min(5000, timeouts.clientHeadersMs),
       keepAliveTimeout: 60_000,
       noDelay: true,
     },
@@ -146,7 +152,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       accounting,
       dispatcher,
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
-      timeouts: { firstByteMs: 600_000, idleMs: 300_000, ...options.timeouts },
+      timeouts,
       onCall(record) {
         audit.write(record);
         options.onCall?.(record);
@@ -157,6 +163,9 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     }),
   );
   server.on('upgrade', (req, socket) => refuseUpgrade(req, socket as Socket));
+  // The server never listens itself (each key's listener hands it connections), but Node only
+  // tracks connections for headersTimeout once a server has emitted 'listening'.
+  server.emit('listening');
 
   const store = new KeyStore({
     keysDir,

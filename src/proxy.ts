@@ -22,7 +22,7 @@ export interface ProxyContext {
   accounting: Accounting;
   dispatcher: Dispatcher;
   maxBodyBytes: number;
-  timeouts: { firstByteMs: number; idleMs: number };
+  timeouts: { firstByteMs: number; idleMs: number; clientBodyIdleMs: number };
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
 }
@@ -70,7 +70,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
       }
-      body = await readBody(req, Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity));
+      body = await readBody(req, Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity), context.timeouts.clientBodyIdleMs);
       const fields = parseRequestFields(body);
       ({ model, maxOutputTokens } = fields);
       call.requestBytes = body.length;
@@ -103,8 +103,9 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     if (error instanceof ClientGone) return; // reported as client_closed when the response closes
     if (!(error instanceof GatewayError)) throw error;
     if (error.headers.connection === 'close') res.shouldKeepAlive = false;
-    sendError(res, call.route?.provider ?? dialectOf(path, req.headers), error);
-    call.finish('rejected', error.status, error);
+    const provider = call.route?.provider ?? dialectOf(path, req.headers);
+    sendError(res, provider, error);
+    call.finish('rejected', error.statusFor(provider), error);
   }
 }
 

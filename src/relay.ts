@@ -109,7 +109,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     const failure = describeUpstreamError(upstream.kind, error, res.headersSent);
     if (!res.headersSent) {
       sendError(res, upstream.kind, failure);
-      observer.onResponseEnd('upstream_failed', failure.status, failure);
+      observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.kind), failure);
     } else if (this.streaming) {
       // Mid-stream: end the stream with an error event the client's SDK understands.
       res.end(streamErrorEvent(upstream.kind, failure.message));

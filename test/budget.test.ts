@@ -254,8 +254,14 @@ describe('metering through the gateway', () => {
       assert.equal(models.status, 200);
       const paid = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
       assert.equal(paid.status, 402);
-      await eventually(() => fx.calls.length === 3);
-      assert.deepEqual(fx.calls.map((c) => c.costUsd), [0, 0, 0]);
+      // OpenAI's own convention for spent quota: 429 insufficient_quota, which no client retries.
+      const chat = await request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: '{"model":"gpt-5-mini","messages":[]}' });
+      assert.equal(chat.status, 429);
+      assert.equal(chat.headers['x-should-retry'], 'false');
+      assert.equal((JSON.parse(chat.body) as { error: { type: string } }).error.type, 'insufficient_quota');
+      await eventually(() => fx.calls.length === 4);
+      assert.deepEqual(fx.calls.map((c) => c.costUsd), [0, 0, 0, 0]);
+      assert.deepEqual(fx.calls.map((c) => c.status), [200, 200, 402, 429]);
     } finally {
       await fx.close();
     }

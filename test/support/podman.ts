@@ -1,4 +1,4 @@
-// Test harness for real podman containers on this kind of machine (see docs: shared/containers.md).
+// Test harness for real podman containers on this kind of machine (see the shared notes, containers.md).
 //
 // Host quirks handled here, and only here, so production code stays generic:
 // - the default OCI runtime (crun) fails on this host's hybrid cgroups: `--runtime runc`;

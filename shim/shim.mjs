@@ -140,14 +140,16 @@ function answerUnreachable(client, socketPath, err) {
   client.resume();
 }
 
+const ANTHROPIC_PATH = /^[A-Z]+ \/v1\/messages/; // request line of /v1/messages[/count_tokens][?...]
+
 // Enough of the request is in once the path already says Anthropic, or all headers are in.
 function enoughToDecide(head) {
-  return /^[A-Z]+ \/v1\/messages/.test(head) || head.includes('\r\n\r\n');
+  return ANTHROPIC_PATH.test(head) || head.includes('\r\n\r\n');
 }
 
 function looksAnthropic(head) {
   const headers = head.split('\r\n\r\n')[0];
-  return /^[A-Z]+ \/v1\/messages/.test(headers) || /\r\nanthropic-version:/i.test(headers);
+  return ANTHROPIC_PATH.test(headers) || /\r\nanthropic-version:/i.test(headers);
 }
 
 // ---------------------------------------------------------------------------------------------------

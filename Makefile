@@ -2,7 +2,7 @@
 # so a machine that only has an older system Node works unchanged.
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install build typecheck test demo clean
+.PHONY: install host-packages build typecheck test demo clean
 
 install: node_modules/.install-stamp
 
@@ -10,13 +10,17 @@ node_modules/.install-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
+# podman, runc, busybox-static, bubblewrap, iproute2: for the real-container tests.
+host-packages:
+	container/install-host-packages.sh
+
 build: install
 	tsc -p tsconfig.json
 
 typecheck: install
 	tsc -p test/tsconfig.json
 
-test: build typecheck
+test: host-packages build typecheck
 	node --test --test-reporter=spec test/*.test.ts
 
 demo: build

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the end-to-end tests and `gateway run` use on the host, installed when missing:
+# podman + runc run the containers (see shared notes: crun fails on hybrid cgroups), busybox-static
+# builds the registry-free test image, bubblewrap is the light sandbox, iproute2 (`ip`) builds the
+# private network namespaces of the shim's --check test.
+set -euo pipefail
+packages=(podman runc busybox-static bubblewrap iproute2)
+dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "install-host-packages: not root and no sudo: install ${packages[*]} yourself; container tests will be skipped" >&2
+    exit 0
+  fi
+  sudo="sudo"
+fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}"

@@ -24,7 +24,7 @@ test: host-packages build typecheck
 	node --test --test-reporter=spec test/*.test.ts
 
 demo: build
-	node dist/cli.js demo
+	node dist/cli.js demo --standin
 
 clean:
 	rm -rf dist node_modules

@@ -17,3 +17,9 @@ export type { AnthropicConfig, OpenAIConfig, ProvidersConfig } from './providers
 export { providersFromEnv } from './providers.ts';
 export type { CallRecord } from './calls.ts';
 export type { ProviderKind, Endpoint } from './routes.ts';
+export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
+export { render, type LaunchSpec, type Runtime } from './runner/render.ts';
+export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';
+export { clientEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './runner/env.ts';
+export { loadConfig, ConfigError, type GatewayConfig } from './config.ts';
+export { startDaemon, type Daemon } from './daemon.ts';

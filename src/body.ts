@@ -51,7 +51,7 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
     function cleanup() {
       // The same socket then waits quietly for the upstream, however long that takes.
       req.socket.setTimeout(0);
-      req.socket.off('timeout', onIdle);
+      req.off('timeout', onIdle);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
@@ -60,8 +60,10 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
     function onClose() {
       if (!req.complete) onError();
     }
-    req.socket.setTimeout(idleMs);
-    req.socket.once('timeout', onIdle);
+    // On the request, not the socket: with a listener there, Node's server leaves the socket open
+    // for our 408 instead of destroying it.
+    req.setTimeout(idleMs);
+    req.once('timeout', onIdle);
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);

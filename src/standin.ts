@@ -22,6 +22,8 @@ export interface StandinOptions {
   eventDelayMs?: number;
   /** Text deltas per streamed answer. Default 8. */
   streamEvents?: number;
+  /** Keep every request in `requests` (default true; load tests turn it off). */
+  record?: boolean;
   /** Takes over a request before the default answer; return true when it answered. */
   override?: (request: RecordedRequest, res: ServerResponse) => boolean | Promise<boolean>;
 }
@@ -40,7 +42,7 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
     collect(req)
       .then(async (body) => {
         const request: RecordedRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body };
-        requests.push(request);
+        if (options.record !== false) requests.push(request);
         if (options.override && (await options.override(request, res))) return;
         await answer(options, request, res);
       })

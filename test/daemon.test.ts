@@ -157,6 +157,11 @@ describe('the daemon', () => {
     await assert.rejects(stat(key.dir));
     assert.equal((await cli(['keys', 'revoke', key.id, '--config', configFile])).code, 1);
     assert.ok(!logs.includes(REAL_KEY), 'the real key is not in the daemon log');
+    assert.ok(!table.stdout.includes(REAL_KEY) && !human.stdout.includes(REAL_KEY), 'nor in inspect');
+    const cmdline = await readFile(`/proc/${daemon!.pid}/cmdline`, 'utf8');
+    assert.ok(!cmdline.includes(REAL_KEY), 'nor in the process arguments');
+    const audit = await readFile(path.join(stateDir, 'audit.jsonl'), 'utf8').catch(() => '');
+    assert.ok(!audit.includes(REAL_KEY), 'nor in the audit file');
   });
 
   test('a rotated credential file is picked up without a restart', async () => {

@@ -16,6 +16,12 @@ export interface CallRecord {
   method: string;
   path: string;
   model?: string;
+  /** The provider that served the call (after any fallback). */
+  upstream?: string;
+  /** The model name sent upstream, when a route renamed it. */
+  upstreamModel?: string;
+  /** Upstream attempts made (retries and fallbacks included). */
+  attempts: number;
   stream: boolean;
   status: number;
   /** How the call ended: a complete response, the client hanging up, or an upstream failure. */

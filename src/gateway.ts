@@ -8,7 +8,6 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
-import { Agent } from 'undici';
 import { AuditTrail, type AuditOptions } from './audit.ts';
 import type { CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
@@ -16,27 +15,33 @@ import { LeaseJournal, type Lease } from './leases.ts';
 import { Accounting, type KeyLimits } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
-import { providersFromEnv, resolveUpstreams, type ProvidersConfig } from './providers.ts';
-import { createRequestHandler } from './proxy.ts';
+import { DEFAULT_RETRY, Health, type RetryPolicy } from './attempts.ts';
+import { Router, type RouteConfig } from './model-routes.ts';
+import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './providers.ts';
+import { createRequestHandler, type Routing } from './proxy.ts';
 import { refuseUpgrade } from './upgrade.ts';
 
 export interface GatewayOptions {
   /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
    * Keep it short: socket paths are limited to 107 bytes. */
   stateDir: string;
-  /** Upstreams and real credentials. Default: the standard environment variables (see README). */
+  /** Named upstreams and their real credentials. Default: the standard environment variables (see README). */
   providers?: ProvidersConfig;
+  /** Model routes: model globs to providers, renames, fallbacks. Default: each client's own provider. */
+  routes?: RouteConfig[];
+  /** Retries and fallbacks before the client has seen a byte. */
+  retry?: Partial<RetryPolicy>;
+  /** Outbound proxy and extra CAs for the upstream connections. */
+  network?: NetworkOptions;
   /** Default pino at level `warn` on stderr. Request bodies and credentials are never logged. */
   logger?: Logger;
   /** Largest request body accepted for any key, in bytes. Default 32 MiB (the Messages API's own limit). */
   maxBodyBytes?: number;
   /** Open connections one key's socket accepts at once. Default 256. */
   maxConnectionsPerKey?: number;
-  /**
-   * Upstream: time to response headers, longest silence mid-response (defaults 10 min, 5 min).
-   * Client: time to send all request headers, longest silence while sending the body (30 s each).
-   */
-  timeouts?: { firstByteMs?: number; idleMs?: number; clientHeadersMs?: number; clientBodyIdleMs?: number };
+  /** Client side: time to send all request headers, longest silence while sending the body (30 s each).
+   * Upstream timeouts are per provider (`providers.<name>.timeouts`). */
+  timeouts?: { clientHeadersMs?: number; clientBodyIdleMs?: number };
   /** Default owner for key directories and sockets (the containers' user). */
   socketOwner?: Owner;
   /** Limits every key gets unless `mint` says otherwise. */
@@ -58,7 +63,9 @@ export interface GatewayOptions {
 }
 
 /** What `reconfigure` can change on a running gateway. */
-export type Reconfigurable = Partial<Pick<GatewayOptions, 'providers' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice'>>;
+export type Reconfigurable = Partial<
+  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice'>
+>;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
 export type MintRequest = MintOptions & KeyLimits;
@@ -123,8 +130,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
 
   const logger = options.logger ?? pino({ level: 'warn' }, pino.destination(2));
-  let upstreams = resolveUpstreams(options.providers ?? providersFromEnv());
-  const dispatcher = new Agent({ keepAliveTimeout: 30_000, connect: { keepAlive: true } });
+  let upstreams = resolveUpstreams(options.providers ?? providersFromEnv(), options.network);
+  let routing = routingFor(upstreams, options);
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
   const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)));
@@ -136,7 +143,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     groupBudgets: options.groupBudgets ?? {},
   });
 
-  const timeouts = { firstByteMs: 600_000, idleMs: 300_000, clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
+  const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
   const server = http.createServer(
     {
       // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
@@ -148,9 +155,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     },
     createRequestHandler({
       keyOf: (socket) => keyOfSocket.get(socket),
-      upstreams: () => upstreams,
+      routing: () => routing,
       accounting,
-      dispatcher,
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
       timeouts,
       onCall(record) {
@@ -237,9 +243,21 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     keys: () => store.list().map(keyInfo),
     reconfigure(settings) {
       // Validate everything before changing anything.
-      const next = settings.providers ? resolveUpstreams(settings.providers) : upstreams;
-      const pricing = settings.prices || settings.unknownModelPrice ? pricingFor({ ...options, ...settings }) : undefined;
-      upstreams = next;
+      const merged = { ...options, ...settings };
+      const rebuild = settings.providers !== undefined || settings.network !== undefined;
+      const nextUpstreams = rebuild ? resolveUpstreams(merged.providers ?? providersFromEnv(), merged.network) : upstreams;
+      let nextRouting: Routing;
+      try {
+        nextRouting = rebuild || settings.routes || settings.retry ? routingFor(nextUpstreams, merged) : routing;
+      } catch (error) {
+        if (rebuild) void closeUpstreams(nextUpstreams);
+        throw error;
+      }
+      const pricing = settings.prices || settings.unknownModelPrice ? pricingFor(merged) : undefined;
+      // Calls in flight finish on the old pools; close() waits for them.
+      if (rebuild) void closeUpstreams(upstreams);
+      upstreams = nextUpstreams;
+      routing = nextRouting;
       if (pricing) accounting.setPricing(pricing);
       if (settings.defaultLimits) accounting.setDefaults(settings.defaultLimits);
       for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
@@ -276,10 +294,15 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       while (store.list().some((key) => key.inFlight > 0) && Date.now() < deadline) await sleep(25);
       await Promise.all(store.list().map((key) => store.revoke(key.id, 'closed')));
       server.close();
-      await dispatcher.destroy();
+      await closeUpstreams(upstreams);
       await Promise.all([ledger.close(), audit.close()]);
     },
   };
+}
+
+function routingFor(upstreams: Map<string, Upstream>, options: Pick<GatewayOptions, 'routes' | 'retry'>): Routing {
+  const retry = { ...DEFAULT_RETRY, ...options.retry };
+  return { router: new Router(upstreams, options.routes), health: new Health(retry), retry };
 }
 
 function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice'>): Pricing {

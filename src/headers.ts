@@ -72,3 +72,14 @@ export function mergeBeta(existing: string | string[] | undefined, beta: string)
   const present = value.split(',').some((item) => item.trim() === beta);
   return present ? value : `${value},${beta}`;
 }
+
+/** The client's anthropic-beta list without `drop`, other entries as they were; '' when none remain. */
+export function dropBetas(existing: string | string[], drop: ReadonlySet<string>): string {
+  const value = Array.isArray(existing) ? existing.join(',') : existing;
+  return value
+    .split(',')
+    .filter((item) => !drop.has(item.trim()))
+    .join(',')
+    .trim()
+    .replace(/^,+|,+$/g, '');
+}

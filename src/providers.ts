@@ -1,43 +1,82 @@
-// Upstream providers: where requests go and which real credential they carry.
-// Upstream addresses come from configuration only, never from anything a client sends.
+// Upstream providers: named entries of a kind (Anthropic, OpenAI, Azure OpenAI, or any server that
+// speaks one of their APIs), each with a base URL, one or more real credentials, and its own
+// connection pool. Upstream addresses come from configuration only, never from a client.
+import { rootCertificates } from 'node:tls';
+import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 import { GatewayError } from './errors.ts';
-import { mergeBeta, type HeaderMap } from './headers.ts';
+import { dropBetas, mergeBeta, type HeaderMap } from './headers.ts';
 import type { ProviderKind } from './routes.ts';
 
-export interface AnthropicConfig {
-  /** Default https://api.anthropic.com. May carry a path prefix. */
+/** What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and `api-version`. */
+export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai';
+
+export interface UpstreamTimeouts {
+  /** TCP/TLS connect. Default 10 s. */
+  connectMs?: number;
+  /** Until the response headers. Default 10 min (long non-streaming answers). */
+  firstByteMs?: number;
+  /** Longest silence mid-response. Default 5 min. */
+  idleMs?: number;
+  /** The whole exchange. Default none. */
+  totalMs?: number;
+}
+
+export interface ProviderConfig {
+  /** Default: the provider's name when it is `anthropic` or `openai`. */
+  kind?: UpstreamKind;
+  /** Default https://api.anthropic.com / https://api.openai.com; may carry a path prefix. */
   baseUrl?: string;
-  /** An API key, sent as `x-api-key`. */
+  /** An API key (`x-api-key` for Anthropic, a bearer token for OpenAI, `api-key` for Azure). */
   apiKey?: string;
-  /** A Claude subscription OAuth token, sent as a bearer token with the `oauth-2025-04-20` beta. */
+  /** Several API keys: calls are spread over them and fail over from one that is failing. */
+  apiKeys?: string[];
+  /** Anthropic only: a Claude subscription OAuth token (bearer, with the `oauth-2025-04-20` beta). */
   oauthToken?: string;
+  /** `anthropic-beta` values this upstream rejects (Bedrock or Vertex fronts): dropped for it only. */
+  dropBetas?: string[];
+  /** Azure: the `api-version` query parameter added to every call. */
+  apiVersion?: string;
+  timeouts?: UpstreamTimeouts;
 }
 
-export interface OpenAIConfig {
-  /** Default https://api.openai.com (without `/v1`: the client's path carries it). */
-  baseUrl?: string;
-  apiKey?: string;
+/** Named providers. `anthropic` and `openai` are the defaults for their clients' requests. */
+export type ProvidersConfig = Record<string, ProviderConfig>;
+
+/** How the gateway reaches the internet: an outbound proxy and extra trusted CAs. */
+export interface NetworkOptions {
+  /** An http(s) proxy every upstream connection goes through (CONNECT for https). */
+  proxyUrl?: string;
+  /** PEM certificates trusted besides the system's (a corporate TLS-inspecting proxy). */
+  extraCaPem?: string;
 }
 
-export interface ProvidersConfig {
-  anthropic?: AnthropicConfig;
-  openai?: OpenAIConfig;
-}
-
-export const DEFAULT_BASE_URLS: Record<ProviderKind, string> = {
+export const DEFAULT_BASE_URLS: Record<'anthropic' | 'openai', string> = {
   anthropic: 'https://api.anthropic.com',
   openai: 'https://api.openai.com',
 };
 
 const OAUTH_BETA = 'oauth-2025-04-20';
 
-/** A resolved upstream: origin and path prefix for undici, and how to authenticate to it. */
+/** One real credential of one upstream; `id` names it in logs and health tracking, never its value. */
+export interface Credential {
+  id: string;
+  apply(headers: HeaderMap): void;
+}
+
+/** A resolved upstream. */
 export interface Upstream {
-  kind: ProviderKind;
+  name: string;
+  kind: UpstreamKind;
+  /** Which clients' requests it can serve. */
+  dialect: ProviderKind;
   origin: string;
   pathPrefix: string;
-  /** Adds the real credential to headers already stripped of the client's. */
-  authenticate(headers: HeaderMap): void;
+  /** Added to every path's query (Azure's api-version). */
+  query?: string;
+  credentials: Credential[];
+  dropBetas: ReadonlySet<string>;
+  timeouts: Required<Omit<UpstreamTimeouts, 'totalMs'>> & { totalMs?: number };
+  dispatcher: Dispatcher;
 }
 
 /**
@@ -58,49 +97,102 @@ export function providersFromEnv(env: NodeJS.ProcessEnv = process.env): Provider
   };
 }
 
-function parseBaseUrl(kind: ProviderKind, raw: string): { origin: string; pathPrefix: string } {
+function parseBaseUrl(name: string, raw: string): { origin: string; pathPrefix: string } {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new TypeError(`providers.${kind}.baseUrl is not a valid URL`);
+    throw new TypeError(`providers.${name}.baseUrl is not a valid URL`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new TypeError(`providers.${kind}.baseUrl must be http(s), got ${url.protocol}`);
+    throw new TypeError(`providers.${name}.baseUrl must be http(s), got ${url.protocol}`);
   }
   if (url.username || url.password || url.search) {
-    throw new TypeError(`providers.${kind}.baseUrl must not carry credentials or a query`);
+    throw new TypeError(`providers.${name}.baseUrl must not carry credentials or a query`);
   }
   return { origin: url.origin, pathPrefix: url.pathname.replace(/\/+$/, '') };
 }
 
-export function resolveUpstreams(config: ProvidersConfig): Record<ProviderKind, Upstream> {
-  const anthropic = config.anthropic ?? {};
-  const openai = config.openai ?? {};
-  return {
-    anthropic: {
-      kind: 'anthropic',
-      ...parseBaseUrl('anthropic', anthropic.baseUrl ?? DEFAULT_BASE_URLS.anthropic),
-      authenticate(headers) {
-        if (anthropic.apiKey) {
-          headers['x-api-key'] = anthropic.apiKey;
-        } else if (anthropic.oauthToken) {
-          headers.authorization = `Bearer ${anthropic.oauthToken}`;
-          headers['anthropic-beta'] = mergeBeta(headers['anthropic-beta'], OAUTH_BETA);
-        } else {
-          throw new GatewayError('provider_not_configured', 'the gateway has no Anthropic credential configured');
-        }
-      },
+function kindOf(name: string, config: ProviderConfig): UpstreamKind {
+  if (config.kind) return config.kind;
+  if (name === 'anthropic' || name === 'openai') return name;
+  throw new TypeError(`providers.${name}.kind is required (anthropic, openai or azure-openai)`);
+}
+
+function credentialsOf(name: string, kind: UpstreamKind, config: ProviderConfig): Credential[] {
+  const keys = [...(config.apiKey ? [config.apiKey] : []), ...(config.apiKeys ?? []).filter(Boolean)];
+  const credentials: Credential[] = keys.map((key, index) => ({
+    id: `${name}#${index + 1}`,
+    apply(headers) {
+      if (kind === 'anthropic') headers['x-api-key'] = key;
+      else if (kind === 'azure-openai') headers['api-key'] = key;
+      else headers.authorization = `Bearer ${key}`;
     },
-    openai: {
-      kind: 'openai',
-      ...parseBaseUrl('openai', openai.baseUrl ?? DEFAULT_BASE_URLS.openai),
-      authenticate(headers) {
-        if (!openai.apiKey) {
-          throw new GatewayError('provider_not_configured', 'the gateway has no OpenAI credential configured');
-        }
-        headers.authorization = `Bearer ${openai.apiKey}`;
+  }));
+  if (kind === 'anthropic' && config.oauthToken) {
+    const token = config.oauthToken;
+    credentials.push({
+      id: `${name}#oauth`,
+      apply(headers) {
+        headers.authorization = `Bearer ${token}`;
+        headers['anthropic-beta'] = mergeBeta(headers['anthropic-beta'], OAUTH_BETA);
       },
-    },
-  };
+    });
+  }
+  return credentials;
+}
+
+/** One connection pool per upstream, with its connect timeout, through the proxy if there is one. */
+export function createDispatcher(connectMs: number, network: NetworkOptions = {}): Dispatcher {
+  const ca = network.extraCaPem ? [...rootCertificates, network.extraCaPem] : undefined;
+  const options = { keepAliveTimeout: 30_000, connect: { timeout: connectMs, keepAlive: true, ...(ca ? { ca } : {}) } };
+  if (!network.proxyUrl) return new Agent(options);
+  return new ProxyAgent({ uri: network.proxyUrl, ...options, requestTls: ca ? { ca } : undefined });
+}
+
+export function resolveUpstreams(config: ProvidersConfig, network: NetworkOptions = {}): Map<string, Upstream> {
+  const upstreams = new Map<string, Upstream>();
+  for (const [name, provider] of Object.entries(config)) {
+    if (!provider) continue;
+    const kind = kindOf(name, provider);
+    if (provider.oauthToken && kind !== 'anthropic') throw new TypeError(`providers.${name}.oauthToken is for Anthropic only`);
+    const base = provider.baseUrl ?? (kind === 'azure-openai' ? undefined : DEFAULT_BASE_URLS[kind]);
+    if (!base) throw new TypeError(`providers.${name}.baseUrl is required for ${kind}`);
+    const timeouts = { connectMs: 10_000, firstByteMs: 600_000, idleMs: 300_000, ...provider.timeouts };
+    upstreams.set(name, {
+      name,
+      kind,
+      dialect: kind === 'anthropic' ? 'anthropic' : 'openai',
+      ...parseBaseUrl(name, base),
+      query: provider.apiVersion ? `api-version=${encodeURIComponent(provider.apiVersion)}` : undefined,
+      credentials: credentialsOf(name, kind, provider),
+      dropBetas: new Set(provider.dropBetas ?? []),
+      timeouts,
+      dispatcher: createDispatcher(timeouts.connectMs, network),
+    });
+  }
+  return upstreams;
+}
+
+/** Prepares headers for one attempt on `upstream` with `credential`. */
+export function authenticate(upstream: Upstream, credential: Credential | undefined, headers: HeaderMap): void {
+  if (!credential) {
+    throw new GatewayError('provider_not_configured', `the gateway has no credential configured for provider ${upstream.name}`);
+  }
+  credential.apply(headers);
+  if (upstream.dropBetas.size > 0 && headers['anthropic-beta'] !== undefined) {
+    const kept = dropBetas(headers['anthropic-beta'], upstream.dropBetas);
+    if (kept) headers['anthropic-beta'] = kept;
+    else delete headers['anthropic-beta'];
+  }
+}
+
+/** The upstream path for a client's path and query. */
+export function upstreamPath(upstream: Upstream, pathAndQuery: string): string {
+  if (!upstream.query) return upstream.pathPrefix + pathAndQuery;
+  return `${upstream.pathPrefix}${pathAndQuery}${pathAndQuery.includes('?') ? '&' : '?'}${upstream.query}`;
+}
+
+export async function closeUpstreams(upstreams: Map<string, Upstream>): Promise<void> {
+  await Promise.all([...upstreams.values()].map((upstream) => upstream.dispatcher.close().catch(() => undefined)));
 }

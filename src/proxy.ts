@@ -3,26 +3,34 @@
 // meter what comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Dispatcher } from 'undici';
+import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
 import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
-import { headersForUpstream } from './headers.ts';
+import { headersForUpstream, type HeaderMap } from './headers.ts';
+import { replaceTopLevelString } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
 import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
 import { createUsageMeter, type UsageMeter } from './metering/usage.ts';
-import type { Upstream } from './providers.ts';
-import { relay, type RelayOutcome } from './relay.ts';
-import { dialectOf, resolveRoute, type ProviderKind, type Route } from './routes.ts';
+import type { Router } from './model-routes.ts';
+import { authenticate } from './providers.ts';
+import { relay, type EarlyFailure, type RelayOutcome } from './relay.ts';
+import { dialectOf, resolveRoute, type Route } from './routes.ts';
+
+/** Where calls go right now; replaced as a whole on reconfiguration. */
+export interface Routing {
+  router: Router;
+  health: Health;
+  retry: RetryPolicy;
+}
 
 export interface ProxyContext {
   keyOf(socket: Socket): KeyRecord | undefined;
-  upstreams(): Record<ProviderKind, Upstream>;
+  routing(): Routing;
   accounting: Accounting;
-  dispatcher: Dispatcher;
   maxBodyBytes: number;
-  timeouts: { firstByteMs: number; idleMs: number; clientBodyIdleMs: number };
+  timeouts: { clientBodyIdleMs: number };
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
 }
@@ -62,7 +70,6 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     const route = resolveRoute(method, path, req.headers);
     call.route = route;
     context.accounting.checkRate(account, key.inFlight - 1);
-    const upstream = context.upstreams()[route.provider];
     let body: Buffer | null = null;
     let model: string | undefined;
     let maxOutputTokens: number | undefined;
@@ -84,21 +91,18 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
         }
       }
     }
-    call.admission = context.accounting.admit(account, { endpoint: route.endpoint, model, maxOutputTokens, requestBytes: call.requestBytes });
-    const headers = headersForUpstream(req.headers);
-    upstream.authenticate(headers);
-    if (body) headers['content-length'] = String(body.length);
-    if (res.destroyed) return call.finish('client_closed', 0);
-    relay(context.dispatcher, {
-      upstream,
-      method,
-      pathAndQuery: url,
-      headers,
-      body,
-      res,
-      timeouts: context.timeouts,
-      observer: call,
+    const routing = context.routing();
+    const candidates = routing.router.candidates(route.provider, model);
+    call.admission = context.accounting.admit(account, {
+      endpoint: route.endpoint,
+      model,
+      billedModel: candidates[0]!.model ?? model,
+      maxOutputTokens,
+      requestBytes: call.requestBytes,
     });
+    if (res.destroyed) return call.finish('client_closed', 0);
+    const plan = new AttemptPlan(candidates, routing.health, routing.retry);
+    sendAttempt({ plan, attempt: plan.first(), call, method, url, model, body, headers: headersForUpstream(req.headers), res });
   } catch (error) {
     if (error instanceof ClientGone) return; // reported as client_closed when the response closes
     if (!(error instanceof GatewayError)) throw error;
@@ -109,6 +113,65 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   }
 }
 
+interface AttemptContext {
+  plan: AttemptPlan;
+  attempt: Attempt;
+  call: CallTracker;
+  method: string;
+  url: string;
+  model: string | undefined;
+  body: Buffer | null;
+  headers: HeaderMap;
+  res: ServerResponse;
+}
+
+/**
+ * Sends one attempt upstream. A failure before the client saw a byte may be taken over by the
+ * plan: the next attempt then goes out after its backoff, to another credential or fallback.
+ */
+function sendAttempt(context: AttemptContext): void {
+  const { plan, attempt, call, res } = context;
+  const { upstream, model: rename } = attempt.candidate;
+  const headers = { ...context.headers };
+  let body = context.body;
+  try {
+    authenticate(upstream, attempt.credential, headers);
+  } catch (error) {
+    if (!(error instanceof GatewayError)) throw error;
+    sendError(res, upstream.dialect, error);
+    return call.finish('rejected', error.statusFor(upstream.dialect), error);
+  }
+  if (body && rename !== undefined && rename !== context.model) body = replaceTopLevelString(body, 'model', rename) ?? body;
+  if (body) headers['content-length'] = String(body.length);
+  call.upstream = upstream.name;
+  call.upstreamModel = rename;
+  call.attempts = attempt.number;
+  relay({
+    upstream,
+    method: context.method,
+    pathAndQuery: context.url,
+    headers,
+    body,
+    res,
+    observer: call,
+    onAnswered: (status) => {
+      if (status < 300) plan.succeeded(attempt);
+    },
+    takeOver(failure: EarlyFailure) {
+      const retryable = 'status' in failure ? isRetryableStatus(failure.status) : isRetryableError(failure.error);
+      if (!retryable) return false;
+      const next = 'status' in failure
+        ? plan.retry(attempt, failure.status, retryAfterMs(failure.headers['retry-after']))
+        : plan.retry(attempt, undefined, undefined);
+      if (!next || res.destroyed) return false;
+      setTimeout(() => {
+        if (!res.destroyed) sendAttempt({ ...context, attempt: next.attempt });
+      }, next.delayMs);
+      return true;
+    },
+  });
+}
+
 /** Follows one call from arrival to its last byte, meters it, and reports it once. */
 class CallTracker {
   route: Route | undefined;
@@ -117,6 +180,9 @@ class CallTracker {
   requestBytes = 0;
   admission: Admission | undefined;
   usageChunkRemover: UsageChunkRemover | undefined;
+  upstream: string | undefined;
+  upstreamModel: string | undefined;
+  attempts = 0;
   private meter: UsageMeter | undefined;
   private responseBytes = 0;
   private ttfbMs: number | undefined;
@@ -187,6 +253,9 @@ class CallTracker {
       method: this.req.method ?? 'GET',
       path: this.path,
       model: this.model,
+      upstream: this.upstream,
+      upstreamModel: this.upstreamModel,
+      attempts: this.attempts,
       stream: this.stream,
       status,
       outcome,

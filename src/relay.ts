@@ -5,19 +5,24 @@ import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import { GatewayError, sendError, streamErrorEvent } from './errors.ts';
 import { headersForClient, type HeaderMap } from './headers.ts';
-import type { Upstream } from './providers.ts';
+import { upstreamPath, type Upstream } from './providers.ts';
 
 export type RelayOutcome = 'complete' | 'client_closed' | 'upstream_failed';
 
+type ResponseHeaders = Record<string, string | string[] | undefined>;
+
 /** Watches a response go by (metering, audit). Must not throw and must not hold chunks long. */
 export interface ResponseObserver {
-  onResponseStart?(status: number, headers: Record<string, string | string[] | undefined>): void;
+  onResponseStart?(status: number, headers: ResponseHeaders): void;
   /** Sees each chunk and returns what to forward: the chunk itself, unless the stream is being edited. */
   onResponseData?(chunk: Buffer): Buffer;
   /** Bytes held back by an edit, forwarded when the upstream ends. */
   onResponseTail?(): Buffer | undefined;
   onResponseEnd(outcome: RelayOutcome, status: number, error?: GatewayError): void;
 }
+
+/** What failed before anything was sent to the client: an upstream status, or a connection error. */
+export type EarlyFailure = { status: number; headers: ResponseHeaders } | { error: Error };
 
 export interface RelayRequest {
   upstream: Upstream;
@@ -28,22 +33,31 @@ export interface RelayRequest {
   body: Buffer | null;
   res: ServerResponse;
   observer: ResponseObserver;
-  timeouts: { firstByteMs: number; idleMs: number };
+  /**
+   * Offered every failure that happens before the client has seen a byte. Returning true takes the
+   * failure over (a retry elsewhere): this relay then ends quietly without answering the client.
+   */
+  takeOver?(failure: EarlyFailure): boolean;
+  /** A 2xx (or a final answer) arrived: the attempt worked. */
+  onAnswered?(status: number): void;
 }
 
 class ClientClosed extends Error {}
+class TakenOver extends Error {}
+class TotalTimeout extends Error {}
 
-export function relay(dispatcher: Dispatcher, request: RelayRequest): void {
+export function relay(request: RelayRequest): void {
+  const { upstream } = request;
   const handler = new RelayHandler(request);
-  dispatcher.dispatch(
+  upstream.dispatcher.dispatch(
     {
-      origin: request.upstream.origin,
-      path: request.upstream.pathPrefix + request.pathAndQuery,
+      origin: upstream.origin,
+      path: upstreamPath(upstream, request.pathAndQuery),
       method: request.method as Dispatcher.HttpMethod,
       headers: request.headers,
       body: request.body,
-      headersTimeout: request.timeouts.firstByteMs,
-      bodyTimeout: request.timeouts.idleMs,
+      headersTimeout: upstream.timeouts.firstByteMs,
+      bodyTimeout: upstream.timeouts.idleMs,
     },
     handler,
   );
@@ -54,14 +68,20 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   private status = 0;
   private streaming = false;
   private finished = false;
+  private abandoned = false;
   private readonly request: RelayRequest;
   private readonly resume = () => this.controller?.resume();
+  private readonly totalTimer: NodeJS.Timeout | undefined;
 
   constructor(request: RelayRequest) {
     this.request = request;
     request.res.once('close', () => {
       if (!this.finished) this.controller?.abort(new ClientClosed('client closed the connection'));
     });
+    const { totalMs } = request.upstream.timeouts;
+    if (totalMs !== undefined) {
+      this.totalTimer = setTimeout(() => this.controller?.abort(new TotalTimeout('the call took too long')), totalMs);
+    }
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -69,13 +89,15 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     if (this.request.res.destroyed) controller.abort(new ClientClosed('client closed the connection'));
   }
 
-  onResponseStart(
-    _controller: Dispatcher.DispatchController,
-    statusCode: number,
-    headers: Record<string, string | string[] | undefined>,
-  ): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: ResponseHeaders): void {
     if (statusCode < 200) return; // 1xx informational: not forwarded
     const { res, observer } = this.request;
+    if (statusCode >= 300 && this.request.takeOver?.({ status: statusCode, headers })) {
+      this.abandoned = true;
+      controller.abort(new TakenOver('retried elsewhere'));
+      return;
+    }
+    this.request.onAnswered?.(statusCode);
     this.status = statusCode;
     this.streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
     observer.onResponseStart?.(statusCode, headers);
@@ -85,6 +107,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.abandoned) return;
     const out = this.request.observer.onResponseData?.(chunk) ?? chunk;
     if (out.length > 0 && !this.request.res.write(out)) {
       controller.pause();
@@ -93,45 +116,57 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.finished = true;
+    this.done();
+    if (this.abandoned) return;
     const tail = this.request.observer.onResponseTail?.();
     this.request.res.end(tail?.length ? tail : undefined);
     this.request.observer.onResponseEnd('complete', this.status);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
-    this.finished = true;
+    this.done();
+    if (this.abandoned || error instanceof TakenOver) return;
     const { res, observer, upstream } = this.request;
     if (error instanceof ClientClosed) {
       observer.onResponseEnd('client_closed', this.status);
       return;
     }
-    const failure = describeUpstreamError(upstream.kind, error, res.headersSent);
+    if (!res.headersSent && !(error instanceof TotalTimeout) && this.request.takeOver?.({ error })) return;
+    const failure = describeUpstreamError(upstream, error, res.headersSent);
     if (!res.headersSent) {
-      sendError(res, upstream.kind, failure);
-      observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.kind), failure);
+      sendError(res, upstream.dialect, failure);
+      observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.dialect), failure);
     } else if (this.streaming) {
       // Mid-stream: end the stream with an error event the client's SDK understands.
-      res.end(streamErrorEvent(upstream.kind, failure.message));
+      res.end(streamErrorEvent(upstream.dialect, failure.message));
       observer.onResponseEnd('upstream_failed', this.status, failure);
     } else {
       res.destroy();
       observer.onResponseEnd('upstream_failed', this.status, failure);
     }
   }
+
+  private done(): void {
+    this.finished = true;
+    clearTimeout(this.totalTimer);
+  }
 }
 
 /** Turns an undici error into a message that names what failed, never a URL or credential. */
-function describeUpstreamError(kind: string, error: Error, midResponse: boolean): GatewayError {
+function describeUpstreamError(upstream: Upstream, error: Error, midResponse: boolean): GatewayError {
   const code = (error as { code?: string }).code ?? error.name;
+  const name = upstream.name;
+  if (error instanceof TotalTimeout) return new GatewayError('upstream_timeout', `${name} upstream call exceeded its total time limit`);
   switch (code) {
     case 'UND_ERR_HEADERS_TIMEOUT':
-      return new GatewayError('upstream_timeout', `${kind} upstream did not answer in time`);
+      return new GatewayError('upstream_timeout', `${name} upstream did not answer in time`);
     case 'UND_ERR_BODY_TIMEOUT':
-      return new GatewayError('upstream_timeout', `${kind} upstream stalled mid-response`);
+      return new GatewayError('upstream_timeout', `${name} upstream stalled mid-response`);
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return new GatewayError('upstream_timeout', `${name} upstream did not accept a connection in time`);
     default:
       return midResponse
-        ? new GatewayError('upstream_failed', `${kind} upstream connection failed mid-response (${code})`)
-        : new GatewayError('upstream_unreachable', `${kind} upstream unreachable (${code})`);
+        ? new GatewayError('upstream_failed', `${name} upstream connection failed mid-response (${code})`)
+        : new GatewayError('upstream_unreachable', `${name} upstream unreachable (${code})`);
   }
 }

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { GatewayError } from '../src/errors.ts';
 import { headersForUpstream } from '../src/headers.ts';
-import { resolveUpstreams } from '../src/providers.ts';
+import { authenticate, resolveUpstreams } from '../src/providers.ts';
 import { resolveRoute } from '../src/routes.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, request } from './support/http.ts';
@@ -158,7 +158,8 @@ describe('property-based: routing and header handling', () => {
         fc.constantFrom<'anthropic' | 'openai'>('anthropic', 'openai'),
         (incoming, provider) => {
           const out = headersForUpstream(incoming);
-          upstreams[provider].authenticate(out);
+          const upstream = upstreams.get(provider)!;
+          authenticate(upstream, upstream.credentials[0], out);
           for (const name of dangerous) {
             if (name === 'authorization' && provider === 'openai') continue;
             if (name === 'x-api-key' && provider === 'anthropic') continue;

@@ -57,7 +57,7 @@ describe('upstream failures and configuration', () => {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
       assert.equal(res.status, 503);
-      assert.match(res.body, /no Anthropic credential/);
+      assert.match(res.body, /no credential configured for provider anthropic/);
       assert.equal(fx.standin.requests.length, 0);
     } finally {
       await fx.close();

@@ -1,6 +1,7 @@
 // What a key may do and what it has spent: limits checked before a call goes upstream, a budget
 // reservation held while it runs, and the real cost settled when it ends.
 import { GatewayError } from '../errors.ts';
+import { globToRegExp } from '../glob.ts';
 import type { Endpoint } from '../routes.ts';
 import type { Ledger } from './ledger.ts';
 import { RateWindow } from './limits.ts';
@@ -70,7 +71,10 @@ export interface KeyAccount {
 
 export interface AdmissionRequest {
   endpoint: Endpoint;
+  /** The model the client asked for: what the key's model globs are checked against. */
   model: string | undefined;
+  /** The model the upstream will bill (a route may rename it). */
+  billedModel: string | undefined;
   maxOutputTokens: number | undefined;
   requestBytes: number;
 }
@@ -173,9 +177,9 @@ export class Accounting {
     }
     let price: PriceMatch | undefined;
     let estimateUsd = 0;
-    if (metered && request.model !== undefined) {
-      price = this.options.pricing.lookup(request.model);
-      if (!price) throw new GatewayError('model_not_allowed', `model ${request.model} has no price configured and unknown models are refused`);
+    if (metered && request.billedModel !== undefined) {
+      price = this.options.pricing.lookup(request.billedModel);
+      if (!price) throw new GatewayError('model_not_allowed', `model ${request.billedModel} has no price configured and unknown models are refused`);
       const inputTokens = Math.ceil(request.requestBytes / BYTES_PER_TOKEN_ESTIMATE);
       const outputTokens = request.maxOutputTokens ?? DEFAULT_OUTPUT_ESTIMATE;
       // Input priced at the dearest input rate: it may all turn out to be cache writes.
@@ -257,11 +261,6 @@ function budgetExhausted(which: string, account: Account): GatewayError {
   const spent = account.spentUsd.toFixed(4);
   const limit = account.limitUsd!.toFixed(4);
   return new GatewayError('budget_exhausted', `budget exhausted for ${which}: spent $${spent} of $${limit} (including calls in flight)`);
-}
-
-function globToRegExp(glob: string): RegExp {
-  const escaped = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${escaped}$`);
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -2,9 +2,9 @@
 # Debian packages the end-to-end tests and `gateway run` use on the host, installed when missing:
 # podman + runc run the containers (see shared notes: crun fails on hybrid cgroups), busybox-static
 # builds the registry-free test image, bubblewrap is the light sandbox, iproute2 (`ip`) builds the
-# private network namespaces of the shim's --check test.
+# private network namespaces of the shim's --check test, openssl makes the TLS test certificates.
 set -euo pipefail
-packages=(podman runc busybox-static bubblewrap iproute2)
+packages=(podman runc busybox-static bubblewrap iproute2 openssl)
 dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -10,22 +10,35 @@ import { parseDuration } from './duration.ts';
 import type { Owner } from './keys.ts';
 import type { KeyLimits } from './metering/accounting.ts';
 import type { Price, PriceTable } from './metering/pricing.ts';
+import type { RetryPolicy } from './attempts.ts';
+import type { RouteConfig } from './model-routes.ts';
+import type { UpstreamKind, UpstreamTimeouts } from './providers.ts';
 
 /** Where one credential comes from. Exactly one field is set. */
 export type CredentialSource = { env: string } | { file: string } | { command: string };
 
 export interface ProviderSource {
+  kind?: UpstreamKind;
   baseUrl?: string;
   /** Tried in order; the first that yields a value is used. */
   apiKey: CredentialSource[];
+  /** More keys, each its own source, all used (spread and failover). */
+  apiKeys: CredentialSource[];
   oauthToken: CredentialSource[];
+  dropBetas?: string[];
+  apiVersion?: string;
+  timeouts?: UpstreamTimeouts;
 }
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
   file?: string;
   stateDir: string;
-  providers: { anthropic: ProviderSource; openai: ProviderSource };
+  providers: Record<string, ProviderSource>;
+  routes: RouteConfig[];
+  retry: Partial<RetryPolicy>;
+  /** Outbound proxy URL and a PEM file of extra CAs. */
+  network: { proxyUrl?: string; caFile?: string };
   defaultLimits: KeyLimits;
   /** Default key lifetime for `keys mint` and `run`. */
   defaultTtlMs?: number;
@@ -52,9 +65,10 @@ function defaultProviders(): GatewayConfig['providers'] {
   return {
     anthropic: {
       apiKey: [{ env: 'ANTHROPIC_API_KEY' }],
+      apiKeys: [],
       oauthToken: [{ env: 'CLAUDE_CODE_OAUTH_TOKEN' }, { file: CLAUDE_CREDENTIALS_FILE }],
     },
-    openai: { apiKey: [{ env: 'OPENAI_API_KEY' }], oauthToken: [] },
+    openai: { apiKey: [{ env: 'OPENAI_API_KEY' }], apiKeys: [], oauthToken: [] },
   };
 }
 
@@ -132,16 +146,20 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'limits', 'budgets', 'prices', 'unknown_model', 'sockets', 'audit', 'server']);
+    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'prices', 'unknown_model', 'sockets', 'audit', 'server']);
     const stateDir = this.string(root.state_dir, 'state_dir');
-    const providers = this.table(root.providers, 'providers', ['anthropic', 'openai']);
-    const defaults = defaultProviders();
+    // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
+    const providers: Record<string, ProviderSource> = defaultProviders();
+    for (const [name, value] of Object.entries(this.table(root.providers, 'providers', []))) {
+      if (!/^[A-Za-z0-9_-]+$/.test(name)) this.fail(`providers.${name}`, 'a provider name may hold letters, digits, - and _');
+      providers[name] = this.provider(value, `providers.${name}`, name);
+    }
     return {
       stateDir: stateDir ? path.resolve(expandHome(stateDir)) : defaultStateDir(),
-      providers: {
-        anthropic: providers.anthropic === undefined ? defaults.anthropic : this.provider(providers.anthropic, 'providers.anthropic', true),
-        openai: providers.openai === undefined ? defaults.openai : this.provider(providers.openai, 'providers.openai', false),
-      },
+      providers,
+      routes: this.routes(root.routes, providers),
+      retry: this.retry(root.retry),
+      network: this.network(root.network),
       ...this.limits(root.limits),
       groupBudgets: this.budgets(root.budgets),
       prices: this.prices(root.prices),
@@ -152,10 +170,16 @@ class Reader {
     };
   }
 
-  private provider(value: unknown, field: string, anthropic: boolean): ProviderSource {
-    const sources = ['api_key_env', 'api_key_file', 'api_key_command'];
+  private provider(value: unknown, field: string, name: string): ProviderSource {
+    const sources = ['api_key_env', 'api_key_file', 'api_key_command', 'api_keys'];
     const oauth = ['oauth_token_env', 'oauth_token_file', 'oauth_token_command'];
-    const table = this.table(value, field, ['base_url', ...sources, ...(anthropic ? oauth : [])]);
+    const table = this.table(value, field, ['kind', 'base_url', ...sources, ...oauth, 'drop_betas', 'api_version', 'timeouts']);
+    const kindText = this.string(table.kind, `${field}.kind`);
+    if (kindText !== undefined && !['anthropic', 'openai', 'azure-openai'].includes(kindText)) {
+      this.fail(`${field}.kind`, `must be anthropic, openai or azure-openai, got "${kindText}"`);
+    }
+    const kind = (kindText ?? (name === 'anthropic' || name === 'openai' ? name : undefined)) as UpstreamKind | undefined;
+    if (!kind) this.fail(`${field}.kind`, 'is required for a provider not named anthropic or openai');
     const baseUrl = this.string(table.base_url, `${field}.base_url`);
     if (baseUrl !== undefined) {
       let url: URL | undefined;
@@ -166,6 +190,8 @@ class Reader {
       }
       if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) this.fail(`${field}.base_url`, `must be an http(s) URL, got "${baseUrl}"`);
       if (url.username || url.password || url.search) this.fail(`${field}.base_url`, 'must not carry credentials or a query');
+    } else if (kind === 'azure-openai') {
+      this.fail(`${field}.base_url`, 'is required for azure-openai (https://RESOURCE.openai.azure.com/openai)');
     }
     const read = (prefix: string): CredentialSource[] => {
       const out: CredentialSource[] = [];
@@ -178,11 +204,88 @@ class Reader {
       return out;
     };
     const apiKey = read('api_key');
-    const oauthToken = anthropic ? read('oauth_token') : [];
-    if (apiKey.length + oauthToken.length === 0) {
-      this.fail(field, `names no credential: set ${anthropic ? 'api_key_env, api_key_file, api_key_command or an oauth_token_* field' : 'api_key_env, api_key_file or api_key_command'}`);
+    const oauthToken = read('oauth_token');
+    if (oauthToken.length > 0 && kind !== 'anthropic') this.fail(`${field}.oauth_token_*`, 'OAuth tokens are for Anthropic providers only');
+    const apiKeys: CredentialSource[] = [];
+    if (table.api_keys !== undefined) {
+      if (!Array.isArray(table.api_keys)) this.fail(`${field}.api_keys`, 'must be an array of { env = ... } / { file = ... } / { command = ... }');
+      (table.api_keys as unknown[]).forEach((entry, i) => {
+        const item = this.table(entry, `${field}.api_keys[${i}]`, ['env', 'file', 'command']);
+        const set = Object.entries(item).filter(([, v]) => v !== undefined);
+        if (set.length !== 1) this.fail(`${field}.api_keys[${i}]`, 'needs exactly one of env, file, command');
+        const [sourceKind, raw] = set[0]!;
+        const text = this.string(raw, `${field}.api_keys[${i}].${sourceKind}`)!;
+        apiKeys.push(sourceKind === 'file' ? { file: path.resolve(expandHome(text)) } : sourceKind === 'env' ? { env: text } : { command: text });
+      });
     }
-    return { baseUrl, apiKey, oauthToken };
+    if (apiKey.length + apiKeys.length + oauthToken.length === 0) {
+      this.fail(field, 'names no credential: set api_key_env, api_key_file, api_key_command, api_keys or (Anthropic) an oauth_token_* field');
+    }
+    const timeouts = this.table(table.timeouts, `${field}.timeouts`, ['connect', 'first_byte', 'idle', 'total']);
+    return {
+      kind,
+      baseUrl,
+      apiKey,
+      apiKeys,
+      oauthToken,
+      dropBetas: this.strings(table.drop_betas, `${field}.drop_betas`),
+      apiVersion: this.string(table.api_version, `${field}.api_version`),
+      timeouts: dropUndefined({
+        connectMs: this.duration(timeouts.connect, `${field}.timeouts.connect`),
+        firstByteMs: this.duration(timeouts.first_byte, `${field}.timeouts.first_byte`),
+        idleMs: this.duration(timeouts.idle, `${field}.timeouts.idle`),
+        totalMs: this.duration(timeouts.total, `${field}.timeouts.total`),
+      }),
+    };
+  }
+
+  private strings(value: unknown, field: string): string[] | undefined {
+    if (value === undefined) return undefined;
+    if (!Array.isArray(value) || !value.every((item) => typeof item === 'string' && item.length > 0)) {
+      this.fail(field, 'must be an array of non-empty strings');
+    }
+    return value as string[];
+  }
+
+  private routes(value: unknown, providers: Record<string, ProviderSource>): RouteConfig[] {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) this.fail('routes', 'must be an array of tables: [[routes]]');
+    return (value as unknown[]).map((entry, i) => {
+      const field = `routes[${i}]`;
+      const table = this.table(entry, field, ['models', 'provider', 'rename', 'fallbacks']);
+      const models = this.strings(table.models, `${field}.models`);
+      if (!models || models.length === 0) this.fail(`${field}.models`, 'is required: the model names or globs this route serves');
+      const provider = this.string(table.provider, `${field}.provider`);
+      if (!provider) this.fail(`${field}.provider`, 'is required');
+      const known = (name: string, where: string) => {
+        if (!providers[name]) this.fail(where, `no provider named "${name}" (known: ${Object.keys(providers).join(', ')})`);
+      };
+      known(provider, `${field}.provider`);
+      const fallbacks = this.strings(table.fallbacks, `${field}.fallbacks`);
+      fallbacks?.forEach((fallback, j) => known(fallback.split(':', 1)[0]!, `${field}.fallbacks[${j}]`));
+      return dropUndefined({ models, provider, rename: this.string(table.rename, `${field}.rename`), fallbacks }) as RouteConfig;
+    });
+  }
+
+  private retry(value: unknown): Partial<RetryPolicy> {
+    const table = this.table(value, 'retry', ['attempts', 'base_backoff', 'max_retry_after', 'failures_before_cooldown', 'cooldown']);
+    const attempts = this.number(table.attempts, 'retry.attempts', true);
+    if (attempts === 0) this.fail('retry.attempts', 'must be at least 1 (the first attempt)');
+    return dropUndefined({
+      attempts,
+      baseBackoffMs: this.duration(table.base_backoff, 'retry.base_backoff'),
+      maxRetryAfterMs: this.duration(table.max_retry_after, 'retry.max_retry_after'),
+      failuresBeforeCooldown: this.number(table.failures_before_cooldown, 'retry.failures_before_cooldown', true),
+      cooldownMs: this.duration(table.cooldown, 'retry.cooldown'),
+    });
+  }
+
+  private network(value: unknown): GatewayConfig['network'] {
+    const table = this.table(value, 'network', ['https_proxy', 'ca_file']);
+    const proxyUrl = this.string(table.https_proxy, 'network.https_proxy');
+    if (proxyUrl !== undefined && !/^https?:\/\//.test(proxyUrl)) this.fail('network.https_proxy', `must be an http(s) URL, got "${proxyUrl}"`);
+    const caFile = this.string(table.ca_file, 'network.ca_file');
+    return dropUndefined({ proxyUrl, caFile: caFile && path.resolve(expandHome(caFile)) });
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number } {
@@ -258,6 +361,10 @@ class Reader {
       recentPerKey: this.number(table.recent_per_key, 'audit.recent_per_key', true),
     };
   }
+}
+
+function dropUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
 function expandHome(file: string): string {

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import type { CredentialSource, GatewayConfig, ProviderSource } from './config.ts';
+import type { CredentialSource, GatewayConfig } from './config.ts';
 import type { ProvidersConfig } from './providers.ts';
 
 const run = promisify(execFile);
@@ -86,29 +86,39 @@ async function first(sources: CredentialSource[]): Promise<Resolved | undefined>
 
 export interface CredentialState {
   providers: ProvidersConfig;
-  /** Human-readable: which source each credential came from, or that none was found. */
-  summary: Record<'anthropic' | 'openai', string>;
+  /** Per provider, human-readable: which source each credential came from, or that none was found. */
+  summary: Record<string, string>;
   /** Earliest expiry among the credentials, if any expire. */
   expiresAt?: number;
 }
 
 export async function resolveCredentials(sources: GatewayConfig['providers']): Promise<CredentialState> {
-  const resolveProvider = async (source: ProviderSource) => {
+  const providers: ProvidersConfig = {};
+  const summary: Record<string, string> = {};
+  let expiresAt: number | undefined;
+  for (const [name, source] of Object.entries(sources)) {
     const apiKey = await first(source.apiKey);
-    const oauthToken = apiKey ? undefined : await first(source.oauthToken);
-    return { apiKey, oauthToken };
-  };
-  const [anthropic, openai] = await Promise.all([resolveProvider(sources.anthropic), resolveProvider(sources.openai)]);
-  const summary = (resolved: { apiKey?: Resolved; oauthToken?: Resolved }) =>
-    resolved.apiKey ? `api key from ${resolved.apiKey.from}` : resolved.oauthToken ? `OAuth token from ${resolved.oauthToken.from}` : 'no credential found';
-  return {
-    providers: {
-      anthropic: { baseUrl: sources.anthropic.baseUrl, apiKey: anthropic.apiKey?.value, oauthToken: anthropic.oauthToken?.value },
-      openai: { baseUrl: sources.openai.baseUrl, apiKey: openai.apiKey?.value },
-    },
-    summary: { anthropic: summary(anthropic), openai: summary(openai) },
-    expiresAt: anthropic.oauthToken?.expiresAt,
-  };
+    const more = (await Promise.all(source.apiKeys.map((each) => read(each)))).filter((resolved): resolved is Resolved => resolved !== undefined);
+    const oauthToken = apiKey || more.length > 0 ? undefined : await first(source.oauthToken);
+    if (oauthToken?.expiresAt !== undefined) expiresAt = Math.min(expiresAt ?? Infinity, oauthToken.expiresAt);
+    providers[name] = {
+      kind: source.kind,
+      baseUrl: source.baseUrl,
+      apiKey: apiKey?.value,
+      apiKeys: more.map((resolved) => resolved.value),
+      oauthToken: oauthToken?.value,
+      dropBetas: source.dropBetas,
+      apiVersion: source.apiVersion,
+      timeouts: source.timeouts,
+    };
+    const keys = [apiKey, ...more].filter((resolved): resolved is Resolved => resolved !== undefined);
+    summary[name] = keys.length > 0
+      ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
+      : oauthToken
+        ? `OAuth token from ${oauthToken.from}`
+        : 'no credential found';
+  }
+  return { providers, summary, expiresAt };
 }
 
 /**
@@ -143,7 +153,8 @@ export class CredentialWatcher {
   }
 
   private watchFiles(): void {
-    const files = [...this.sources.anthropic.apiKey, ...this.sources.anthropic.oauthToken, ...this.sources.openai.apiKey]
+    const files = Object.values(this.sources)
+      .flatMap((source) => [...source.apiKey, ...source.apiKeys, ...source.oauthToken])
       .filter((source): source is { file: string } => 'file' in source)
       .map((source) => source.file);
     for (const dir of new Set(files.map((file) => path.dirname(file)))) {
@@ -199,7 +210,6 @@ export class CredentialWatcher {
 
 /** Compares credential sets without keeping a second copy of the secrets in plain text. */
 function fingerprint(state: CredentialState): string {
-  const { anthropic, openai } = state.providers;
-  const material = JSON.stringify([anthropic?.baseUrl, anthropic?.apiKey, anthropic?.oauthToken, openai?.baseUrl, openai?.apiKey]);
+  const material = JSON.stringify(state.providers);
   return createHash('sha256').update(material).digest('hex');
 }

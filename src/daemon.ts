@@ -1,14 +1,15 @@
 // `gateway serve`: the gateway as a host daemon. Loads the config and credentials, restores the
 // keys that were live before a restart, serves the control socket, follows credential changes,
 // reloads on SIGHUP and drains on SIGTERM/SIGINT.
-import { unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { loadConfig, type GatewayConfig } from './config.ts';
+import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
 import { controlSocketPath, startControlServer } from './control.ts';
 import { CredentialWatcher, resolveCredentials } from './credentials.ts';
 import { createGateway, type Gateway } from './gateway.ts';
+import type { NetworkOptions } from './providers.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -41,6 +42,9 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   const gateway = await createGateway({
     stateDir: config.stateDir,
     providers: credentials.providers,
+    routes: config.routes,
+    retry: config.retry,
+    network: await networkOptions(config),
     logger,
     defaultLimits: config.defaultLimits,
     groupBudgets: config.groupBudgets,
@@ -82,6 +86,9 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       const state = await resolveCredentials(next.providers);
       gateway.reconfigure({
         providers: state.providers,
+        routes: next.routes,
+        retry: next.retry,
+        network: await networkOptions(next),
         defaultLimits: next.defaultLimits,
         groupBudgets: next.groupBudgets,
         prices: next.prices,
@@ -105,6 +112,17 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       return stopping;
     },
   };
+}
+
+/** The outbound proxy and the extra CA file's certificates. */
+export async function networkOptions(config: GatewayConfig): Promise<NetworkOptions> {
+  const { proxyUrl, caFile } = config.network;
+  if (!caFile) return { proxyUrl };
+  try {
+    return { proxyUrl, extraCaPem: await readFile(caFile, 'utf8') };
+  } catch (error) {
+    throw new ConfigError(`${config.file ?? '(defaults)'}: network.ca_file: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code})`);
+  }
 }
 
 /** Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads. */

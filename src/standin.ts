@@ -3,6 +3,7 @@
 // request it receives, and refuses any request that does not carry the real key it was given, which is
 // how the tests prove the gateway swapped the container's placeholder for the real credential.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -22,6 +23,8 @@ export interface StandinOptions {
   eventDelayMs?: number;
   /** Text deltas per streamed answer. Default 8. */
   streamEvents?: number;
+  /** Serve HTTPS with this key and certificate (PEM) instead of plain HTTP. */
+  tls?: { key: string; cert: string };
   /** Keep every request in `requests` (default true; load tests turn it off). */
   record?: boolean;
   /** Takes over a request before the default answer; return true when it answered. */
@@ -38,7 +41,7 @@ export const STANDIN_REPLY = '[stand-in provider] Hello through the gateway';
 
 export async function startStandin(options: StandinOptions): Promise<Standin> {
   const requests: RecordedRequest[] = [];
-  const server = http.createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     collect(req)
       .then(async (body) => {
         const request: RecordedRequest = { method: req.method ?? 'GET', url: req.url ?? '/', headers: req.headers, body };
@@ -47,12 +50,13 @@ export async function startStandin(options: StandinOptions): Promise<Standin> {
         await answer(options, request, res);
       })
       .catch(() => res.destroy());
-  });
+  };
+  const server = options.tls ? https.createServer(options.tls, handler) : http.createServer(handler);
   server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     requests,
     close: () =>
       new Promise<void>((resolve) => {

@@ -19,8 +19,8 @@ test('sources are tried in order: env, then Claude Code credentials file', async
     const expiresAt = Date.now() + 3_600_000;
     await writeFile(file, claudeCredentials('oauth-token-1', expiresAt));
     const sources: GatewayConfig['providers'] = {
-      anthropic: { apiKey: [{ env: 'GW_TEST_UNSET_VAR' }], oauthToken: [{ env: 'GW_TEST_UNSET_VAR' }, { file }] },
-      openai: { apiKey: [{ command: 'printf "  from-command\\n"' }], oauthToken: [] },
+      anthropic: { apiKey: [{ env: 'GW_TEST_UNSET_VAR' }], apiKeys: [], oauthToken: [{ env: 'GW_TEST_UNSET_VAR' }, { file }] },
+      openai: { apiKey: [{ command: 'printf "  from-command\\n"' }], apiKeys: [], oauthToken: [] },
     };
     const state = await resolveCredentials(sources);
     assert.equal(state.providers.anthropic?.oauthToken, 'oauth-token-1');
@@ -32,7 +32,7 @@ test('sources are tried in order: env, then Claude Code credentials file', async
     assert.ok(!JSON.stringify(state.summary).includes('oauth-token-1'));
 
     process.env.GW_TEST_SET_VAR = 'from-env';
-    const fromEnv = await resolveCredentials({ ...sources, anthropic: { apiKey: [{ env: 'GW_TEST_SET_VAR' }], oauthToken: [{ file }] } });
+    const fromEnv = await resolveCredentials({ ...sources, anthropic: { apiKey: [{ env: 'GW_TEST_SET_VAR' }], apiKeys: [], oauthToken: [{ file }] } });
     assert.equal(fromEnv.providers.anthropic?.apiKey, 'from-env');
     assert.equal(fromEnv.providers.anthropic?.oauthToken, undefined, 'an API key wins over an OAuth token');
     delete process.env.GW_TEST_SET_VAR;
@@ -43,7 +43,7 @@ test('sources are tried in order: env, then Claude Code credentials file', async
 
 test('a failing credential command is reported without its output', async () => {
   await assert.rejects(
-    resolveCredentials({ anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], oauthToken: [] }, openai: { apiKey: [], oauthToken: [] } }),
+    resolveCredentials({ anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], apiKeys: [], oauthToken: [] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } }),
     (error: Error) => /exit 3/.test(error.message) && !error.message.includes('42-output'),
   );
 });
@@ -53,7 +53,7 @@ test("the watcher follows the host's token refresh of the credentials file", asy
   try {
     const file = path.join(dir, '.credentials.json');
     await writeFile(file, claudeCredentials('oauth-token-old', Date.now() + 3_600_000));
-    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], oauthToken: [{ file }] }, openai: { apiKey: [], oauthToken: [] } };
+    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } };
     const seen: CredentialState[] = [];
     const watcher = new CredentialWatcher(sources, await resolveCredentials(sources), (state) => seen.push(state), pino({ level: 'silent' }));
     try {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { loadConfig } from '../src/config.ts';
 import { startStandin, type Standin, type StandinOptions } from '../src/standin.ts';
 import { eventually } from './support/fixture.ts';
 import { anthropicHeaders, request } from './support/http.ts';
@@ -49,6 +50,11 @@ describe('configuration errors name the file and the field', () => {
     ['a bad duration', '[limits]\nttl = "soon"', /limits\.ttl: must be a duration/],
     ['a price without output', '[prices."my-model"]\ninput = 1', /prices\."my-model": needs both input and output/],
     ['a literal key', '[providers.openai]\napi_key = "sk-live"', /providers\.openai\.api_key: unknown field/],
+    ['a custom provider without a kind', '[providers.vllm]\nbase_url = "http://127.0.0.1:8000"\napi_key_env = "K"', /providers\.vllm\.kind: is required/],
+    ['a route to an unknown provider', '[[routes]]\nmodels = ["fast"]\nprovider = "nowhere"', /routes\[0\]\.provider: no provider named "nowhere"/],
+    ['a bad fallback', '[[routes]]\nmodels = ["x"]\nprovider = "anthropic"\nfallbacks = ["ghost:m"]', /routes\[0\]\.fallbacks\[0\]: no provider named "ghost"/],
+    ['zero attempts', '[retry]\nattempts = 0', /retry\.attempts: must be at least 1/],
+    ['a bad proxy URL', '[network]\nhttps_proxy = "proxy:3128"', /network\.https_proxy: must be an http\(s\) URL/],
   ];
   for (const [what, text, expected] of cases) {
     test(what, async () => {
@@ -61,6 +67,15 @@ describe('configuration errors name the file and the field', () => {
       assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
     });
   }
+
+  test("the README's example config is valid", async () => {
+    const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+    const example = readme.slice(readme.indexOf('## Configuration')).match(/```toml\n([\s\S]*?)```/)![1]!;
+    const file = path.join(dir, 'readme.toml');
+    await writeFile(file, example);
+    const config = await loadConfig(file);
+    assert.ok(config.providers.anthropic && config.routes.length > 0 && config.network.proxyUrl);
+  });
 
   test('a missing config file', async () => {
     const result = await cli(['inspect', '--config', path.join(dir, 'nope.toml')]);

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../config.ts';
 import { resolveCredentials } from '../credentials.ts';
+import { networkOptions } from '../daemon.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 
 export async function embeddedGateway(configFile: string | undefined, stateDir: string | undefined): Promise<Gateway> {
@@ -16,6 +17,9 @@ export async function embeddedGateway(configFile: string | undefined, stateDir: 
   const gateway = await createGateway({
     stateDir: privateDir,
     providers: credentials.providers,
+    routes: config.routes,
+    retry: config.retry,
+    network: await networkOptions(config),
     logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     defaultLimits: config.defaultLimits,
     groupBudgets: config.groupBudgets,

@@ -238,7 +238,7 @@ test('real clients through the gateway in --network=none podman containers', { t
 
   /** One client command in a fresh container with a fresh key; returns the report and the key's calls. */
   async function runClient(label: string, command: string[], env: Record<string, string> = {}): Promise<ClientRun> {
-    const c = await contribute(fx.gateway, { group: 'e2e', label, owner: { uid: 1000, gid: 1000 } });
+    const c = await contribute(fx.gateway, { group: 'e2e', label, owner: { uid: 1000, gid: 1000 }, budgetUsd: 2, ttlMs: 10 * 60_000 });
     const firstRequest = fx.standin.requests.length;
     const started = Date.now();
     try {

@@ -45,6 +45,8 @@ export interface CallRecord {
   costUsd: number;
   /** 'default' when the model was not in the price table and was charged the default price. */
   priceSource?: PriceSource;
+  /** The price-table entry that priced the call (`claude-sonnet-4-5`, or a family such as `claude-opus`). */
+  priceEntry?: string;
   /** Budget held for this call while it ran. */
   reservedUsd?: number;
 }

@@ -274,6 +274,7 @@ class CallTracker {
       usageReported: settlement?.usageReported,
       costUsd: settlement?.costUsd ?? 0,
       priceSource: settlement?.priceSource,
+      priceEntry: settlement?.priceEntry,
       reservedUsd: this.admission?.estimateUsd,
     });
   }

@@ -103,6 +103,9 @@ describe('prices', () => {
       ['gpt-5.1-codex', 'gpt-5.1'],
       ['GPT-5-MINI', 'gpt-5-mini'],
       ['o3-mini', 'o3-mini'],
+      ['claude-opus-5-5', 'claude-opus'],
+      ['claude-sonnet-5-20261015', 'claude-sonnet'],
+      ['gpt-6.2-sol', undefined],
       ['gpt-4oz', undefined],
       ['llama-3.1-70b', undefined],
     ];

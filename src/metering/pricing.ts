@@ -27,6 +27,11 @@ export const DEFAULT_PRICES: PriceTable = {
   'claude-haiku-4-5': { input: 1, output: 5 },
   'claude-3-5-haiku': { input: 0.8, output: 4 },
   'claude-3-haiku': { input: 0.25, output: 1.25, cacheWrite: 0.3, cacheRead: 0.03 },
+  // Family entries for releases newer than this table (Claude Code 2.1.332 defaults to
+  // claude-opus-5-5): the latest known price of the tier. The audit record names the entry used.
+  'claude-opus': { input: 5, output: 25 },
+  'claude-sonnet': { input: 3, output: 15 },
+  'claude-haiku': { input: 1, output: 5 },
   // OpenAI: cached input as listed, no charge for cache writes.
   'gpt-5.1': { input: 1.25, output: 10, cacheRead: 0.125, cacheWrite: 1.25 },
   'gpt-5': { input: 1.25, output: 10, cacheRead: 0.125, cacheWrite: 1.25 },

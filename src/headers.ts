@@ -35,31 +35,28 @@ function connectionTokens(value: string | string[] | undefined): Set<string> | u
   return new Set(joined.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
 }
 
-/** The client's headers as they may go upstream, before the gateway adds the credential. */
-export function headersForUpstream(incoming: IncomingHttpHeaders): HeaderMap {
-  const extraHopByHop = connectionTokens(incoming.connection);
+/** `headers` without the names `drop` rejects and without those their Connection header lists. */
+function filterHeaders(headers: IncomingHttpHeaders, drop: (name: string) => boolean): HeaderMap {
+  const listed = connectionTokens(headers.connection);
   const out: HeaderMap = {};
-  for (const name in incoming) {
-    const value = incoming[name];
-    if (value === undefined) continue;
-    if (DROP_FROM_CLIENT.has(name) || name.startsWith('x-forwarded-') || extraHopByHop?.has(name)) continue;
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || drop(name) || listed?.has(name)) continue;
     out[name] = value;
   }
+  return out;
+}
+
+/** The client's headers as they may go upstream, before the gateway adds the credential. */
+export function headersForUpstream(incoming: IncomingHttpHeaders): HeaderMap {
+  const out = filterHeaders(incoming, (name) => DROP_FROM_CLIENT.has(name) || name.startsWith('x-forwarded-'));
   out['accept-encoding'] = 'identity';
   return out;
 }
 
 /** The upstream's response headers as they may go back to the client. */
 export function headersForClient(upstream: IncomingHttpHeaders): HeaderMap {
-  const extraHopByHop = connectionTokens(upstream.connection);
-  const out: HeaderMap = {};
-  for (const name in upstream) {
-    const value = upstream[name];
-    if (value === undefined) continue;
-    if (DROP_FROM_UPSTREAM.has(name) || extraHopByHop?.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
+  return filterHeaders(upstream, (name) => DROP_FROM_UPSTREAM.has(name));
 }
 
 /**

@@ -10,21 +10,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { startStandin, type RecordedRequest, type Standin, type StandinOptions } from '../src/standin.ts';
-import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
+import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, deadPort, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 import type { GatewayOptions } from '../src/index.ts';
 
 const message = (extra: object = {}) =>
   JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }], ...extra });
-
-/** A port nothing listens on. */
-async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Answers each request with the next scripted status (then the stand-in's normal answer). */
 function scripted(statuses: (number | { status: number; headers?: Record<string, string> })[]): StandinOptions['override'] {

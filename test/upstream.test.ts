@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture } from './support/fixture.ts';
+import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, deadPort, startFixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 
 const message = (extra: object = {}) =>
@@ -11,15 +11,6 @@ const message = (extra: object = {}) =>
 
 function assertNoRealKey(text: string): void {
   assert.ok(!text.includes(REAL_ANTHROPIC_KEY) && !text.includes(REAL_OPENAI_KEY), 'a real key leaked');
-}
-
-/** A port on which nothing listens. */
-async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 describe('upstream failures and configuration', () => {

@@ -178,7 +178,7 @@ function assertNoLeak(run: ClientRun, standinPort: number): void {
     assert.equal(line.keyId, run.keyId);
     const text = JSON.stringify(line);
     assert.ok(!text.includes(REAL_ANTHROPIC_KEY) && !text.includes(REAL_OPENAI_KEY), 'a real key is in the audit trail');
-    if (line.endpoint !== 'models' && line.endpoint !== 'count_tokens') {
+    if (line.endpoint !== 'models' && line.endpoint !== 'count_tokens' && line.status === 200) {
       assert.ok(Number(line.inputTokens) > 0 && Number(line.outputTokens) > 0 && Number(line.costUsd) > 0, `audit line without tokens: ${text}`);
     }
   }
@@ -237,8 +237,8 @@ test('real clients through the gateway in --network=none podman containers', { t
   ];
 
   /** One client command in a fresh container with a fresh key; returns the report and the key's calls. */
-  async function runClient(label: string, command: string[], env: Record<string, string> = {}): Promise<ClientRun> {
-    const c = await contribute(fx.gateway, { group: 'e2e', label, owner: { uid: 1000, gid: 1000 }, budgetUsd: 2, ttlMs: 10 * 60_000 });
+  async function runClient(label: string, command: string[], env: Record<string, string> = {}, budgetUsd = 2): Promise<ClientRun> {
+    const c = await contribute(fx.gateway, { group: 'e2e', label, owner: { uid: 1000, gid: 1000 }, budgetUsd, ttlMs: 10 * 60_000 });
     const firstRequest = fx.standin.requests.length;
     const started = Date.now();
     try {
@@ -377,5 +377,25 @@ test('real clients through the gateway in --network=none podman containers', { t
     assert.ok(run.report.scan.paths.some((p) => p.startsWith(`${HOME}/.codex/sessions/`)), run.report.scan.paths.join('\n'));
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);
+  });
+
+  await step('an exhausted budget stops each client after one refused call, with no retry loop', async (t) => {
+    const codex = ['node', `${CLIENTS}/@openai/codex/bin/codex.js`, 'exec', '--skip-git-repo-check', 'Say hello.'];
+    const cases: [string, string[], Record<string, string>, number, RegExp][] = [
+      ['claude-broke', ['claude', '-p', 'Say hello.'], {}, 402, /budget exhausted for key/],
+      ['openai-broke', ['node', '/opt/clients/e2e/openai-sdk.mjs'], {}, 429, /budget exhausted for key/],
+      ['codex-broke', codex, { E2E_CODEX_CONFIG: '/opt/clients/container/codex-config.toml' }, 429, /[Qq]uota/],
+    ];
+    for (const [label, command, env, status, shown] of cases) {
+      const run = await runClient(label, command, env, 0);
+      t.diagnostic(`${label}: rc=${run.report.rc} after ${run.ms} ms, ${run.calls.length} call(s)`);
+      assert.notEqual(run.report.rc, 0, show(run));
+      assert.equal(run.requests.length, 0, 'nothing reached the upstream');
+      assert.equal(run.calls.length, 1, `one attempt, no retries\n${show(run)}`);
+      assert.equal(run.calls[0]!.status, status);
+      assert.equal(run.calls[0]!.errorKind, 'budget_exhausted');
+      assert.match(run.report.stdout + run.report.stderr, shown, show(run));
+      assertNoLeak(run, standinPort);
+    }
   });
 });

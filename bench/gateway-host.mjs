@@ -5,7 +5,8 @@
 //   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
 //   cpu           -> process.cpuUsage()
 // The configuration is the real one a host would use: audit trail to a file, metering on.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { pino } from 'pino';
 
 // What ships: the compiled dist/ (`make bench` builds it). The TypeScript sources run under Node's
@@ -21,6 +22,7 @@ const gateway = await createGateway({
 });
 
 const now = () => performance.now();
+let session;
 function memory() {
   for (let i = 0; i < 3; i++) globalThis.gc?.();
   return process.memoryUsage();
@@ -57,6 +59,22 @@ process.on('message', async (msg) => {
       case 'cpu':
         process.send({ type: 'cpu', cpu: process.cpuUsage() });
         break;
+      case 'profile-start':
+        // One workload at a time, in-process (node:inspector), so each profile is that workload's alone.
+        session ??= new Session();
+        session.connect();
+        await session.post('Profiler.enable');
+        await session.post('Profiler.setSamplingInterval', { interval: 100 });
+        await session.post('Profiler.start');
+        process.send({ type: 'profile-started' });
+        break;
+      case 'profile-stop': {
+        const { profile } = await session.post('Profiler.stop');
+        session.disconnect();
+        writeFileSync(msg.file, JSON.stringify(profile));
+        process.send({ type: 'profile-stopped', file: msg.file });
+        break;
+      }
       case 'exit':
         await gateway.close({ drainMs: 1000 });
         rmSync(stateDir, { recursive: true, force: true });

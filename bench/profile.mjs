@@ -9,7 +9,7 @@ function moduleOf(url) {
   if (url.startsWith('node:')) return url.split('/')[0].replace(/^node:internal.*/, 'node:internal');
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return m[1];
-  const s = /\/(src|bench)\/(.*)$/.exec(url);
+  const s = /\/(src|dist|bench)\/(.*)$/.exec(url);
   return s ? `${s[1]}/${s[2]}` : url;
 }
 
@@ -27,8 +27,12 @@ export function summarizeProfile(file, n = 25) {
     if (!t) continue;
     const { functionName, url, lineNumber } = node.callFrame;
     const name = functionName || '(anonymous)';
-    if (name === '(idle)') idle += t;
-    const where = url ? `${url.replace(/^file:\/\/.*?\/(node_modules|src|bench)\//, '$1/')}:${lineNumber + 1}` : '';
+    // The in-process profiler's own frames (node:inspector) are not the gateway's work: counted as idle.
+    if (name === '(idle)' || url === 'node:inspector') {
+      idle += t;
+      continue;
+    }
+    const where = url ? `${url.replace(/^file:\/\/.*?\/(node_modules|src|dist|bench)\//, '$1/')}:${lineNumber + 1}` : '';
     const key = `${name}\u0000${where}`;
     byFunction.set(key, (byFunction.get(key) ?? 0) + t);
     const mod = name.startsWith('(') ? name : moduleOf(url);

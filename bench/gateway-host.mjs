@@ -1,0 +1,91 @@
+// The gateway under test, in a process of its own (so its CPU time and memory are its own and the
+// load generator does not share its event loop). Driven over IPC by bench/run.mjs:
+//   mint {n}      -> mints n keys one after another, timing each; answers their ids and socket paths
+//   revoke {ids}  -> revokes them one after another, timing each
+//   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
+//   cpu           -> process.cpuUsage()
+// The configuration is the real one a host would use: audit trail to a file, metering on.
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { pino } from 'pino';
+
+// What ships: the compiled dist/ (`make bench` builds it). The TypeScript sources run under Node's
+// type stripping, which loads a WebAssembly compiler (~60 MB of RSS) a real host would not have.
+const entry = process.env.BENCH_GATEWAY_ENTRY ?? (existsSync(new URL('../dist/index.js', import.meta.url)) ? '../dist/index.js' : '../src/index.ts');
+const { createGateway } = await import(entry);
+
+const stateDir = mkdtempSync('/tmp/gwb-');
+const gateway = await createGateway({
+  stateDir,
+  logger: pino({ level: 'warn' }, pino.destination(2)),
+  providers: { anthropic: { baseUrl: process.env.BENCH_UPSTREAM_URL, apiKey: process.env.BENCH_REAL_KEY } },
+});
+
+const now = () => performance.now();
+let session;
+function memory() {
+  for (let i = 0; i < 3; i++) globalThis.gc?.();
+  return process.memoryUsage();
+}
+
+process.on('message', async (msg) => {
+  try {
+    switch (msg.type) {
+      case 'mint': {
+        const keys = [];
+        const times = new Float64Array(msg.n);
+        for (let i = 0; i < msg.n; i++) {
+          const t0 = now();
+          const key = await gateway.mint({ group: 'bench', label: `k${i}` });
+          times[i] = now() - t0;
+          keys.push({ id: key.id, socketPath: key.socketPath });
+        }
+        process.send({ type: 'minted', keys, times: Array.from(times) });
+        break;
+      }
+      case 'revoke': {
+        const times = new Float64Array(msg.ids.length);
+        for (let i = 0; i < msg.ids.length; i++) {
+          const t0 = now();
+          await gateway.revoke(msg.ids[i]);
+          times[i] = now() - t0;
+        }
+        process.send({ type: 'revoked', times: Array.from(times) });
+        break;
+      }
+      case 'mem':
+        process.send({ type: 'mem', mem: memory(), gcExposed: typeof globalThis.gc === 'function' });
+        break;
+      case 'cpu':
+        process.send({ type: 'cpu', cpu: process.cpuUsage() });
+        break;
+      case 'profile-start':
+        // One workload at a time, in-process (node:inspector), so each profile is that workload's alone.
+        session ??= new Session();
+        session.connect();
+        await session.post('Profiler.enable');
+        await session.post('Profiler.setSamplingInterval', { interval: 100 });
+        await session.post('Profiler.start');
+        process.send({ type: 'profile-started' });
+        break;
+      case 'profile-stop': {
+        const { profile } = await session.post('Profiler.stop');
+        session.disconnect();
+        writeFileSync(msg.file, JSON.stringify(profile));
+        process.send({ type: 'profile-stopped', file: msg.file });
+        break;
+      }
+      case 'exit':
+        await gateway.close({ drainMs: 1000 });
+        rmSync(stateDir, { recursive: true, force: true });
+        process.exit(0); // --cpu-prof writes its profile here
+    }
+  } catch (error) {
+    process.send({ type: 'error', message: String(error?.stack ?? error) });
+  }
+});
+process.on('disconnect', () => {
+  rmSync(stateDir, { recursive: true, force: true });
+  process.exit(0);
+});
+process.send({ type: 'ready', stateDir, entry });

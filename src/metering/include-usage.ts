@@ -19,7 +19,7 @@ export function askForStreamUsage(body: Buffer, json: Record<string, unknown>): 
 
 /** Removes the usage-only chunk (`"choices":[]` with a usage) from a chat-completion stream. */
 export class UsageChunkRemover {
-  private readonly splitter = new SseSplitter();
+  private readonly splitter = new SseSplitter({ keepRaw: true });
 
   /** The part of `chunk` to forward now; an incomplete trailing event waits for its end. */
   push(chunk: Buffer): Buffer {

@@ -7,7 +7,7 @@ export interface SseEvent {
   event: string;
   /** The `data:` lines joined by '\n'. */
   data: string;
-  /** The event's exact text including its blank-line terminator. */
+  /** The event's exact text including its blank-line terminator (only when asked for). */
   raw: string;
 }
 
@@ -16,6 +16,12 @@ const BOUNDARY = /\r?\n\r?\n/g;
 export class SseSplitter {
   private readonly decoder = new StringDecoder('utf8');
   private carry = '';
+  private readonly keepRaw: boolean;
+
+  /** `keepRaw`: also hand back each event's exact text (for rewriting a stream). */
+  constructor({ keepRaw = false } = {}) {
+    this.keepRaw = keepRaw;
+  }
 
   /** Returns the events completed by this chunk. */
   push(chunk: Buffer): SseEvent[] {
@@ -25,7 +31,7 @@ export class SseSplitter {
     BOUNDARY.lastIndex = 0;
     for (let match = BOUNDARY.exec(text); match; match = BOUNDARY.exec(text)) {
       const end = match.index + match[0].length;
-      events.push(parseEvent(text.slice(start, match.index), text.slice(start, end)));
+      events.push(parseEvent(text.slice(start, match.index), this.keepRaw ? text.slice(start, end) : ''));
       start = end;
     }
     this.carry = text.slice(start);

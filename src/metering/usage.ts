@@ -136,10 +136,17 @@ class JsonMeter implements UsageMeter {
 interface StreamSpec {
   /** Folds an event into the usage so far; `final` marks the provider's closing counts. */
   usage(event: SseEvent, usage: Usage | undefined): { usage: Usage; final: boolean } | undefined;
-  /** Characters of generated content this event delivered (for streams cut short). */
+  /** Whether this event delivers generated content (cheap: no parsing). */
+  isDelta(event: SseEvent): boolean;
+  /** Characters of generated content this event delivered (parses it). */
   deltaChars(event: SseEvent): number;
 }
 
+/**
+ * Follows a stream's usage events. Content deltas are not parsed (that would cost more than
+ * relaying them): their text is measured where it stands in the event, and only counts if the
+ * stream ends without the provider's final figures.
+ */
 class StreamMeter implements UsageMeter {
   private readonly splitter = new SseSplitter();
   private readonly spec: StreamSpec;
@@ -155,7 +162,7 @@ class StreamMeter implements UsageMeter {
       if (step) {
         this.usage = step.usage;
         this.final ||= step.final;
-      } else {
+      } else if (this.spec.isDelta(event)) {
         this.deltaChars += this.spec.deltaChars(event);
       }
     }
@@ -169,6 +176,24 @@ class StreamMeter implements UsageMeter {
   }
 }
 
+/**
+ * Lengths of the JSON string values of `keys` in `data`, found by position, not by parsing (escapes
+ * count as written: close enough for an estimate).
+ */
+function stringValueLengths(data: string, keys: readonly string[]): number {
+  let total = 0;
+  for (const key of keys) {
+    let at = data.indexOf(key);
+    while (at !== -1) {
+      let end = at + key.length;
+      while (end < data.length && data.charCodeAt(end) !== 34 /* " */) end += data.charCodeAt(end) === 92 /* \ */ ? 2 : 1;
+      total += end - (at + key.length);
+      at = data.indexOf(key, end);
+    }
+  }
+  return total;
+}
+
 function parse(data: string): Json {
   try {
     return obj(JSON.parse(data));
@@ -177,7 +202,9 @@ function parse(data: string): Json {
   }
 }
 
-const stringLength = (value: unknown): number => (typeof value === 'string' ? value.length : 0);
+const ANTHROPIC_DELTA_KEYS = ['"text":"', '"thinking":"', '"partial_json":"'];
+const CHAT_DELTA_KEYS = ['"content":"', '"reasoning_content":"', '"arguments":"'];
+const RESPONSES_DELTA_KEYS = ['"delta":"'];
 
 const anthropicStream: StreamSpec = {
   // Anthropic names every event: message_start opens the counts, message_delta's are cumulative.
@@ -188,11 +215,8 @@ const anthropicStream: StreamSpec = {
     }
     return undefined;
   },
-  deltaChars(event) {
-    if (event.event !== 'content_block_delta') return 0;
-    const delta = obj(parse(event.data).delta);
-    return stringLength(delta.text) + stringLength(delta.thinking) + stringLength(delta.partial_json);
-  },
+  isDelta: (event) => event.event === 'content_block_delta',
+  deltaChars: (event) => stringValueLengths(event.data, ANTHROPIC_DELTA_KEYS),
 };
 
 const chatStream: StreamSpec = {
@@ -202,16 +226,8 @@ const chatStream: StreamSpec = {
     const chunk = parse(event.data);
     return chunk.usage ? { usage: chatUsage(chunk.usage), final: true } : undefined;
   },
-  deltaChars(event) {
-    if (event.data === '[DONE]') return 0;
-    let chars = 0;
-    for (const choice of (parse(event.data).choices as unknown[] | undefined) ?? []) {
-      const delta = obj(obj(choice).delta);
-      chars += stringLength(delta.content) + stringLength(delta.reasoning_content);
-      for (const call of (delta.tool_calls as unknown[] | undefined) ?? []) chars += stringLength(obj(obj(call).function).arguments);
-    }
-    return chars;
-  },
+  isDelta: (event) => event.data.startsWith('{'),
+  deltaChars: (event) => stringValueLengths(event.data, CHAT_DELTA_KEYS),
 };
 
 const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
@@ -222,7 +238,6 @@ const responsesStream: StreamSpec = {
     const response = obj(parse(event.data).response);
     return response.usage ? { usage: responsesUsage(response.usage), final: true } : undefined;
   },
-  deltaChars(event) {
-    return event.event.endsWith('.delta') ? stringLength(parse(event.data).delta) : 0;
-  },
+  isDelta: (event) => event.event.endsWith('.delta'),
+  deltaChars: (event) => stringValueLengths(event.data, RESPONSES_DELTA_KEYS),
 };

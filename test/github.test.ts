@@ -326,3 +326,34 @@ test('daemon: [github] token from a file, mint with a github scope over the cont
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('contribute: GitHub env only for keys with a GitHub scope, never a token', async () => {
+  const s = await setup();
+  try {
+    const { contribute } = await import('../src/runner/contribute.ts');
+    const plain = await contribute(s.gateway, { group: 'g' });
+    assert.equal(plain.env.GIT_CONFIG_COUNT, undefined);
+    assert.equal(plain.env.GITHUB_API_URL, undefined);
+    const scoped = await contribute(s.gateway, { group: 'g', port: 9555, githubHost: 'ghe.example.com', github: { read: ['acme/*'] } });
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(scoped.env).filter(([k]) => k.startsWith('GIT') )),
+      {
+        GIT_CONFIG_COUNT: '3',
+        GIT_CONFIG_KEY_0: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+        GIT_CONFIG_VALUE_0: 'https://ghe.example.com/',
+        GIT_CONFIG_KEY_1: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+        GIT_CONFIG_VALUE_1: 'git@ghe.example.com:',
+        GIT_CONFIG_KEY_2: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+        GIT_CONFIG_VALUE_2: 'ssh://git@ghe.example.com/',
+        GIT_TERMINAL_PROMPT: '0',
+        GITHUB_API_URL: 'http://127.0.0.1:9555/github-api',
+      },
+    );
+    assert.ok(!JSON.stringify(scoped.env).includes(REAL_GITHUB_TOKEN));
+    await assert.rejects(s.gateway.mint({ group: 'g', github: { push: ['no-slash'] } }), /github\.push/);
+    await plain.close();
+    await scoped.close();
+  } finally {
+    await s.close();
+  }
+});

@@ -3,7 +3,9 @@
 import { homedir } from 'node:os';
 import path from 'node:path';
 import type { CredentialSource } from '../config.ts';
+import { resolveCredentials } from '../credentials.ts';
 import type { GitHubOptions } from './relay.ts';
+import type { GitHubScope } from './scope.ts';
 
 export interface GitHubSource {
   webUrl?: string;
@@ -62,4 +64,17 @@ export function githubCredentialSources(source: GitHubSource) {
 
 export function githubOptions(source: GitHubSource, token: string | undefined): GitHubOptions {
   return { webUrl: source.webUrl, apiUrl: source.apiUrl, host: source.host, token };
+}
+
+/** `createGateway({ github })` from the section, the token read now (for `gateway run`'s embedded gateway). */
+export async function resolveGitHubOptions(source: GitHubSource | undefined): Promise<GitHubOptions | undefined> {
+  if (!source) return undefined;
+  const state = await resolveCredentials(githubCredentialSources(source));
+  return githubOptions(source, state.providers.github?.apiKey);
+}
+
+/** The `--github-read/--github-push/--github-api` flags of `keys mint` and `run` as a scope, if any. */
+export function scopeFromFlags(flags: { githubRead?: string[]; githubPush?: string[]; githubApi?: boolean }): GitHubScope | undefined {
+  if (!flags.githubRead && !flags.githubPush && !flags.githubApi) return undefined;
+  return { read: flags.githubRead, push: flags.githubPush, api: flags.githubApi === true };
 }

@@ -10,7 +10,7 @@ node_modules/.install-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-# podman, runc, busybox-static, bubblewrap, iproute2: for the real-container tests.
+# podman, runc, busybox-static, bubblewrap, iproute2, git: for the real-container tests.
 host-packages:
 	container/install-host-packages.sh
 

@@ -3,8 +3,9 @@
 # podman + runc run the containers (see shared notes: crun fails on hybrid cgroups), busybox-static
 # builds the registry-free test image, bubblewrap is the light sandbox, iproute2 (`ip`) builds the
 # private network namespaces of the shim's --check test, openssl makes the TLS test certificates.
+# git: the git end-to-end test serves repositories with `git http-backend` and lends git to its container.
 set -euo pipefail
-packages=(podman runc busybox-static bubblewrap iproute2 openssl)
+packages=(podman runc busybox-static bubblewrap iproute2 openssl git)
 dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -11,8 +11,13 @@ export interface CallRecord {
   label?: string;
   /** Claude Code's `x-claude-code-session-id`, or the OpenAI SDKs' session header, when sent. */
   sessionId?: string;
-  provider?: ProviderKind;
-  endpoint?: Endpoint;
+  provider?: ProviderKind | 'github';
+  /** `git` (smart HTTP) and `github_api` calls cost nothing and carry `repo` and `service`. */
+  endpoint?: Endpoint | 'git' | 'github_api';
+  /** GitHub calls: `owner/name` the request names, when it names one. */
+  repo?: string;
+  /** Git calls: `git-upload-pack` (clone, fetch) or `git-receive-pack` (push). */
+  service?: string;
   method: string;
   path: string;
   model?: string;

@@ -10,6 +10,7 @@ import { runDemo } from './demo.ts';
 import { parseDuration } from './duration.ts';
 import type { GatewaySnapshot, KeySnapshot } from './gateway.ts';
 import { renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
+import { scopeFromFlags } from './github/config.ts';
 import { embeddedGateway } from './runner/embedded.ts';
 import { daemonMinter, runContainer } from './runner/run.ts';
 import type { Runtime } from './runner/render.ts';
@@ -93,6 +94,9 @@ keys
   .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
   .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true))
   .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
   .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
   .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
   .option('--json', 'print JSON')
@@ -108,6 +112,7 @@ keys
       tpm: options.tpm,
       maxConcurrent: options.maxConcurrent,
       models: options.models,
+      github: scopeFromFlags(options),
       owner: options.uid === undefined ? undefined : { uid: options.uid, gid: options.gid ?? options.uid },
     };
     const key = await callControl<KeySnapshot & { env: Record<string, string> }>(stateDir, 'POST', '/v1/keys', body);
@@ -169,6 +174,9 @@ program
   .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
   .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration)
   .option('--model <glob...>', 'models the key may use (repeatable), e.g. --model "claude-*"')
+  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
   .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
   .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
   .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
@@ -194,7 +202,8 @@ Examples:
     const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
     if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
     const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
-    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, owner, port: options.port };
+    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, owner, port: options.port,
+      github: scopeFromFlags(options), githubHost: scopeFromFlags(options) ? (await loadConfig(globals().config, globals().stateDir)).github?.host : undefined };
     const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
     const stateDir = await stateDirOf(globals());
     const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);

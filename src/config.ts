@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import type { AuditOptions } from './audit.ts';
 import { parseDuration } from './duration.ts';
+import { parseGitHubSection, type GitHubSource } from './github/config.ts';
 import type { Owner } from './keys.ts';
 import type { KeyLimits } from './metering/accounting.ts';
 import type { Price, PriceTable } from './metering/pricing.ts';
@@ -49,6 +50,8 @@ export interface GatewayConfig {
   audit: AuditOptions;
   /** How long shutdown waits for streams in flight. */
   drainMs: number;
+  /** `[github]`: git smart HTTP and the REST API upstreams, and where the token comes from. */
+  github?: GitHubSource;
 }
 
 export class ConfigError extends Error {}
@@ -146,7 +149,7 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'prices', 'unknown_model', 'sockets', 'audit', 'server']);
+    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
     const stateDir = this.string(root.state_dir, 'state_dir');
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
@@ -166,6 +169,7 @@ class Reader {
       unknownModelPrice: this.unknownModel(root.unknown_model),
       socketOwner: this.sockets(root.sockets),
       audit: this.audit(root.audit),
+      github: parseGitHubSection(root.github, (field, message) => this.fail(field, message)),
       drainMs: this.duration(this.table(root.server, 'server', ['drain_timeout']).drain_timeout, 'server.drain_timeout') ?? 10_000,
     };
   }

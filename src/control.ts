@@ -5,7 +5,8 @@ import { chmod, unlink } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Gateway, MintRequest } from './gateway.ts';
-import { clientEnv } from './runner/env.ts';
+import { githubEnv } from './github/env.ts';
+import { clientEnv, SHIM_PORT } from './runner/env.ts';
 
 export const CONTROL_SOCKET = 'control.sock';
 
@@ -21,10 +22,10 @@ class HttpError extends Error {
   }
 }
 
-const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes']);
+const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'github']);
 
 /** Serves the control API for `gateway` on `<stateDir>/control.sock`. */
-export async function startControlServer(gateway: Gateway, extras: { defaultTtlMs?: number; info(): object }): Promise<http.Server> {
+export async function startControlServer(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     route(gateway, extras, req, res).catch((error: unknown) => {
       const status = error instanceof HttpError ? error.status : error instanceof TypeError ? 400 : 500;
@@ -41,7 +42,7 @@ export async function startControlServer(gateway: Gateway, extras: { defaultTtlM
   return server;
 }
 
-async function route(gateway: Gateway, extras: { defaultTtlMs?: number; info(): object }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter(Boolean);
   const method = req.method ?? 'GET';
@@ -59,7 +60,7 @@ async function route(gateway: Gateway, extras: { defaultTtlMs?: number; info(): 
       for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
       const request = { ttlMs: extras.defaultTtlMs, ...body } as MintRequest;
       const key = await gateway.mint(request);
-      return send(res, 201, { ...key, env: clientEnv() });
+      return send(res, 201, { ...key, env: { ...clientEnv(), ...(request.github ? githubEnv(SHIM_PORT, extras.githubHost) : {}) } });
     }
   }
   if (resource === 'keys' && id !== undefined && sub === undefined) {

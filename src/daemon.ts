@@ -9,6 +9,7 @@ import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
 import { controlSocketPath, startControlServer } from './control.ts';
 import { CredentialWatcher, resolveCredentials } from './credentials.ts';
 import { createGateway, type Gateway } from './gateway.ts';
+import { githubCredentialSources, githubOptions } from './github/config.ts';
 import type { NetworkOptions } from './providers.ts';
 
 export interface ServeOptions {
@@ -38,6 +39,10 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   const credentials = await resolveCredentials(config.providers);
   const startedAt = Date.now();
   let summary = credentials.summary;
+  // The GitHub token is read like a provider's key, and followed the same way (file changes).
+  const githubSources = () => (config.github ? githubCredentialSources(config.github) : {});
+  const githubState = await resolveCredentials(githubSources());
+  const githubToken = (state: typeof githubState) => state.providers.github?.apiKey;
 
   const gateway = await createGateway({
     stateDir: config.stateDir,
@@ -53,19 +58,25 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     socketOwner: config.socketOwner,
     audit: config.audit,
     persistKeys: true,
+    github: config.github ? githubOptions(config.github, githubToken(githubState)) : undefined,
   });
   const watcher = new CredentialWatcher(config.providers, credentials, (state) => {
     summary = state.summary;
     gateway.reconfigure({ providers: state.providers });
   }, logger);
+  const githubWatcher = new CredentialWatcher(githubSources(), githubState, (state) => {
+    if (config.github) gateway.reconfigure({ github: githubOptions(config.github, githubToken(state)) });
+  }, logger);
   let control: Server;
   try {
     control = await startControlServer(gateway, {
       defaultTtlMs: config.defaultTtlMs,
+      githubHost: config.github?.host,
       info: () => ({ pid: process.pid, startedAt, config: config.file ?? null, stateDir: config.stateDir, credentials: summary }),
     });
   } catch (error) {
     watcher.close();
+    githubWatcher.close();
     await gateway.close({ drainMs: 0 });
     throw error;
   }
@@ -84,6 +95,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
         next.stateDir = config.stateDir;
       }
       const state = await resolveCredentials(next.providers);
+      const nextGitHub = await resolveCredentials(next.github ? githubCredentialSources(next.github) : {});
       gateway.reconfigure({
         providers: state.providers,
         routes: next.routes,
@@ -93,8 +105,10 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
         groupBudgets: next.groupBudgets,
         prices: next.prices,
         unknownModelPrice: next.unknownModelPrice,
+        ...(next.github ? { github: githubOptions(next.github, githubToken(nextGitHub)) } : {}),
       });
       watcher.replace(next.providers, state);
+      githubWatcher.replace(next.github ? githubCredentialSources(next.github) : {}, nextGitHub);
       config = next;
       summary = state.summary;
       logger.info({ credentials: summary, liveKeys: gateway.keys().length }, 'configuration reloaded');
@@ -103,6 +117,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       stopping ??= (async () => {
         logger.info({ inFlight: gateway.inspect().totals.inFlight }, 'shutting down: draining calls in flight');
         watcher.close();
+        githubWatcher.close();
         await new Promise((resolve) => control.close(resolve));
         await unlink(controlSocketPath(config.stateDir)).catch(() => undefined);
         await gateway.close({ drainMs: config.drainMs });

@@ -16,6 +16,7 @@ import { Accounting, type KeyLimits } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
 import { DEFAULT_RETRY, Health, type RetryPolicy } from './attempts.ts';
+import { createGitHubRelay, type GitHubOptions } from './github/relay.ts';
 import { Router, type RouteConfig } from './model-routes.ts';
 import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './providers.ts';
 import { createRequestHandler, type Routing } from './proxy.ts';
@@ -60,11 +61,13 @@ export interface GatewayOptions {
   persistKeys?: boolean;
   /** Called once per proxied call, after its last byte. */
   onCall?: (record: CallRecord) => void;
+  /** Git smart HTTP and the GitHub REST API for keys minted with a `github` scope (docs/github.md). */
+  github?: GitHubOptions;
 }
 
 /** What `reconfigure` can change on a running gateway. */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice'>
+  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice' | 'github'>
 >;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
@@ -132,6 +135,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   const logger = options.logger ?? pino({ level: 'warn' }, pino.destination(2));
   let upstreams = resolveUpstreams(options.providers ?? providersFromEnv(), options.network);
   let routing = routingFor(upstreams, options);
+  let github = options.github ? createGitHubRelay(options.github, options.network) : undefined;
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
   const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)));
@@ -163,6 +167,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
         audit.write(record);
         options.onCall?.(record);
       },
+      github: () => github,
       onInternalError(error) {
         logger.error({ err: error }, 'internal error while handling a request');
       },
@@ -253,6 +258,17 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
         if (rebuild) void closeUpstreams(nextUpstreams);
         throw error;
       }
+      let nextGitHub = github;
+      try {
+        if (settings.github !== undefined || (settings.network !== undefined && merged.github)) {
+          nextGitHub = merged.github ? createGitHubRelay(merged.github, merged.network) : undefined;
+        }
+      } catch (error) {
+        if (rebuild) void closeUpstreams(nextUpstreams);
+        throw error;
+      }
+      if (nextGitHub !== github) void github?.close();
+      github = nextGitHub;
       const pricing = settings.prices || settings.unknownModelPrice ? pricingFor(merged) : undefined;
       // Calls in flight finish on the old pools; close() waits for them.
       if (rebuild) void closeUpstreams(upstreams);
@@ -295,6 +311,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       await Promise.all(store.list().map((key) => store.revoke(key.id, 'closed')));
       server.close();
       await closeUpstreams(upstreams);
+      await github?.close();
       await Promise.all([ledger.close(), audit.close()]);
     },
   };

@@ -7,6 +7,7 @@ import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type At
 import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
+import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
 import { headersForUpstream, type HeaderMap } from './headers.ts';
 import { replaceTopLevelString } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
@@ -33,6 +34,8 @@ export interface ProxyContext {
   timeouts: { clientBodyIdleMs: number };
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
+  /** Git smart HTTP and the GitHub API, when configured. */
+  github?(): GitHubRelay | undefined;
 }
 
 export function createRequestHandler(context: ProxyContext) {
@@ -63,6 +66,10 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
     res.end(method === 'HEAD' ? undefined : '{}');
     return;
+  }
+
+  if (isGitHubPath(path)) {
+    return handleGitHub({ relay: context.github?.(), key, scope: account.limits.github, onCall: context.onCall }, req, res, started);
   }
 
   const call = new CallTracker(context, key, req, res, path, started);

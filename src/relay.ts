@@ -2,6 +2,7 @@
 // directions. Built on undici's dispatch handler: no intermediate streams, so each SSE event is
 // written to the client the moment it arrives, and every chunk can be observed for metering.
 import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { GatewayError, sendError, streamErrorEvent } from './errors.ts';
 import { headersForClient, type HeaderMap } from './headers.ts';
@@ -30,8 +31,13 @@ export interface RelayRequest {
   /** Path and query as the client sent them. */
   pathAndQuery: string;
   headers: HeaderMap;
-  body: Buffer | null;
+  /** The whole body, or a stream relayed as it arrives (git packfiles: never buffered). */
+  body: Buffer | Readable | null;
   res: ServerResponse;
+  /** Answers the gateway's own errors in another shape than the upstream's dialect (git, GitHub). */
+  sendError?(res: ServerResponse, error: GatewayError): void;
+  /** Response headers not to pass back (e.g. `www-authenticate`, which would make git prompt). */
+  dropResponseHeaders?: readonly string[];
   observer: ResponseObserver;
   /**
    * Offered every failure that happens before the client has seen a byte. Returning true takes the
@@ -101,7 +107,9 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     this.streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
     observer.onResponseStart?.(statusCode, headers);
-    res.writeHead(statusCode, headersForClient(headers));
+    const forClient = headersForClient(headers);
+    for (const name of this.request.dropResponseHeaders ?? []) delete forClient[name];
+    res.writeHead(statusCode, forClient);
     // An event stream's headers go out at once: the client starts its clock on them.
     if (this.streaming) res.flushHeaders();
   }
@@ -134,7 +142,8 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     if (!res.headersSent && !(error instanceof TotalTimeout) && this.request.takeOver?.({ error })) return;
     const failure = describeUpstreamError(upstream, error, res.headersSent);
     if (!res.headersSent) {
-      sendError(res, upstream.dialect, failure);
+      if (this.request.sendError) this.request.sendError(res, failure);
+      else sendError(res, upstream.dialect, failure);
       observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.dialect), failure);
     } else if (this.streaming) {
       // Mid-stream: end the stream with an error event the client's SDK understands.

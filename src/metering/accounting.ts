@@ -2,6 +2,7 @@
 // reservation held while it runs, and the real cost settled when it ends.
 import { GatewayError } from '../errors.ts';
 import { globToRegExp } from '../glob.ts';
+import { validateGitHubScope, type GitHubScope } from '../github/scope.ts';
 import type { Endpoint } from '../routes.ts';
 import type { Ledger } from './ledger.ts';
 import { RateWindow } from './limits.ts';
@@ -22,6 +23,8 @@ export interface KeyLimits {
   models?: string[];
   /** Largest request body, in bytes. */
   maxBodyBytes?: number;
+  /** Git and GitHub API access through the socket (`{ read, push, api }`). Default: none. */
+  github?: GitHubScope;
 }
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
@@ -277,5 +280,6 @@ function validateLimits(limits: KeyLimits): KeyLimits {
   if (limits.models !== undefined && !(Array.isArray(limits.models) && limits.models.every((m) => typeof m === 'string'))) {
     throw new TypeError('limit `models` must be an array of glob patterns');
   }
+  if (limits.github !== undefined) validateGitHubScope(limits.github);
   return limits;
 }

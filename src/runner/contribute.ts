@@ -3,6 +3,7 @@
 // Hosts pass this to a renderer (podman, docker, bwrap) or to their own container API.
 import type { MintRequest } from '../gateway.ts';
 import { SHIM_NAME, type KeyInfo } from '../keys.ts';
+import { githubEnv } from '../github/env.ts';
 import { clientEnv, SHIM_PORT } from './env.ts';
 
 /** Where a container sees its key's directory. */
@@ -23,6 +24,8 @@ export interface Mount {
 export interface ContributeRequest extends MintRequest {
   /** The shim's port inside the container. Default 9460. */
   port?: number;
+  /** The host git URLs name (`https://HOST/...`), as the gateway's `github.host`. Default github.com. */
+  githubHost?: string;
 }
 
 export interface Contribution {
@@ -43,12 +46,13 @@ export interface Contribution {
 }
 
 export async function contribute(minter: KeyMinter, request: ContributeRequest): Promise<Contribution> {
-  const { port = SHIM_PORT, ...mint } = request;
+  const { port = SHIM_PORT, githubHost, ...mint } = request;
   const key = await minter.mint(mint);
   let closing: Promise<void> | undefined;
   return {
     key,
-    env: clientEnv(port),
+    // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md).
+    env: { ...clientEnv(port), ...(mint.github ? githubEnv(port, githubHost) : {}) },
     mounts: [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
     labels: {
       'llm-gateway.key': key.id,

@@ -8,6 +8,7 @@ import { loadConfig } from '../config.ts';
 import { resolveCredentials } from '../credentials.ts';
 import { networkOptions } from '../daemon.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
+import { resolveGitHubOptions } from '../github/config.ts';
 
 export async function embeddedGateway(configFile: string | undefined, stateDir: string | undefined): Promise<Gateway> {
   const config = await loadConfig(configFile, stateDir);
@@ -26,6 +27,7 @@ export async function embeddedGateway(configFile: string | undefined, stateDir: 
     prices: config.prices,
     unknownModelPrice: config.unknownModelPrice,
     socketOwner: config.socketOwner,
+    github: await resolveGitHubOptions(config.github),
     audit: { ...config.audit, file: config.audit.file ?? path.join(config.stateDir, 'audit.jsonl') },
   });
   return {

@@ -44,6 +44,7 @@ export interface GatewayConfig {
   /** Default key lifetime for `keys mint` and `run`. */
   defaultTtlMs?: number;
   groupBudgets: Record<string, number>;
+  groupModels: Record<string, string[]>;
   prices: PriceTable;
   unknownModelPrice?: Price | 'deny';
   socketOwner?: Owner;
@@ -149,7 +150,7 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
+    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'group_models', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
     const stateDir = this.string(root.state_dir, 'state_dir');
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
@@ -165,6 +166,9 @@ class Reader {
       network: this.network(root.network),
       ...this.limits(root.limits),
       groupBudgets: this.budgets(root.budgets),
+      groupModels: Object.fromEntries(
+        Object.entries(this.table(root.group_models, 'group_models', [])).map(([group, globs]) => [group, this.strings(globs, `group_models.${group}`)!]),
+      ),
       prices: this.prices(root.prices),
       unknownModelPrice: this.unknownModel(root.unknown_model),
       socketOwner: this.sockets(root.sockets),

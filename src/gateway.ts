@@ -49,6 +49,8 @@ export interface GatewayOptions {
   defaultLimits?: KeyLimits;
   /** USD budgets per group, shared by all the group's keys; spend persists across restarts. */
   groupBudgets?: Record<string, number>;
+  /** Model globs per group (its allowed routes), on top of each key's own `models`. */
+  groupModels?: Record<string, string[]>;
   /** Prices (USD per million tokens) added to or replacing the shipped table, by model name or prefix. */
   prices?: PriceTable;
   /** Price for models in no table: 'deny' refuses them. Default: charged at $15 / $75 per MTok. */
@@ -67,7 +69,7 @@ export interface GatewayOptions {
 
 /** What `reconfigure` can change on a running gateway. */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'prices' | 'unknownModelPrice' | 'github'>
+  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'github'>
 >;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
@@ -145,6 +147,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     ledger,
     defaults: options.defaultLimits ?? {},
     groupBudgets: options.groupBudgets ?? {},
+    groupModels: options.groupModels ?? {},
   });
 
   const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
@@ -277,6 +280,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (pricing) accounting.setPricing(pricing);
       if (settings.defaultLimits) accounting.setDefaults(settings.defaultLimits);
       for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
+      if (settings.groupModels) accounting.setGroupModels(settings.groupModels);
       Object.assign(options, settings);
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),

@@ -91,6 +91,24 @@ describe('model routes', () => {
       assert.deepEqual(fx.calls.map((c) => c.upstream), ['opus-host', 'anthropic', 'anthropic']);
     });
   });
+
+  test("a group's allowed models apply to all its keys, on top of each key's own", async () => {
+    await withGateway({}, (url) => ({
+      providers: { anthropic: { baseUrl: url, apiKey: REAL_ANTHROPIC_KEY } },
+      groupModels: { resilience: ['claude-haiku-*', 'claude-sonnet-*'] },
+    }), {}, async (fx, _b, socketPath) => {
+      assert.equal((await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() })).status, 200);
+      const opus = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ model: 'claude-opus-4-5' }) });
+      assert.equal(opus.status, 403);
+      assert.match(opus.body, /group resilience may not use model claude-opus-4-5/);
+      const narrower = await fx.gateway.mint({ group: 'resilience', models: ['claude-haiku-*'] });
+      const sonnet = await request({ socketPath: narrower.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
+      assert.equal(sonnet.status, 403, 'the key narrows its group further');
+      fx.gateway.reconfigure({ groupModels: {} });
+      assert.equal((await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ model: 'claude-opus-4-5' }) })).status, 200);
+      assert.equal(fx.standin.requests.length, 2);
+    });
+  });
 });
 
 describe('retries and fallbacks, only before the first byte', () => {

@@ -96,12 +96,15 @@ export interface AccountingOptions {
   ledger: Ledger;
   defaults: KeyLimits;
   groupBudgets: Record<string, number>;
+  /** Model globs per group: a key may use a model only if its group's list (when set) allows it too. */
+  groupModels: Record<string, string[]>;
 }
 
 export class Accounting {
   private readonly options: AccountingOptions;
   private readonly keys = new Map<string, KeyAccount>();
   private readonly groups = new Map<string, Account>();
+  private groupPatterns = new Map<string, RegExp[]>();
 
   constructor(options: AccountingOptions) {
     this.options = options;
@@ -121,6 +124,23 @@ export class Accounting {
     this.keys.set(keyId, account);
     this.group(group); // known from the first key on, for inspect
     return account;
+  }
+
+  /** Replaces every group's allowed models. */
+  setGroupModels(groupModels: Record<string, string[]>): void {
+    this.options.groupModels = groupModels;
+    this.groupPatterns = new Map();
+  }
+
+  private patternsOfGroup(group: string): RegExp[] | undefined {
+    const globs = this.options.groupModels[group];
+    if (!globs) return undefined;
+    let patterns = this.groupPatterns.get(group);
+    if (!patterns) {
+      patterns = globs.map(globToRegExp);
+      this.groupPatterns.set(group, patterns);
+    }
+    return patterns;
   }
 
   setPricing(pricing: Pricing): void {
@@ -175,7 +195,11 @@ export class Accounting {
     if (request.model !== undefined && key.modelPatterns && !key.modelPatterns.some((re) => re.test(request.model!))) {
       throw new GatewayError('model_not_allowed', `this key may not use model ${request.model}; allowed: ${key.limits.models!.join(', ')}`);
     }
-    if (metered && request.model === undefined && key.modelPatterns) {
+    const groupPatterns = this.patternsOfGroup(key.group);
+    if (request.model !== undefined && groupPatterns && !groupPatterns.some((re) => re.test(request.model!))) {
+      throw new GatewayError('model_not_allowed', `group ${key.group} may not use model ${request.model}; allowed: ${this.options.groupModels[key.group]!.join(', ')}`);
+    }
+    if (metered && request.model === undefined && (key.modelPatterns || groupPatterns)) {
       throw new GatewayError('invalid_request', '`model` is required');
     }
     let price: PriceMatch | undefined;

@@ -24,6 +24,7 @@ export async function embeddedGateway(configFile: string | undefined, stateDir: 
     logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     defaultLimits: config.defaultLimits,
     groupBudgets: config.groupBudgets,
+    groupModels: config.groupModels,
     prices: config.prices,
     unknownModelPrice: config.unknownModelPrice,
     socketOwner: config.socketOwner,

@@ -8,9 +8,9 @@ import pretty from 'pino-pretty';
 import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
 import { controlSocketPath, startControlServer } from './control.ts';
 import { CredentialWatcher, resolveCredentials } from './credentials.ts';
-import { createGateway, type Gateway } from './gateway.ts';
+import { createGateway, type Gateway, type Reconfigurable } from './gateway.ts';
 import { githubCredentialSources, githubOptions } from './github/config.ts';
-import type { NetworkOptions } from './providers.ts';
+import type { NetworkOptions, ProvidersConfig } from './providers.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -45,21 +45,12 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   const githubToken = (state: typeof githubState) => state.providers.github?.apiKey;
 
   const gateway = await createGateway({
+    ...(await settingsFrom(config, credentials.providers, githubToken(githubState))),
     stateDir: config.stateDir,
-    providers: credentials.providers,
-    routes: config.routes,
-    retry: config.retry,
-    network: await networkOptions(config),
     logger,
-    defaultLimits: config.defaultLimits,
-    groupBudgets: config.groupBudgets,
-    groupModels: config.groupModels,
-    prices: config.prices,
-    unknownModelPrice: config.unknownModelPrice,
     socketOwner: config.socketOwner,
     audit: config.audit,
     persistKeys: true,
-    github: config.github ? githubOptions(config.github, githubToken(githubState)) : undefined,
   });
   const watcher = new CredentialWatcher(config.providers, credentials, (state) => {
     summary = state.summary;
@@ -97,18 +88,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       }
       const state = await resolveCredentials(next.providers);
       const nextGitHub = await resolveCredentials(next.github ? githubCredentialSources(next.github) : {});
-      gateway.reconfigure({
-        providers: state.providers,
-        routes: next.routes,
-        retry: next.retry,
-        network: await networkOptions(next),
-        defaultLimits: next.defaultLimits,
-        groupBudgets: next.groupBudgets,
-        groupModels: next.groupModels,
-        prices: next.prices,
-        unknownModelPrice: next.unknownModelPrice,
-        ...(next.github ? { github: githubOptions(next.github, githubToken(nextGitHub)) } : {}),
-      });
+      gateway.reconfigure(await settingsFrom(next, state.providers, githubToken(nextGitHub)));
       watcher.replace(next.providers, state);
       githubWatcher.replace(next.github ? githubCredentialSources(next.github) : {}, nextGitHub);
       config = next;
@@ -128,6 +108,25 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       })();
       return stopping;
     },
+  };
+}
+
+/**
+ * What a config file sets on a gateway, with its credentials resolved: for createGateway, and
+ * again for reconfigure() on SIGHUP. (Without a [github] section, `github` stays as it was.)
+ */
+export async function settingsFrom(config: GatewayConfig, providers: ProvidersConfig, githubToken: string | undefined): Promise<Reconfigurable> {
+  return {
+    providers,
+    routes: config.routes,
+    retry: config.retry,
+    network: await networkOptions(config),
+    defaultLimits: config.defaultLimits,
+    groupBudgets: config.groupBudgets,
+    groupModels: config.groupModels,
+    prices: config.prices,
+    unknownModelPrice: config.unknownModelPrice,
+    github: config.github ? githubOptions(config.github, githubToken) : undefined,
   };
 }
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../config.ts';
 import { resolveCredentials } from '../credentials.ts';
-import { networkOptions } from '../daemon.ts';
+import { settingsFrom } from '../daemon.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { resolveGitHubOptions } from '../github/config.ts';
 
@@ -15,20 +15,12 @@ export async function embeddedGateway(configFile: string | undefined, stateDir: 
   const credentials = await resolveCredentials(config.providers);
   // Private: sharing the daemon's state dir would race with a daemon started later.
   const privateDir = await mkdtemp(path.join(tmpdir(), 'gw-run-'));
+  const github = await resolveGitHubOptions(config.github);
   const gateway = await createGateway({
+    ...(await settingsFrom(config, credentials.providers, github?.token)),
     stateDir: privateDir,
-    providers: credentials.providers,
-    routes: config.routes,
-    retry: config.retry,
-    network: await networkOptions(config),
     logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
-    defaultLimits: config.defaultLimits,
-    groupBudgets: config.groupBudgets,
-    groupModels: config.groupModels,
-    prices: config.prices,
-    unknownModelPrice: config.unknownModelPrice,
     socketOwner: config.socketOwner,
-    github: await resolveGitHubOptions(config.github),
     audit: { ...config.audit, file: config.audit.file ?? path.join(config.stateDir, 'audit.jsonl') },
   });
   return {

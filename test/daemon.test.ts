@@ -179,6 +179,22 @@ describe('the daemon', () => {
     assert.ok(!audit.includes(REAL_KEY), 'nor in the audit file');
   });
 
+  test('inspect --watch redraws the table in place every second', async () => {
+    const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--label', 'watched', '--json'])).stdout) as { id: string };
+    const watch = spawn(process.execPath, [cliPath, 'inspect', '--watch', '--config', configFile]);
+    let screen = '';
+    watch.stdout!.on('data', (chunk: Buffer) => (screen += chunk.toString()));
+    try {
+      await eventually(() => screen.split('\x1b[H\x1b[2J').length >= 3, 5000);
+      assert.match(screen, /gateway inspect --watch \(Ctrl-C to stop\)/);
+      assert.match(screen, new RegExp(`${key.id}\\s+family\\s+watched`));
+      assert.match(screen, /GROUP\s+KEYS\s+SPEND\/BUDGET/);
+    } finally {
+      watch.kill('SIGINT');
+      await cli(['keys', 'revoke', key.id, '--config', configFile]);
+    }
+  });
+
   test('a rotated credential file is picked up without a restart', async () => {
     const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { socketPath: string };
     standinOptions.anthropicApiKey = ROTATED_KEY;

@@ -59,6 +59,13 @@ describe('usage from recorded responses', () => {
     assert.equal(usd(costOf(usage, pricing.lookup('claude-haiku-4-5-20251001')!.price)), 0.0013478);
   });
 
+  test('a JSON answer larger than a megabyte: usage is read from its tail', () => {
+    const text = '{"id":"msg_1","type":"message","content":[{"type":"text","text":"' + 'y'.repeat(3 * 1024 * 1024) + '"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":900000}}';
+    const { usage, reported } = meter('messages', false, Buffer.from(text), 64 * 1024)!;
+    assert.equal(reported, true);
+    assert.deepEqual([usage.inputTokens, usage.cacheReadTokens, usage.outputTokens], [7, 3, 900000]);
+  });
+
   test('a stream cut short is charged for what was delivered', () => {
     const full = fixture('anthropic-stream-cache-write.sse').toString();
     const cut = Buffer.from(full.slice(0, full.indexOf('event: content_block_stop\ndata: {"type":"content_block_stop","index":1}')));

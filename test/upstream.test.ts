@@ -1,5 +1,6 @@
 // What the client sees when the upstream or the configuration fails, and OAuth credential injection.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -189,6 +190,79 @@ describe('upstream failures and configuration', () => {
       await eventually(() => fx.calls.length === 1);
       assert.equal(fx.calls[0]!.outcome, 'client_closed');
       assert.equal(fx.standin.requests.length, 0);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('malformed SSE from the upstream is relayed as sent, metered as far as it can be, and settled', async () => {
+    const garbage =
+      'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":11,"output_tokens":1}}}\n\n' +
+      'event: content_block_delta\ndata: {not json at all\n\n' +
+      'data: \u0000\u0001 binary-ish\n\n' +
+      'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":"many"}}\n\n' +
+      'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+    const fx = await startFixture({
+      override(_request, res) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.end(garbage);
+        return true;
+      },
+    });
+    try {
+      const key = await fx.gateway.mint({ group: 'g', budgetUsd: 1 });
+      const res = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ stream: true }) });
+      assert.equal(res.status, 200);
+      assert.equal(res.body, garbage, 'a transparent pipe: the bytes are the upstream\'s');
+      await eventually(() => fx.calls.length === 1);
+      const call = fx.calls[0]!;
+      assert.equal(call.outcome, 'complete');
+      assert.equal(call.inputTokens, 11);
+      assert.ok(call.costUsd > 0 && call.costUsd < 0.001);
+      const live = fx.gateway.inspect().keys[0]!;
+      assert.equal(live.reservedUsd, 0, 'the reservation was settled');
+      assert.ok(Math.abs(live.spentUsd - call.costUsd) < 1e-12);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a response far larger than expected streams through whole, and is audited', async () => {
+    const chunk = Buffer.alloc(1024 * 1024, 'x');
+    const megabytes = 40;
+    const fx = await startFixture({
+      override(_request, res) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        let sent = 0;
+        const more = () => {
+          while (sent < megabytes) {
+            sent++;
+            if (!res.write(chunk)) return res.once('drain', more);
+          }
+          res.end();
+        };
+        more();
+        return true;
+      },
+    });
+    try {
+      const { socketPath } = await fx.gateway.mint({ group: 'g' });
+      let received = 0;
+      await new Promise<void>((resolve, reject) => {
+        const req = http.request({ socketPath, method: 'POST', path: '/v1/messages', headers: anthropicHeaders() }, (res) => {
+          res.on('data', (data: Buffer) => {
+            received += data.length;
+          });
+          res.on('end', resolve);
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end(message());
+      });
+      assert.equal(received, megabytes * chunk.length);
+      await eventually(() => fx.calls.length === 1);
+      assert.equal(fx.calls[0]!.responseBytes, megabytes * chunk.length);
+      assert.equal(fx.calls[0]!.costUsd, 0, 'no usage in it: nothing to charge');
     } finally {
       await fx.close();
     }

@@ -92,8 +92,10 @@ export interface UsageMeter {
   result(): MeteredUsage | undefined;
 }
 
-// JSON bodies are parsed once at the end; past this size the usage is not looked for.
-const MAX_JSON_BYTES = 16 * 1024 * 1024;
+// A JSON body up to this size is parsed whole at its end; past it, only its tail is kept, where
+// every API puts `usage` (after the content), so memory per call stays bounded.
+const WHOLE_JSON_BYTES = 1024 * 1024;
+const TAIL_BYTES = 64 * 1024;
 const CHARS_PER_TOKEN = 4;
 
 export function createUsageMeter(endpoint: Endpoint, streaming: boolean): UsageMeter | undefined {
@@ -118,18 +120,46 @@ class JsonMeter implements UsageMeter {
   }
   push(chunk: Buffer): void {
     this.size += chunk.length;
-    if (this.size <= MAX_JSON_BYTES) this.chunks.push(chunk);
-    else this.chunks = [];
+    this.chunks.push(chunk);
+    if (this.size > WHOLE_JSON_BYTES) {
+      const joined = Buffer.concat(this.chunks);
+      this.chunks = [joined.subarray(Math.max(0, joined.length - TAIL_BYTES))];
+    }
   }
   result(): MeteredUsage | undefined {
     if (this.chunks.length === 0) return undefined;
+    const text = Buffer.concat(this.chunks).toString('utf8');
     try {
-      const body = obj(JSON.parse(Buffer.concat(this.chunks).toString('utf8')));
-      return 'usage' in body ? { usage: this.extract(body), reported: true } : undefined;
+      if (this.size <= WHOLE_JSON_BYTES) {
+        const body = obj(JSON.parse(text));
+        return 'usage' in body ? { usage: this.extract(body), reported: true } : undefined;
+      }
+      const usage = usageObjectIn(text);
+      return usage === undefined ? undefined : { usage: this.extract({ usage }), reported: true };
     } catch {
       return undefined;
     }
   }
+}
+
+/** The last `"usage": {...}` object in a piece of JSON text, parsed, or undefined. */
+function usageObjectIn(text: string): unknown {
+  const key = text.lastIndexOf('"usage"');
+  if (key === -1) return undefined;
+  const start = text.indexOf('{', key);
+  if (start === -1 || text.slice(key + 7, start).trim() !== ':') return undefined;
+  let depth = 0;
+  for (let i = start; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 34 /* " */) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92 /* \ */) i++;
+    } else if (code === 123 /* { */) {
+      depth++;
+    } else if (code === 125 /* } */ && --depth === 0) {
+      return JSON.parse(text.slice(start, i + 1));
+    }
+  }
+  return undefined;
 }
 
 /** How one API's stream reports usage. */

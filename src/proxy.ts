@@ -7,6 +7,7 @@ import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type At
 import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
+import { Exchange, type ExchangeFields } from './exchange.ts';
 import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
 import { headersForUpstream, type HeaderMap } from './headers.ts';
 import { replaceTopLevelString } from './json-splice.ts';
@@ -16,7 +17,7 @@ import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.t
 import { createUsageMeter, type UsageMeter } from './metering/usage.ts';
 import type { Router } from './model-routes.ts';
 import { authenticate } from './providers.ts';
-import { relay, type EarlyFailure, type RelayOutcome } from './relay.ts';
+import { relay, type EarlyFailure } from './relay.ts';
 import { dialectOf, resolveRoute, type Route } from './routes.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
@@ -179,46 +180,26 @@ function sendAttempt(context: AttemptContext): void {
   });
 }
 
-/** Follows one call from arrival to its last byte, meters it, and reports it once. */
-class CallTracker {
+/** Follows one LLM call from arrival to its last byte, meters it, and reports it once. */
+class CallTracker extends Exchange {
   route: Route | undefined;
   model: string | undefined;
   stream = false;
-  requestBytes = 0;
   admission: Admission | undefined;
   usageChunkRemover: UsageChunkRemover | undefined;
   upstream: string | undefined;
   upstreamModel: string | undefined;
   attempts = 0;
   private meter: UsageMeter | undefined;
-  private responseBytes = 0;
-  private ttfbMs: number | undefined;
-  private upstreamRequestId: string | undefined;
-  private done = false;
   private readonly context: ProxyContext;
-  private readonly key: KeyRecord;
-  private readonly req: IncomingMessage;
-  private readonly path: string;
-  private readonly started: number;
 
   constructor(context: ProxyContext, key: KeyRecord, req: IncomingMessage, res: ServerResponse, path: string, started: number) {
+    super(key, req, res, path, started, ['request-id', 'x-request-id']);
     this.context = context;
-    this.key = key;
-    this.req = req;
-    this.path = path;
-    this.started = started;
-    key.inFlight++;
-    // Whatever happens to the exchange, the key's in-flight count comes back down exactly once.
-    res.once('close', () => {
-      key.inFlight--;
-      if (!this.done) this.finish('client_closed', res.statusCode);
-    });
   }
 
-  onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {
-    this.ttfbMs = performance.now() - this.started;
-    const id = headers['request-id'] ?? headers['x-request-id'];
-    this.upstreamRequestId = Array.isArray(id) ? id[0] : id;
+  override onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {
+    super.onResponseStart(status, headers);
     if (status >= 200 && status < 300 && this.route) {
       const streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
       this.meter = createUsageMeter(this.route.endpoint, streaming);
@@ -228,50 +209,29 @@ class CallTracker {
     }
   }
 
-  onResponseData(chunk: Buffer): Buffer {
+  override onResponseData(chunk: Buffer): Buffer {
     this.meter?.push(chunk);
-    const out = this.usageChunkRemover ? this.usageChunkRemover.push(chunk) : chunk;
-    this.responseBytes += out.length;
-    return out;
+    return super.onResponseData(this.usageChunkRemover ? this.usageChunkRemover.push(chunk) : chunk);
   }
 
   onResponseTail(): Buffer | undefined {
     return this.usageChunkRemover?.flush();
   }
 
-  onResponseEnd(outcome: RelayOutcome, status: number, error?: GatewayError): void {
-    this.finish(outcome, status, error);
-  }
-
-  finish(outcome: CallRecord['outcome'], status: number, error?: GatewayError): void {
-    if (this.done) return;
-    this.done = true;
+  protected report(fields: ExchangeFields): void {
     const settlement = this.admission?.settle(this.meter?.result());
     const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];
     this.context.onCall({
-      time: Date.now() - Math.round(performance.now() - this.started),
-      keyId: this.key.id,
-      group: this.key.group,
-      label: this.key.label,
+      ...fields,
       sessionId: Array.isArray(session) ? session[0] : session,
       provider: this.route?.provider,
       endpoint: this.route?.endpoint,
-      method: this.req.method ?? 'GET',
-      path: this.path,
       model: this.model,
       upstream: this.upstream,
       upstreamModel: this.upstreamModel,
       attempts: this.attempts,
       stream: this.stream,
-      status,
-      outcome,
-      latencyMs: performance.now() - this.started,
-      ttfbMs: this.ttfbMs,
-      upstreamRequestId: this.upstreamRequestId,
-      errorKind: error?.kind,
-      requestBytes: this.requestBytes,
-      responseBytes: this.responseBytes,
       inputTokens: usage?.inputTokens,
       outputTokens: usage?.outputTokens,
       cacheWriteTokens: usage?.cacheWriteTokens,

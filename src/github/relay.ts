@@ -7,9 +7,10 @@ import { Transform, pipeline, type TransformCallback } from 'node:stream';
 import type { CallRecord } from '../calls.ts';
 import { GatewayError } from '../errors.ts';
 import { headersForUpstream } from '../headers.ts';
+import { Exchange, type ExchangeFields } from '../exchange.ts';
 import type { KeyRecord } from '../keys.ts';
 import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../providers.ts';
-import { relay, type RelayOutcome } from '../relay.ts';
+import { relay } from '../relay.ts';
 import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubAccess, type GitHubScope } from './scope.ts';
 
 /** `createGateway({ github })`: where GitHub is, and the host's token. */
@@ -195,74 +196,28 @@ function answer(res: ServerResponse, isGit: boolean, status: number, error: Gate
 }
 
 /** One audit record per git or API call: repository, service, status, bytes, latency; cost 0. */
-class GitHubRecord {
+class GitHubRecord extends Exchange {
   repo: string | undefined;
   service: string | undefined;
-  requestBytes = 0;
-  private responseBytes = 0;
-  private ttfbMs: number | undefined;
-  private upstreamRequestId: string | undefined;
-  private done = false;
   private readonly call: GitHubCall;
-  private readonly req: IncomingMessage;
-  private readonly path: string;
   private readonly isGit: boolean;
-  private readonly started: number;
 
   constructor(call: GitHubCall, req: IncomingMessage, res: ServerResponse, path: string, isGit: boolean, started: number) {
+    super(call.key, req, res, path, started, ['x-github-request-id']);
     this.call = call;
-    this.req = req;
-    this.path = path;
     this.isGit = isGit;
-    this.started = started;
-    call.key.inFlight++;
-    res.once('close', () => {
-      call.key.inFlight--;
-      if (!this.done) this.finish('client_closed', res.statusCode);
-    });
   }
 
-  onResponseStart(_status: number, headers: Record<string, string | string[] | undefined>): void {
-    this.ttfbMs = performance.now() - this.started;
-    const id = headers['x-github-request-id'];
-    this.upstreamRequestId = Array.isArray(id) ? id[0] : id;
-  }
-
-  onResponseData(chunk: Buffer): Buffer {
-    this.responseBytes += chunk.length;
-    return chunk;
-  }
-
-  onResponseEnd(outcome: RelayOutcome, status: number, error?: GatewayError): void {
-    this.finish(outcome, status, error);
-  }
-
-  finish(outcome: CallRecord['outcome'], status: number, error?: GatewayError): void {
-    if (this.done) return;
-    this.done = true;
-    const { key } = this.call;
+  protected report(fields: ExchangeFields): void {
     this.call.onCall({
-      time: Date.now() - Math.round(performance.now() - this.started),
-      keyId: key.id,
-      group: key.group,
-      label: key.label,
+      ...fields,
       provider: 'github',
       endpoint: this.isGit ? 'git' : 'github_api',
       repo: this.repo,
       service: this.service,
-      method: this.req.method ?? 'GET',
-      path: this.path,
       upstream: this.isGit ? 'github' : 'github-api',
-      attempts: outcome === 'rejected' ? 0 : 1,
+      attempts: fields.outcome === 'rejected' ? 0 : 1,
       stream: this.isGit,
-      status,
-      outcome,
-      latencyMs: performance.now() - this.started,
-      ttfbMs: this.ttfbMs,
-      upstreamRequestId: this.upstreamRequestId,
-      errorKind: error?.kind,
-      requestBytes: this.requestBytes,
-      responseBytes: this.responseBytes,
       costUsd: 0,
     });
   }

@@ -10,16 +10,15 @@
 // E2E_DUMP=DIR writes each run's report, calls, audit lines and upstream requests to DIR/<label>.json.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CallRecord } from '../src/index.ts';
 import { contribute } from '../src/runner/contribute.ts';
 import type { RecordedRequest } from '../src/standin.ts';
 import { STANDIN_REPLY } from '../src/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
+import { writeNeedles } from './support/needles.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
 
 const NODE_MODULES = new URL('../node_modules', import.meta.url).pathname;
@@ -140,10 +139,6 @@ function toolTurnOverride(request: RecordedRequest, res: ServerResponse): boolea
 
 // ---- the container side ----
 
-function needle(name: string, value: string) {
-  return { name, prefix: value.slice(0, 6), length: value.length, sha256: createHash('sha256').update(value).digest('hex') };
-}
-
 /** The common checks every client run must pass, inside and outside its container. */
 function assertNoLeak(run: ClientRun, standinPort: number): void {
   const { report } = run;
@@ -213,16 +208,10 @@ test('real clients through the gateway in --network=none podman containers', { t
   const fx: Fixture = await startFixture({ override: toolTurnOverride });
   const standinPort = Number(new URL(fx.standin.url).port);
   // The needles for the in-container scan: never the keys themselves.
-  const needlesDir = mkdtempSync(join(tmpdir(), 'e2e-needles-'));
-  chmodSync(needlesDir, 0o755);
-  writeFileSync(
-    join(needlesDir, 'needles.json'),
-    JSON.stringify([needle('anthropic', REAL_ANTHROPIC_KEY), needle('openai', REAL_OPENAI_KEY), needle('canary', 'e2e-canary-1b9d6f3a0c')]),
-  );
-  chmodSync(join(needlesDir, 'needles.json'), 0o644);
+  const needles = writeNeedles({ anthropic: REAL_ANTHROPIC_KEY, openai: REAL_OPENAI_KEY });
   t.after(async () => {
     await fx.close();
-    rmSync(needlesDir, { recursive: true, force: true });
+    needles.remove();
   });
 
   const mounts: Mount[] = [
@@ -230,7 +219,7 @@ test('real clients through the gateway in --network=none podman containers', { t
     { source: NODE_MODULES, target: CLIENTS, readOnly: true },
     { source: E2E_DIR, target: '/opt/clients/e2e', readOnly: true },
     { source: CONTAINER_DIR, target: '/opt/clients/container', readOnly: true },
-    { source: needlesDir, target: '/opt/clients/needles', readOnly: true },
+    { source: needles.dir, target: '/opt/clients/needles', readOnly: true },
     // Claude Code's Bash tool runs commands with bash or zsh only (busybox sh is refused: "No suitable
     // shell found"); the test image has none, so the host's bash is lent read-only, like the libraries.
     { source: realpathSync('/bin/bash'), target: '/usr/local/bin/bash', readOnly: true },

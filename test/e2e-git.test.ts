@@ -6,25 +6,17 @@
 // container's files for the token (given only its hash) afterwards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { pino } from 'pino';
-import { createGateway, type CallRecord } from '../src/index.ts';
 import { contribute } from '../src/runner/contribute.ts';
 import { eventually } from './support/fixture.ts';
-import { REAL_GITHUB_TOKEN, startGitUpstream } from './support/git-upstream.ts';
+import { REAL_GITHUB_TOKEN, startGitHubFixture } from './support/git-upstream.ts';
+import { writeNeedles } from './support/needles.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
 
 const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
 const HOME = '/tmp/home';
-
-function needle(name: string, value: string) {
-  return { name, prefix: value.slice(0, 6), length: value.length, sha256: createHash('sha256').update(value).digest('hex') };
-}
 
 /** The output of each `== STEP` block of git.sh, with its exit status. */
 function steps(output: string): Map<string, { out: string; rc: number | undefined }> {
@@ -49,26 +41,12 @@ test('real git in a --network=none container: clone and push in scope, refusals 
     return;
   }
   const { image, mounts: libMounts } = buildTestImage();
-  const upstream = await startGitUpstream();
-  for (const repo of ['acme/widgets', 'acme/docs', 'other/secret']) upstream.createRepo(repo);
-  const stateDir = await mkdtemp(join(tmpdir(), 'gh-e2e-'));
-  const calls: CallRecord[] = [];
-  const gateway = await createGateway({
-    stateDir,
-    logger: pino({ level: 'silent' }),
-    providers: {},
-    github: { webUrl: upstream.url, apiUrl: `${upstream.url}/api/v3`, host: 'github.com', token: REAL_GITHUB_TOKEN },
-    onCall: (record) => calls.push(record),
-  });
-  const needlesDir = mkdtempSync(join(tmpdir(), 'e2e-git-needles-'));
-  chmodSync(needlesDir, 0o755);
-  writeFileSync(join(needlesDir, 'needles.json'), JSON.stringify([needle('github', REAL_GITHUB_TOKEN), needle('canary', 'e2e-canary-1b9d6f3a0c')]));
-  chmodSync(join(needlesDir, 'needles.json'), 0o644);
+  const fixture = await startGitHubFixture();
+  const { upstream, gateway, calls, stateDir } = fixture;
+  const needles = writeNeedles({ github: REAL_GITHUB_TOKEN });
   t.after(async () => {
-    await gateway.close({ drainMs: 1000 });
-    await upstream.close();
-    await rm(stateDir, { recursive: true, force: true });
-    rmSync(needlesDir, { recursive: true, force: true });
+    await fixture.close();
+    needles.remove();
   });
 
   const c = await contribute(gateway, {
@@ -82,7 +60,7 @@ test('real git in a --network=none container: clone and push in scope, refusals 
     { source: '/usr/bin/git', target: '/usr/local/bin/git', readOnly: true },
     ...(existsSync('/usr/share/git-core') ? [{ source: '/usr/share/git-core', target: '/usr/share/git-core', readOnly: true }] : []),
     { source: E2E_DIR, target: '/opt/clients/e2e', readOnly: true },
-    { source: needlesDir, target: '/opt/clients/needles', readOnly: true },
+    { source: needles.dir, target: '/opt/clients/needles', readOnly: true },
     ...c.mounts,
   ];
   const started = Date.now();

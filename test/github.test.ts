@@ -10,14 +10,13 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { createGateway, type CallRecord, type Gateway } from '../src/index.ts';
 import { loadConfig, ConfigError } from '../src/config.ts';
 import { githubEnv } from '../src/github/env.ts';
 import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubScope } from '../src/github/scope.ts';
 import { startDaemon } from '../src/daemon.ts';
 import { callControl } from '../src/control.ts';
 import { request } from './support/http.ts';
-import { REAL_GITHUB_TOKEN, startGitUpstream, type GitUpstream } from './support/git-upstream.ts';
+import { REAL_GITHUB_TOKEN, startGitHubFixture, startGitUpstream } from './support/git-upstream.ts';
 
 const SHIM = new URL('../shim/shim.mjs', import.meta.url).pathname;
 const gitAvailable = spawnSync('git', ['--version']).status === 0;
@@ -94,41 +93,8 @@ test('config: [github] is validated, naming the file and the field', async () =>
   }
 });
 
-interface Setup {
-  upstream: GitUpstream;
-  gateway: Gateway;
-  calls: CallRecord[];
-  stateDir: string;
-  close(): Promise<void>;
-}
-
-async function setup(): Promise<Setup> {
-  const upstream = await startGitUpstream();
-  for (const repo of ['acme/widgets', 'acme/docs', 'other/secret']) upstream.createRepo(repo);
-  const stateDir = await mkdtemp(path.join(tmpdir(), 'gh-'));
-  const calls: CallRecord[] = [];
-  const gateway = await createGateway({
-    stateDir,
-    logger: pino({ level: 'silent' }),
-    providers: {},
-    github: { webUrl: upstream.url, apiUrl: `${upstream.url}/api/v3`, host: 'github.com', token: REAL_GITHUB_TOKEN },
-    onCall: (record) => calls.push(record),
-  });
-  return {
-    upstream,
-    gateway,
-    calls,
-    stateDir,
-    async close() {
-      await gateway.close({ drainMs: 1000 });
-      await upstream.close();
-      await rm(stateDir, { recursive: true, force: true });
-    },
-  };
-}
-
 test('API: scope checked before the upstream, client credentials replaced by the token', async () => {
-  const s = await setup();
+  const s = await startGitHubFixture();
   try {
     const full = await s.gateway.mint({ group: 'g', github: SCOPE });
     const noApi = await s.gateway.mint({ group: 'g', github: { read: ['acme/*'] } });
@@ -181,7 +147,7 @@ test('API: scope checked before the upstream, client credentials replaced by the
 });
 
 test('a push body streams to the upstream while the client is still sending it', async () => {
-  const s = await setup();
+  const s = await startGitHubFixture();
   try {
     const key = await s.gateway.mint({ group: 'g', github: SCOPE });
     let firstChunkUpstream: () => void = () => undefined;
@@ -244,7 +210,7 @@ function gitIn(cwd: string, env: Record<string, string>, args: string[]): Promis
 }
 
 test('real git on the host through the shim: clone and push in scope, refusals outside', { skip: !gitAvailable && 'git is not installed' }, async () => {
-  const s = await setup();
+  const s = await startGitHubFixture();
   const work = await mkdtemp(path.join(tmpdir(), 'gh-work-'));
   const key = await s.gateway.mint({ group: 'g', github: SCOPE });
   const shim = await startShim(key.socketPath);
@@ -328,7 +294,7 @@ test('daemon: [github] token from a file, mint with a github scope over the cont
 });
 
 test('contribute: GitHub env only for keys with a GitHub scope, never a token', async () => {
-  const s = await setup();
+  const s = await startGitHubFixture();
   try {
     const { contribute } = await import('../src/runner/contribute.ts');
     const plain = await contribute(s.gateway, { group: 'g' });

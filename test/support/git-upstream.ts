@@ -4,10 +4,13 @@
 // reached the upstream and what the gateway refused before.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
+import { createGateway, type CallRecord, type Gateway } from '../../src/index.ts';
 
 export const REAL_GITHUB_TOKEN = 'ghp_realGitHubToken5c1e9a7b3d';
 
@@ -170,4 +173,38 @@ export async function startGitUpstream(token = REAL_GITHUB_TOKEN): Promise<GitUp
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   upstream.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return upstream;
+}
+
+export interface GitHubFixture {
+  upstream: GitUpstream;
+  gateway: Gateway;
+  calls: CallRecord[];
+  stateDir: string;
+  close(): Promise<void>;
+}
+
+/** A git upstream with three repositories, and a gateway relaying GitHub to it with the real token. */
+export async function startGitHubFixture(): Promise<GitHubFixture> {
+  const upstream = await startGitUpstream();
+  for (const repo of ['acme/widgets', 'acme/docs', 'other/secret']) upstream.createRepo(repo);
+  const stateDir = await mkdtemp(join(tmpdir(), 'gh-'));
+  const calls: CallRecord[] = [];
+  const gateway = await createGateway({
+    stateDir,
+    logger: pino({ level: 'silent' }),
+    providers: {},
+    github: { webUrl: upstream.url, apiUrl: `${upstream.url}/api/v3`, host: 'github.com', token: REAL_GITHUB_TOKEN },
+    onCall: (record) => calls.push(record),
+  });
+  return {
+    upstream,
+    gateway,
+    calls,
+    stateDir,
+    async close() {
+      await gateway.close({ drainMs: 1000 });
+      await upstream.close();
+      await rm(stateDir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,6 +1,6 @@
 // The in-container shim against a real HTTP server on a real Unix socket (standing in for the gateway).
 // The shim runs as a child process exactly as in a container: `node shim/shim.mjs --port 0 --socket ...`.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -61,6 +61,18 @@ async function listenUnix(server: net.Server, path: string): Promise<void> {
   await once(server, 'listening');
 }
 
+/** `server` on the Unix socket `sock`, a shim relaying to it, and both torn down (with `dir`) after the test. */
+async function serveThroughShim(t: TestContext, server: net.Server, dir: string, sock: string): Promise<Shim> {
+  await listenUnix(server, sock);
+  const shim = await startShim(['--socket', sock]);
+  t.after(async () => {
+    await stopShim(shim);
+    await close(server);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return shim;
+}
+
 async function close(server: net.Server): Promise<void> {
   (server as http.Server).closeAllConnections?.();
   await new Promise((resolve) => server.close(resolve));
@@ -110,13 +122,7 @@ test('relays a large body byte for byte in both directions', async (t) => {
       res.end(downBody);
     });
   });
-  await listenUnix(server, sock);
-  const shim = await startShim(['--socket', sock]);
-  t.after(async () => {
-    await stopShim(shim);
-    await close(server);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const shim = await serveThroughShim(t, server, dir, sock);
 
   const res = await request(shim.port, { method: 'POST', path: '/v1/messages?beta=true' }, upBody);
   assert.equal(res.status, 200);
@@ -142,13 +148,7 @@ test('an SSE stream arrives event by event, not coalesced', async (t) => {
     }
     res.end();
   });
-  await listenUnix(server, sock);
-  const shim = await startShim(['--socket', sock]);
-  t.after(async () => {
-    await stopShim(shim);
-    await close(server);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const shim = await serveThroughShim(t, server, dir, sock);
 
   const arrivals: { at: number; text: string }[] = [];
   await new Promise<void>((resolve, reject) => {
@@ -177,13 +177,7 @@ test('a half-close travels through: the client ends its side and still gets the 
     conn.on('data', (b: Buffer) => (got += b));
     conn.on('end', () => setTimeout(() => conn.end(`got ${got.length} bytes: ${got}`), 100));
   });
-  await listenUnix(server, sock);
-  const shim = await startShim(['--socket', sock]);
-  t.after(async () => {
-    await stopShim(shim);
-    await close(server);
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const shim = await serveThroughShim(t, server, dir, sock);
 
   const conn = net.connect({ host: '127.0.0.1', port: shim.port, allowHalfOpen: true });
   await once(conn, 'connect');

@@ -21,7 +21,7 @@ typecheck: install
 	tsc -p test/tsconfig.json
 
 test: host-packages build typecheck
-	node --test --test-reporter=spec test/*.test.ts
+	node --test --test-reporter=spec test/*.test.ts test/adversary/*.test.ts
 
 demo: build
 	node dist/cli.js demo --standin

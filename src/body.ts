@@ -4,15 +4,50 @@
 import type { IncomingMessage } from 'node:http';
 import { GatewayError } from './errors.ts';
 
+/** A tool the request declares (`tools[]`): its type tells a client-run function from a server tool. */
+export interface ToolDeclaration {
+  /** `type` as sent; absent for Anthropic custom tools. Bounded (see MAX_FIELD_CHARS). */
+  type?: string;
+  name?: string;
+  /** Anthropic server tools' `max_uses`. */
+  maxUses?: number;
+  /** OpenAI `mcp` tools' `server_url`. */
+  serverUrl?: string;
+}
+
 /** What the gateway learns from a request body. Unknown or missing fields stay undefined. */
 export interface RequestFields {
+  /** At most MAX_MODEL_CHARS characters (a longer one is refused with 400). */
   model?: string;
   stream: boolean;
-  /** `max_tokens` (Anthropic), `max_completion_tokens` / `max_tokens` (chat), `max_output_tokens` (responses). */
+  /** The output limit the client asked for: a positive integer (anything else is refused with 400). */
   maxOutputTokens?: number;
-  /** The parsed body, for later stages that need more (never re-serialized to the upstream). */
-  json: Record<string, unknown>;
+  /** Which top-level field named it (`max_tokens`, `max_completion_tokens`, `max_output_tokens`). */
+  outputLimitField?: OutputLimitField;
+  /** Completions asked for (chat `n`, 1 to 128): each is generated, and billed, on its own. */
+  choices: number;
+  /** OpenAI `service_tier` (`priority` is billed higher). */
+  serviceTier?: string;
+  /** OpenAI Responses `background: true`: run detached, answered later by id. */
+  background: boolean;
+  /** Anthropic `thinking.budget_tokens`, when thinking is enabled with a budget. */
+  thinkingBudgetTokens?: number;
+  /** `tools[]`, in order. */
+  tools: ToolDeclaration[];
+  /** Anthropic MCP connector (`mcp_servers`): how many servers the request names. */
+  mcpServers: number;
+  /** Chat completions `web_search_options` is present (search models fetch the web for it). */
+  webSearchOptions: boolean;
+  /** `stream_options` as sent (undefined when absent). */
+  streamOptions?: unknown;
+  /**
+   * Bytes that can become input tokens: string contents as decoded, plus structure, without the
+   * whitespace between tokens (padding a body with it must not inflate a reservation).
+   */
+  inputBytes: number;
 }
+
+export type OutputLimitField = 'max_tokens' | 'max_completion_tokens' | 'max_output_tokens';
 
 /** The client went away before its body was complete: nothing to answer, nothing to forward. */
 export class ClientGone extends Error {}
@@ -84,6 +119,14 @@ export function isJsonContentType(value: string | undefined): boolean {
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
 
+/** Model names longer than this are refused: real ones are under 100 characters. */
+export const MAX_MODEL_CHARS = 256;
+/** Longest tool `type`/`name` kept (longer ones are cut: they only need to be recognised). */
+const MAX_FIELD_CHARS = 128;
+/** Most completions one chat request may ask for (OpenAI's own limit). */
+const MAX_CHOICES = 128;
+const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'];
+
 export function parseRequestFields(body: Buffer): RequestFields {
   let json: unknown;
   try {
@@ -98,11 +141,66 @@ export function parseRequestFields(body: Buffer): RequestFields {
   if (object.model !== undefined && typeof object.model !== 'string') {
     throw new GatewayError('invalid_request', '`model` must be a string');
   }
-  const max = object.max_tokens ?? object.max_completion_tokens ?? object.max_output_tokens;
+  if (typeof object.model === 'string' && object.model.length > MAX_MODEL_CHARS) {
+    throw new GatewayError('invalid_request', `\`model\` is longer than ${MAX_MODEL_CHARS} characters`);
+  }
+  const outputLimitField = OUTPUT_LIMIT_FIELDS.find((field) => object[field] !== undefined && object[field] !== null);
+  const maxOutputTokens = outputLimitField === undefined ? undefined : positiveInteger(object[outputLimitField], outputLimitField);
+  const choices = object.n === undefined || object.n === null ? 1 : positiveInteger(object.n, 'n');
+  if (choices > MAX_CHOICES) throw new GatewayError('invalid_request', `\`n\` may be at most ${MAX_CHOICES}`);
+  const thinking = object.thinking as { budget_tokens?: unknown } | null | undefined;
+  const budget = thinking !== null && typeof thinking === 'object' ? thinking.budget_tokens : undefined;
   return {
     model: object.model as string | undefined,
     stream: object.stream === true,
-    maxOutputTokens: typeof max === 'number' && Number.isFinite(max) && max > 0 ? max : undefined,
-    json: object,
+    maxOutputTokens,
+    outputLimitField,
+    choices,
+    serviceTier: typeof object.service_tier === 'string' ? object.service_tier.slice(0, MAX_FIELD_CHARS) : undefined,
+    background: object.background === true,
+    thinkingBudgetTokens: typeof budget === 'number' && Number.isInteger(budget) && budget > 0 ? budget : undefined,
+    tools: Array.isArray(object.tools) ? object.tools.map(toolDeclaration) : [],
+    mcpServers: Array.isArray(object.mcp_servers) ? object.mcp_servers.length : 0,
+    webSearchOptions: object.web_search_options !== undefined && object.web_search_options !== null,
+    streamOptions: object.stream_options,
+    inputBytes: tokenBytes(body),
   };
+}
+
+function positiveInteger(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 2 ** 31 - 1) {
+    throw new GatewayError('invalid_request', `\`${field}\` must be a positive integer`);
+  }
+  return value;
+}
+
+function toolDeclaration(tool: unknown): ToolDeclaration {
+  if (tool === null || typeof tool !== 'object') return {};
+  const { type, name, max_uses: maxUses, server_url: serverUrl } = tool as Record<string, unknown>;
+  return {
+    type: typeof type === 'string' ? type.slice(0, MAX_FIELD_CHARS) : undefined,
+    name: typeof name === 'string' ? name.slice(0, MAX_FIELD_CHARS) : undefined,
+    maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined,
+    serverUrl: typeof serverUrl === 'string' ? serverUrl.slice(0, 2048) : undefined,
+  };
+}
+
+/** The body's length less the whitespace between JSON tokens. */
+function tokenBytes(body: Buffer): number {
+  let count = 0;
+  let inString = false;
+  for (let i = 0; i < body.length; i++) {
+    const byte = body[i]!;
+    if (inString) {
+      count++;
+      if (byte === 0x5c /* backslash */) {
+        i++;
+        count++;
+      } else if (byte === 0x22 /* " */) inString = false;
+    } else if (byte === 0x22) {
+      inString = true;
+      count++;
+    } else if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) count++;
+  }
+  return count;
 }

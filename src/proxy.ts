@@ -92,7 +92,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       call.model = model;
       call.stream = fields.stream;
       if (route.endpoint === 'chat_completions') {
-        const asked = askForStreamUsage(body, fields.json);
+        const asked = askForStreamUsage(body, fields);
         if (asked) {
           body = asked;
           call.usageChunkRemover = new UsageChunkRemover();

@@ -1,6 +1,7 @@
 // OpenAI chat-completion streams report usage only when the client asks for it
 // (`stream_options.include_usage`). The gateway asks on the client's behalf, then removes the usage
 // chunk the client did not ask for, so its stream looks exactly as it expects.
+import type { RequestFields } from '../body.ts';
 import { SseSplitter } from './sse.ts';
 
 const ASK = Buffer.from(',"stream_options":{"include_usage":true}');
@@ -9,8 +10,8 @@ const ASK = Buffer.from(',"stream_options":{"include_usage":true}');
  * The body with `stream_options.include_usage` added, or undefined when no change is needed or
  * possible. The client's bytes are kept: the field is spliced in before the closing brace.
  */
-export function askForStreamUsage(body: Buffer, json: Record<string, unknown>): Buffer | undefined {
-  if (json.stream !== true || json.stream_options !== undefined) return undefined;
+export function askForStreamUsage(body: Buffer, fields: Pick<RequestFields, 'stream' | 'streamOptions'>): Buffer | undefined {
+  if (!fields.stream || fields.streamOptions !== undefined) return undefined;
   let end = body.length - 1;
   while (end > 0 && body[end] !== 0x7d /* } */) end--;
   if (end <= 0) return undefined;

@@ -19,6 +19,7 @@ import type { RecordedRequest } from '../src/standin.ts';
 import { STANDIN_REPLY } from '../src/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
 import { writeNeedles } from './support/needles.ts';
+import { skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
 
 const NODE_MODULES = new URL('../node_modules', import.meta.url).pathname;
@@ -200,8 +201,9 @@ function show(run: ClientRun): string {
 }
 
 test('real clients through the gateway in --network=none podman containers', { timeout: 15 * 60_000 }, async (t) => {
-  if (!podmanAvailable()) {
-    t.skip('podman is not installed (CI installs it: .ci/run)');
+  const skip = skipUnless(podmanAvailable(), 'podman is not installed (CI installs it: .ci/run)');
+  if (skip) {
+    t.skip(skip);
     return;
   }
   const { image, mounts: libMounts } = buildTestImage();

@@ -8,11 +8,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { contribute } from '../src/runner/contribute.ts';
 import { eventually } from './support/fixture.ts';
 import { REAL_GITHUB_TOKEN, startGitHubFixture } from './support/git-upstream.ts';
 import { writeNeedles } from './support/needles.ts';
+import { runs, skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
 
 const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
@@ -32,12 +32,11 @@ function steps(output: string): Map<string, { out: string; rc: number | undefine
 }
 
 test('real git in a --network=none container: clone and push in scope, refusals outside, no token inside', { timeout: 5 * 60_000 }, async (t) => {
-  if (!podmanAvailable()) {
-    t.skip('podman is not installed (CI installs it: .ci/run)');
-    return;
-  }
-  if (spawnSync('git', ['--version']).status !== 0) {
-    t.skip('git is not installed on the host (container/install-host-packages.sh installs it)');
+  const skip =
+    skipUnless(podmanAvailable(), 'podman is not installed (CI installs it: .ci/run)') ||
+    skipUnless(runs('git'), 'git is not installed on the host (container/install-host-packages.sh installs it)');
+  if (skip) {
+    t.skip(skip);
     return;
   }
   const { image, mounts: libMounts } = buildTestImage();

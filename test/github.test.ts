@@ -4,7 +4,7 @@
 // from a --network=none container.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -16,10 +16,10 @@ import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubScope } 
 import { startDaemon } from '../src/daemon.ts';
 import { callControl } from '../src/control.ts';
 import { request } from './support/http.ts';
+import { runs, skipUnless } from './support/requirements.ts';
 import { REAL_GITHUB_TOKEN, startGitHubFixture, startGitUpstream } from './support/git-upstream.ts';
 
 const SHIM = new URL('../shim/shim.mjs', import.meta.url).pathname;
-const gitAvailable = spawnSync('git', ['--version']).status === 0;
 
 const SCOPE: GitHubScope = { read: ['acme/*'], push: ['acme/widgets'], api: true };
 
@@ -209,7 +209,7 @@ function gitIn(cwd: string, env: Record<string, string>, args: string[]): Promis
   });
 }
 
-test('real git on the host through the shim: clone and push in scope, refusals outside', { skip: !gitAvailable && 'git is not installed' }, async () => {
+test('real git on the host through the shim: clone and push in scope, refusals outside', { skip: skipUnless(runs('git'), 'git is not installed') }, async () => {
   const s = await startGitHubFixture();
   const work = await mkdtemp(path.join(tmpdir(), 'gh-work-'));
   const key = await s.gateway.mint({ group: 'g', github: SCOPE });

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request } from './support/http.ts';
+import { isRoot, skipUnless } from './support/requirements.ts';
 
 const message = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] });
 
@@ -118,7 +119,7 @@ describe('keys', () => {
     assert.equal(await connectFails(key.socketPath), 'ENOENT');
   });
 
-  test('owner: the directory and socket are given to the container user', { skip: process.getuid?.() !== 0 && 'needs root to chown' }, async () => {
+  test('owner: the directory and socket are given to the container user', { skip: skipUnless(isRoot, 'needs root to chown') }, async () => {
     const key = await fx.gateway.mint({ group: 'g', owner: { uid: 1000, gid: 1000 } });
     const [dir, socket] = await Promise.all([stat(key.dir), stat(key.socketPath)]);
     assert.deepEqual([dir.uid, dir.gid, socket.uid, socket.gid], [1000, 1000, 1000, 1000]);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startStandin, type Standin } from '../src/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY } from './support/fixture.ts';
+import { skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable } from './support/podman.ts';
 
 const cliPath = new URL('../src/cli.ts', import.meta.url).pathname;
@@ -18,7 +19,7 @@ interface Result {
   stderr: string;
 }
 
-describe('gateway run --runtime podman', { skip: !podmanAvailable() && 'podman is not installed' }, () => {
+describe('gateway run --runtime podman', { skip: skipUnless(podmanAvailable(), 'podman is not installed') }, () => {
   let dir: string;
   let standin: Standin;
   let daemon: ChildProcess;

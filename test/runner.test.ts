@@ -12,6 +12,7 @@ import { contribute } from '../src/runner/contribute.ts';
 import { render } from '../src/runner/render.ts';
 import { startStandin } from '../src/standin.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture } from './support/fixture.ts';
+import { skipUnless } from './support/requirements.ts';
 
 const exec = promisify(execFile);
 const cliPath = new URL('../src/cli.ts', import.meta.url).pathname;
@@ -65,7 +66,7 @@ describe('contribution and renderers', () => {
   });
 });
 
-describe('gateway run', { skip: !existsSync('/usr/bin/bwrap') && 'bubblewrap is not installed' }, () => {
+describe('gateway run', { skip: skipUnless(existsSync('/usr/bin/bwrap'), 'bubblewrap is not installed') }, () => {
   test('a bwrap sandbox reaches the stand-in only through its socket, never sees a real key, and the key dies with it', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'gw-run-test-'));
     const standin = await startStandin({ anthropicApiKey: REAL_ANTHROPIC_KEY });

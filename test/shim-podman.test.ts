@@ -9,6 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
 
 const SHIM = new URL('../shim/shim.mjs', import.meta.url).pathname;
@@ -25,8 +26,9 @@ const FETCH_MESSAGES = `
 `;
 
 test('the shim in a --network=none podman container', async (t) => {
-  if (!podmanAvailable()) {
-    t.skip('podman is not installed (CI installs it: .ci/run)');
+  const skip = skipUnless(podmanAvailable(), 'podman is not installed (CI installs it: .ci/run)');
+  if (skip) {
+    t.skip(skip);
     return;
   }
   const { image, mounts: libMounts } = buildTestImage();

@@ -10,6 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
+import { isRoot, skipUnless } from './support/requirements.ts';
 
 const SHIM = new URL('../shim/shim.mjs', import.meta.url).pathname;
 
@@ -269,9 +270,8 @@ test('--check reports reachability and isolation without leaving the machine', a
   // Run asynchronously: the test server answering the check lives in this very process.
   const inNetns = (setup: string) =>
     run('unshare', ['-n', 'sh', '-c', `${setup} exec "$0" "$@"`, process.execPath, SHIM, '--check', '--socket', sock]);
-  const root = process.getuid?.() === 0;
 
-  await t.test('isolated namespace, gateway answering: exit 0', { skip: !root && 'unshare -n needs root' }, async () => {
+  await t.test('isolated namespace, gateway answering: exit 0', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
     const r = await inNetns('');
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.equal(
@@ -279,7 +279,7 @@ test('--check reports reachability and isolation without leaving the machine', a
       `gateway: ok HEAD /api/hello on ${sock} answered 200\nnetwork: ok isolated (only loopback, no default route)\n`,
     );
   });
-  await t.test('an interface and a default route: each reported, exit 1', { skip: !root && 'unshare -n needs root' }, async () => {
+  await t.test('an interface and a default route: each reported, exit 1', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
     const r = await inNetns(
       'ip link add v0 type veth peer name v1 && ip addr add 198.51.100.7/24 dev v0 && ip link set v0 up &&' +
         ' ip link set v1 up && ip route add default dev v0 &&',
@@ -290,7 +290,7 @@ test('--check reports reachability and isolation without leaving the machine', a
     assert.ok(lines.some((l) => /^network: FAIL interface v0 has 198\.51\.100\.7/.test(l)), r.stdout);
     assert.ok(lines.includes('network: FAIL default route via v0 (/proc/net/route)'), r.stdout);
   });
-  await t.test('gateway answering something else than 200: exit 1', { skip: !root && 'unshare -n needs root' }, async () => {
+  await t.test('gateway answering something else than 200: exit 1', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
     helloStatus = 404;
     const r = await inNetns('');
     helloStatus = 200;

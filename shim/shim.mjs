@@ -155,6 +155,26 @@ function looksAnthropic(head) {
 // ---------------------------------------------------------------------------------------------------
 // --check: reachability and isolation, without sending a single packet off the machine.
 
+// The key a gateway answers for, from `x-gateway-key` on HEAD /api/hello, over the socket or a port.
+function keyBehind(target) {
+  return new Promise((resolve) => {
+    const req = http.request({ ...target, method: 'HEAD', path: '/api/hello', timeout: 2000, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode === 200 ? res.headers['x-gateway-key'] : undefined);
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer')));
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
+// A second shim for the same key (an image whose entrypoint starts one, run under `gateway run`'s own)
+// finds the port taken: when what answers there is the same key's gateway, it only runs the command.
+async function servedForSameKey(socketPath, port) {
+  const [own, there] = await Promise.all([keyBehind({ socketPath }), keyBehind({ host: HOST, port })]);
+  return own !== undefined && own === there;
+}
+
 function checkGateway(socketPath) {
   return new Promise((resolve) => {
     const req = http.request({ socketPath, method: 'HEAD', path: '/api/hello', timeout: 5000 }, (res) => {
@@ -246,6 +266,10 @@ async function main() {
   try {
     ({ port } = await startRelay(opts.socket, opts.port));
   } catch (err) {
+    if (err.code === 'EADDRINUSE' && opts.command && (await servedForSameKey(opts.socket, opts.port))) {
+      process.stderr.write(`shim: ${HOST}:${opts.port} is already relayed to this key's gateway; running the command\n`);
+      return runCommand(opts.command, opts.port);
+    }
     process.stderr.write(`shim: cannot listen on ${HOST}:${opts.port}: ${err.message}\n`);
     process.exit(1);
   }

@@ -62,9 +62,10 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const method = req.method ?? 'GET';
 
-  // Claude Code's connectivity probe: answered here, it never needs the upstream.
+  // Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
+  // secret: the socket is the capability) lets a second shim see that its port already serves this key.
   if (path === '/api/hello' && (method === 'HEAD' || method === 'GET')) {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2, 'x-gateway-key': key.id });
     res.end(method === 'HEAD' ? undefined : '{}');
     return;
   }

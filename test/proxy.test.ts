@@ -171,6 +171,8 @@ describe('proxy', () => {
     const before = fx.standin.requests.length;
     const res = await request({ socketPath, method: 'HEAD', path: '/api/hello' });
     assert.equal(res.status, 200);
+    // The key's id, so a second shim can tell its port already serves this key.
+    assert.equal(res.headers['x-gateway-key'], fx.gateway.keys().find((key) => key.socketPath === socketPath)!.id);
     assert.equal(fx.standin.requests.length, before);
   });
 

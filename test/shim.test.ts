@@ -367,3 +367,30 @@ test('-- CMD: base URLs in the env, exit status, signal forwarding', async (t) =
     assert.match(shim.stderr(), /shim: cannot run .*no-such-command/);
   });
 });
+
+test('a second shim for the same key runs its command on the first one\'s port; for another key it fails', async (t) => {
+  const dir = tempDir();
+  const gatewayFor = (key: string) => http.createServer((_req, res) => res.writeHead(200, { 'x-gateway-key': key }).end());
+  const [mine, other] = [gatewayFor('key-one'), gatewayFor('key-two')];
+  const [mineSock, otherSock] = [join(dir, 'one.sock'), join(dir, 'two.sock')];
+  await listenUnix(other, otherSock);
+  const first = await serveThroughShim(t, mine, dir, mineSock);
+  t.after(() => close(other));
+  const command = [process.execPath, '-e', 'console.log(process.env.ANTHROPIC_BASE_URL); process.exit(5)'];
+  const env = { ...process.env };
+  delete env.ANTHROPIC_BASE_URL;
+
+  const same = spawn(process.execPath, [SHIM, '--port', String(first.port), '--socket', mineSock, '--', ...command], { env });
+  let out = '';
+  let err = '';
+  same.stdout.on('data', (b: Buffer) => (out += b));
+  same.stderr.on('data', (b: Buffer) => (err += b));
+  const [code] = (await once(same, 'exit')) as [number];
+  assert.equal(code, 5, err);
+  assert.match(err, /already relayed to this key's gateway/);
+  assert.equal(out.trim(), `http://127.0.0.1:${first.port}`);
+
+  const foreign = await run(process.execPath, [SHIM, '--port', String(first.port), '--socket', otherSock, '--', ...command]);
+  assert.equal(foreign.status, 1);
+  assert.match(foreign.stderr, /cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+});

@@ -140,7 +140,9 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   let github = options.github ? createGitHubRelay(options.github, options.network) : undefined;
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
-  const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)));
+  const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)), (error) =>
+    logger.error({ err: error }, 'spend ledger write failed'),
+  );
   const audit = new AuditTrail(stateDir, options.audit);
   const accounting = new Accounting({
     pricing: pricingFor(options),

@@ -254,7 +254,6 @@ describe('the daemon', () => {
     const spentBefore = (JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as { spentUsd: number }).spentUsd;
     assert.ok(spentBefore > 0);
     const groupBefore = (JSON.parse((await cli(['inspect', '--json', '--config', configFile])).stdout) as { groups: { group: string; spentUsd: number }[] }).groups.find((g) => g.group === 'family')!.spentUsd;
-    await sleep(200); // the spend ledger is appended asynchronously
     await stopDaemon('SIGKILL');
 
     await startDaemon();

@@ -46,6 +46,14 @@ async function startShim(args: string[], env: NodeJS.ProcessEnv = process.env): 
   return { proc, port, stdout: () => out, stderr: () => err, exited };
 }
 
+/** Resolves when the shim's stdout has shown `text`; fails the test if the shim exits first. */
+async function outputIncludes(shim: Shim, text: string): Promise<void> {
+  while (!shim.stdout().includes(text)) {
+    const exited = shim.exited.then(({ code }) => Promise.reject(new Error(`shim exited ${code} before printing ${text}`)));
+    await Promise.race([once(shim.proc.stdout!, 'data'), exited]);
+  }
+}
+
 async function stopShim(shim: Shim): Promise<void> {
   if (shim.proc.exitCode === null && shim.proc.signalCode === null) {
     shim.proc.kill('SIGTERM');
@@ -348,7 +356,7 @@ test('-- CMD: base URLs in the env, exit status, signal forwarding', async (t) =
       const script = `process.on('${sig}', () => { console.log('child got ${sig}'); process.exit(42); });
         console.log('ready'); setInterval(() => {}, 1000);`;
       const shim = await startShim(['--socket', sock, '--', process.execPath, '-e', script], env);
-      while (!shim.stdout().includes('ready')) await new Promise((r) => setTimeout(r, 20));
+      await outputIncludes(shim, 'ready');
       shim.proc.kill(sig);
       const { code } = await shim.exited;
       assert.equal(code, 42);

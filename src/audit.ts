@@ -2,6 +2,7 @@
 // each key's most recent calls in memory for `inspect`. Records carry no bodies and no credentials:
 // they are built field by field from what the gateway measured (calls.ts), never from headers, so
 // there is nothing to redact (tests grep the file for the real keys).
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { pino } from 'pino';
@@ -29,7 +30,11 @@ export class AuditTrail {
 
   constructor(stateDir: string, options: AuditOptions = {}) {
     const file = options.file === undefined ? path.join(stateDir, 'audit.jsonl') : options.file;
-    if (file) this.destinations.push(pino.destination({ dest: file, sync: false, mkdir: true, mode: 0o600 }));
+    if (file) {
+      // Private like the state dir (pino's own mkdir would make it 0755); an existing one is left as it is.
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      this.destinations.push(pino.destination({ dest: file, sync: false, mode: 0o600 }));
+    }
     if (options.stdout) this.destinations.push(pino.destination({ dest: 1, sync: false }));
     this.recentPerKey = options.recentPerKey ?? 20;
   }

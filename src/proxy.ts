@@ -76,7 +76,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
 
   const call = new CallTracker(context, key, req, res, path, started);
   try {
-    const route = resolveRoute(method, path, req.headers);
+    const route = resolveRoute(method, path, req.headers, url);
     call.route = route;
     context.accounting.checkRate(account, key.inFlight - 1);
     let body: Buffer | null = null;

@@ -22,7 +22,9 @@ const POST_ROUTES: ReadonlyMap<string, Route> = new Map([
 ]);
 
 // A model id as the providers spell them: `claude-sonnet-4-5-20250929`, `gpt-5.1`, `ft:gpt-4o:org::id`.
-const MODEL_ID = /^\/v1\/models\/[A-Za-z0-9._:@-]{1,200}$/;
+// It starts with an alphanumeric, so `.` and `..` (which an upstream or a proxy on the way would
+// resolve as dot segments) are no model id; no `%`, so no encoded slash or dot either.
+const MODEL_ID = /^\/v1\/models\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/;
 
 /**
  * Which provider's dialect a request speaks, judged from its path and headers.
@@ -34,8 +36,13 @@ export function dialectOf(path: string, headers: IncomingHttpHeaders): ProviderK
   return 'openai';
 }
 
-/** The route for a request, or a GatewayError (404/405) saying why there is none. */
-export function resolveRoute(method: string, path: string, headers: IncomingHttpHeaders): Route {
+/**
+ * The route for a request, or a GatewayError (400/404/405) saying why there is none. `target` is the
+ * whole request target: a `#` in it (a fragment, which no client sends) would reach the upstream
+ * literally, so it is refused.
+ */
+export function resolveRoute(method: string, path: string, headers: IncomingHttpHeaders, target = path): Route {
+  if (target.includes('#')) throw new GatewayError('invalid_request', 'the request target must not contain "#"');
   const post = POST_ROUTES.get(path);
   if (post) {
     if (method === 'POST') return post;

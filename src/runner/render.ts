@@ -25,6 +25,47 @@ export interface LaunchSpec {
 
 const WORKSPACE = '/workspace';
 
+// What each value may look like so that the runtime reads it as that value and nothing else: a
+// leading `-` would be read as a flag (an image named `--privileged`), `:` and `,` split a `-v`
+// mount spec, control bytes and newlines have no place in a name or a path.
+const CONTROL = /[\x00-\x1f\x7f]/;
+const CONTAINER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$/;
+const USER = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
+
+function refuse(what: string, value: string, rule: string): never {
+  throw new TypeError(`${what} ${JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value)} ${rule}`);
+}
+
+function checkPathValue(what: string, value: string): void {
+  if (value === '' || value.startsWith('-') || CONTROL.test(value) || /[:,]/.test(value)) {
+    refuse(what, value, 'must be a path that does not start with "-" and has no ":", "," or control characters');
+  }
+}
+
+/**
+ * Refuses a spec whose values a runtime could misparse. Env values are passed whole, each in its
+ * own argv entry (`-e NAME=value`, `--setenv NAME value`): a newline in a value arrives intact, only
+ * NUL (which no argv can carry) is refused.
+ */
+function checkSpec(contribution: Contribution, spec: LaunchSpec): void {
+  if (spec.image && (spec.image.startsWith('-') || /[\s\x00-\x1f\x7f]/.test(spec.image))) {
+    refuse('image', spec.image, 'must not start with "-" or contain spaces or control characters');
+  }
+  if (spec.name !== undefined && !CONTAINER_NAME.test(spec.name)) refuse('container name', spec.name, 'must be [A-Za-z0-9][A-Za-z0-9_.-]*');
+  if (spec.user !== undefined && !USER.test(spec.user)) refuse('user', spec.user, 'must be uid[:gid] or name[:group]');
+  if (spec.workdir !== undefined) checkPathValue('workdir', spec.workdir);
+  for (const mount of [...contribution.mounts, ...(spec.mounts ?? [])]) {
+    checkPathValue('mount source', mount.source);
+    checkPathValue('mount target', mount.target);
+    if (!mount.target.startsWith('/')) refuse('mount target', mount.target, 'must be an absolute path');
+  }
+  for (const [name, value] of envPairs(contribution, spec)) {
+    if (!ENV_NAME.test(name)) refuse('env name', name, 'must be [A-Za-z_][A-Za-z0-9_]*');
+    if (value.includes('\0')) refuse(`env ${name}: value`, value, 'must not contain NUL');
+  }
+}
+
 function command(contribution: Contribution, spec: LaunchSpec): string[] {
   return spec.shim === false ? spec.command : contribution.wrap(spec.command);
 }
@@ -47,7 +88,8 @@ function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: Lau
   if (spec.user) argv.push('--user', spec.user);
   // Rootless podman maps the container's user to ours, so it owns the key's socket as we do.
   if (runtime === 'podman' && spec.user && process.getuid?.() !== 0) argv.push('--userns=keep-id');
-  argv.push(...(spec.extraArgs ?? []), spec.image, ...command(contribution, spec));
+  // `--`: whatever the image is called, it is the image, never a flag.
+  argv.push(...(spec.extraArgs ?? []), '--', spec.image, ...command(contribution, spec));
   return argv;
 }
 
@@ -73,7 +115,9 @@ function bwrap(contribution: Contribution, spec: LaunchSpec): string[] {
   return argv;
 }
 
+/** The argv; a TypeError for a spec a runtime could misparse (`checkSpec`). */
 export function render(runtime: Runtime, contribution: Contribution, spec: LaunchSpec): string[] {
+  checkSpec(contribution, spec);
   switch (runtime) {
     case 'podman':
     case 'docker':

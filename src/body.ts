@@ -2,6 +2,7 @@
 // forwarded unchanged: thinking-block signatures and prompt-cache prefixes depend on them), and
 // parsed once for the few fields routing and metering need.
 import type { IncomingMessage } from 'node:http';
+import type { BodyHold } from './body-memory.ts';
 import { GatewayError } from './errors.ts';
 import { JsonScanner, type Scalar, type ScanPlan, type ScanResult } from './json-scan.ts';
 
@@ -53,20 +54,40 @@ export type OutputLimitField = 'max_tokens' | 'max_completion_tokens' | 'max_out
 /** The client went away before its body was complete: nothing to answer, nothing to forward. */
 export class ClientGone extends Error {}
 
-/** The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte. */
-export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number): Promise<Buffer> {
+/** What reads a body as it arrives: its memory charge, and a reader of its fields. */
+export interface BodyWatchers {
+  /** Charged with the declared length at once, then with each byte past it. */
+  hold?: BodyHold;
+  /** Scans each chunk as it arrives (so no single step costs more than one chunk's scan). */
+  reader?: { push(chunk: Buffer): void };
+}
+
+/**
+ * The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte, and with
+ * whatever a watcher throws (the rest of the body is then not read).
+ */
+export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number, watchers: BodyWatchers = {}): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
     return Promise.reject(tooLarge(limitBytes));
+  }
+  try {
+    if (declared > 0) watchers.hold?.grow(declared);
+  } catch (error) {
+    return Promise.reject(error as Error);
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limitBytes) {
+      try {
+        if (size > limitBytes) throw tooLarge(limitBytes);
+        watchers.hold?.grow(size);
+        watchers.reader?.push(chunk);
+      } catch (error) {
         cleanup();
-        reject(tooLarge(limitBytes));
+        reject(error instanceof GatewayError && !error.headers.connection ? new GatewayError(error.kind, error.message, { ...error.headers, connection: 'close' }) : error);
         return;
       }
       chunks.push(chunk);

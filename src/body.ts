@@ -2,7 +2,9 @@
 // forwarded unchanged: thinking-block signatures and prompt-cache prefixes depend on them), and
 // parsed once for the few fields routing and metering need.
 import type { IncomingMessage } from 'node:http';
+import type { BodyHold } from './body-memory.ts';
 import { GatewayError } from './errors.ts';
+import { JsonScanner, type Scalar, type ScanPlan, type ScanResult } from './json-scan.ts';
 
 /** A tool the request declares (`tools[]`): its type tells a client-run function from a server tool. */
 export interface ToolDeclaration {
@@ -52,20 +54,40 @@ export type OutputLimitField = 'max_tokens' | 'max_completion_tokens' | 'max_out
 /** The client went away before its body was complete: nothing to answer, nothing to forward. */
 export class ClientGone extends Error {}
 
-/** The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte. */
-export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number): Promise<Buffer> {
+/** What reads a body as it arrives: its memory charge, and a reader of its fields. */
+export interface BodyWatchers {
+  /** Charged with the declared length at once, then with each byte past it. */
+  hold?: BodyHold;
+  /** Scans each chunk as it arrives (so no single step costs more than one chunk's scan). */
+  reader?: { push(chunk: Buffer): void };
+}
+
+/**
+ * The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte, and with
+ * whatever a watcher throws (the rest of the body is then not read).
+ */
+export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number, watchers: BodyWatchers = {}): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
     return Promise.reject(tooLarge(limitBytes));
+  }
+  try {
+    if (declared > 0) watchers.hold?.grow(declared);
+  } catch (error) {
+    return Promise.reject(error as Error);
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limitBytes) {
+      try {
+        if (size > limitBytes) throw tooLarge(limitBytes);
+        watchers.hold?.grow(size);
+        watchers.reader?.push(chunk);
+      } catch (error) {
         cleanup();
-        reject(tooLarge(limitBytes));
+        reject(error instanceof GatewayError && !error.headers.connection ? new GatewayError(error.kind, error.message, { ...error.headers, connection: 'close' }) : error);
         return;
       }
       chunks.push(chunk);
@@ -125,46 +147,111 @@ export const MAX_MODEL_CHARS = 256;
 const MAX_FIELD_CHARS = 128;
 /** Most completions one chat request may ask for (OpenAI's own limit). */
 const MAX_CHOICES = 128;
+/** Most `tools[]` entries one request may declare (Claude Code sends a few dozen). */
+const MAX_TOOLS = 1024;
+/** Longest `stream_options` kept (real ones are a few flags). */
+const MAX_STREAM_OPTIONS_BYTES = 4096;
 const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'];
 
+const PLAN: ScanPlan = {
+  fields: new Set([
+    'model', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'n', 'stream', 'stream_options',
+    'tools', 'mcp_servers', 'background', 'service_tier', 'thinking', 'web_search_options',
+  ]),
+  objects: new Map([['thinking', new Set(['budget_tokens'])]]),
+  arrays: new Map([
+    ['tools', new Set(['type', 'name', 'max_uses', 'server_url'])],
+    ['mcp_servers', new Set<string>()],
+  ]),
+  maxElements: MAX_TOOLS,
+  raw: new Map([['stream_options', MAX_STREAM_OPTIONS_BYTES]]),
+};
+
+/**
+ * Reads the fields of a body fed chunk by chunk (as it arrives: see `readBody`). `push` throws a 400
+ * at the first byte that cannot be JSON; `finish` checks the fields once the body is whole.
+ */
+export class RequestFieldsReader {
+  private readonly scanner = new JsonScanner(PLAN);
+
+  push(chunk: Buffer): void {
+    this.scanner.push(chunk);
+  }
+
+  finish(): RequestFields {
+    return requestFields(this.scanner.finish());
+  }
+}
+
+/** The fields of a whole body (a request already read). */
 export function parseRequestFields(body: Buffer): RequestFields {
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch (error) {
-    throw new GatewayError('invalid_request', `request body is not valid JSON: ${(error as Error).message}`);
+  const reader = new RequestFieldsReader();
+  reader.push(body);
+  return reader.finish();
+}
+
+function requestFields(scan: ScanResult): RequestFields {
+  if (!scan.isObject) throw new GatewayError('invalid_request', 'request body must be a JSON object');
+  if (scan.duplicate !== undefined) {
+    throw new GatewayError('invalid_request', `\`${scan.duplicate}\` appears more than once in the request body`);
   }
-  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
-    throw new GatewayError('invalid_request', 'request body must be a JSON object');
-  }
-  const object = json as Record<string, unknown>;
-  if (object.model !== undefined && typeof object.model !== 'string') {
-    throw new GatewayError('invalid_request', '`model` must be a string');
-  }
-  if (typeof object.model === 'string' && object.model.length > MAX_MODEL_CHARS) {
+  const field = (name: string) => valueOf(scan.fields.get(name));
+  const model = scan.fields.get('model');
+  if (model !== undefined && model.kind !== 'string') throw new GatewayError('invalid_request', '`model` must be a string');
+  if (model !== undefined && model.units! > MAX_MODEL_CHARS) {
     throw new GatewayError('invalid_request', `\`model\` is longer than ${MAX_MODEL_CHARS} characters`);
   }
-  const outputLimitField = OUTPUT_LIMIT_FIELDS.find((field) => object[field] !== undefined && object[field] !== null);
-  const maxOutputTokens = outputLimitField === undefined ? undefined : positiveInteger(object[outputLimitField], outputLimitField);
-  const choices = object.n === undefined || object.n === null ? 1 : positiveInteger(object.n, 'n');
+  const outputLimitField = OUTPUT_LIMIT_FIELDS.find((name) => field(name) !== undefined && field(name) !== null);
+  const maxOutputTokens = outputLimitField === undefined ? undefined : positiveInteger(field(outputLimitField), outputLimitField);
+  const n = field('n');
+  const choices = n === undefined || n === null ? 1 : positiveInteger(n, 'n');
   if (choices > MAX_CHOICES) throw new GatewayError('invalid_request', `\`n\` may be at most ${MAX_CHOICES}`);
-  const thinking = object.thinking as { budget_tokens?: unknown } | null | undefined;
-  const budget = thinking !== null && typeof thinking === 'object' ? thinking.budget_tokens : undefined;
+  const tools = scan.arrays.get('tools');
+  if (tools && tools.count > MAX_TOOLS) throw new GatewayError('invalid_request', `\`tools\` may hold at most ${MAX_TOOLS} entries`);
+  const streamOptions = scan.raw.get('stream_options');
+  if (streamOptions === null) {
+    throw new GatewayError('invalid_request', `\`stream_options\` is longer than ${MAX_STREAM_OPTIONS_BYTES} bytes`);
+  }
+  const budget = valueOf(scan.objects.get('thinking')?.get('budget_tokens'));
+  const serviceTier = field('service_tier');
   return {
-    model: object.model as string | undefined,
-    stream: object.stream === true,
+    model: model?.text,
+    stream: field('stream') === true,
     maxOutputTokens,
     outputLimitField,
     choices,
-    serviceTier: typeof object.service_tier === 'string' ? object.service_tier.slice(0, MAX_FIELD_CHARS) : undefined,
-    background: object.background === true,
+    serviceTier: typeof serviceTier === 'string' ? serviceTier.slice(0, MAX_FIELD_CHARS) : undefined,
+    background: field('background') === true,
     thinkingBudgetTokens: typeof budget === 'number' && Number.isInteger(budget) && budget > 0 ? budget : undefined,
-    tools: Array.isArray(object.tools) ? object.tools.map(toolDeclaration) : [],
-    mcpServers: Array.isArray(object.mcp_servers) ? object.mcp_servers.length : 0,
-    webSearchOptions: object.web_search_options !== undefined && object.web_search_options !== null,
-    streamOptions: object.stream_options,
-    inputBytes: tokenBytes(body),
+    tools: tools ? tools.elements.map(toolDeclaration) : [],
+    mcpServers: scan.arrays.get('mcp_servers')?.count ?? 0,
+    webSearchOptions: field('web_search_options') !== undefined && field('web_search_options') !== null,
+    streamOptions: streamOptions === undefined ? undefined : JSON.parse(streamOptions),
+    inputBytes: scan.inputBytes,
   };
+}
+
+/** A captured value as JSON.parse would give it (containers as empty stand-ins: only their kind matters). */
+function valueOf(scalar: Scalar | undefined): unknown {
+  switch (scalar?.kind) {
+    case undefined:
+      return undefined;
+    case 'string':
+      return scalar.text;
+    case 'number':
+      // A number too long to keep is refused wherever a number is needed.
+      return scalar.text === '' ? Number.NaN : Number(scalar.text);
+    case 'true':
+      return true;
+    case 'false':
+      return false;
+    case 'null':
+      return null;
+    case 'object':
+      return {};
+    case 'array':
+      return [];
+  }
 }
 
 function positiveInteger(value: unknown, field: string): number {
@@ -174,33 +261,15 @@ function positiveInteger(value: unknown, field: string): number {
   return value;
 }
 
-function toolDeclaration(tool: unknown): ToolDeclaration {
-  if (tool === null || typeof tool !== 'object') return {};
-  const { type, name, max_uses: maxUses, server_url: serverUrl } = tool as Record<string, unknown>;
+function toolDeclaration(tool: Map<string, Scalar>): ToolDeclaration {
+  const type = valueOf(tool.get('type'));
+  const name = valueOf(tool.get('name'));
+  const maxUses = valueOf(tool.get('max_uses'));
+  const serverUrl = valueOf(tool.get('server_url'));
   return {
     type: typeof type === 'string' ? type.slice(0, MAX_FIELD_CHARS) : undefined,
     name: typeof name === 'string' ? name.slice(0, MAX_FIELD_CHARS) : undefined,
     maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined,
     serverUrl: typeof serverUrl === 'string' ? serverUrl.slice(0, 2048) : undefined,
   };
-}
-
-/** The body's length less the whitespace between JSON tokens. */
-function tokenBytes(body: Buffer): number {
-  let count = 0;
-  let inString = false;
-  for (let i = 0; i < body.length; i++) {
-    const byte = body[i]!;
-    if (inString) {
-      count++;
-      if (byte === 0x5c /* backslash */) {
-        i++;
-        count++;
-      } else if (byte === 0x22 /* " */) inString = false;
-    } else if (byte === 0x22) {
-      inString = true;
-      count++;
-    } else if (byte !== 0x20 && byte !== 0x0a && byte !== 0x0d && byte !== 0x09) count++;
-  }
-  return count;
 }

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
+import { BodyMemory } from './body-memory.ts';
 import { AuditTrail, type AuditOptions } from './audit.ts';
 import type { CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
@@ -38,6 +39,13 @@ export interface GatewayOptions {
   logger?: Logger;
   /** Largest request body accepted for any key, in bytes. Default 32 MiB (the Messages API's own limit). */
   maxBodyBytes?: number;
+  /**
+   * Request-body bytes held in memory at once, all keys together (bodies are kept until their call
+   * ends). Default 256 MiB. Past it a request is answered 429 with `retry-after`.
+   */
+  maxBodyMemoryBytes?: number;
+  /** One key's share of `maxBodyMemoryBytes`. Default a quarter of it (64 MiB: two 32 MiB bodies). */
+  maxBodyMemoryPerKeyBytes?: number;
   /** Open connections one key's socket accepts at once. Default 256. */
   maxConnectionsPerKey?: number;
   /** Client side: time to send all request headers, longest silence while sending the body (30 s each).
@@ -126,6 +134,8 @@ export interface Gateway {
 }
 
 const MiB = 1024 * 1024;
+/** Calls one key may have in flight unless its limits say otherwise (parallel subagents fit). */
+const DEFAULT_MAX_CONCURRENT = 32;
 const UNKNOWN_MODEL_PRICE: Price = { input: 15, output: 75 };
 
 export async function createGateway(userOptions: GatewayOptions): Promise<Gateway> {
@@ -147,11 +157,12 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   const accounting = new Accounting({
     pricing: pricingFor(options),
     ledger,
-    defaults: options.defaultLimits ?? {},
+    defaults: withDefaultLimits(options.defaultLimits),
     groupBudgets: options.groupBudgets ?? {},
     groupModels: options.groupModels ?? {},
   });
 
+  const bodyMemoryBytes = options.maxBodyMemoryBytes ?? 256 * MiB;
   const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
   const server = http.createServer(
     {
@@ -167,6 +178,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       routing: () => routing,
       accounting,
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
+      bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
       timeouts,
       onCall(record) {
         audit.write(record);
@@ -280,7 +292,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       upstreams = nextUpstreams;
       routing = nextRouting;
       if (pricing) accounting.setPricing(pricing);
-      if (settings.defaultLimits) accounting.setDefaults(settings.defaultLimits);
+      if (settings.defaultLimits) accounting.setDefaults(withDefaultLimits(settings.defaultLimits));
       for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
       if (settings.groupModels) accounting.setGroupModels(settings.groupModels);
       Object.assign(options, settings);
@@ -321,6 +333,11 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       await Promise.all([ledger.close(), audit.close()]);
     },
   };
+}
+
+/** Limits every key has unless told otherwise: a bounded number of calls in flight. */
+function withDefaultLimits(limits: KeyLimits = {}): KeyLimits {
+  return { maxConcurrent: DEFAULT_MAX_CONCURRENT, ...limits };
 }
 
 function routingFor(upstreams: Map<string, Upstream>, options: Pick<GatewayOptions, 'routes' | 'retry'>): Routing {

@@ -4,7 +4,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
-import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
+import type { BodyHold, BodyMemory } from './body-memory.ts';
+import { ClientGone, isJsonContentType, readBody, RequestFieldsReader } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
@@ -32,6 +33,8 @@ export interface ProxyContext {
   routing(): Routing;
   accounting: Accounting;
   maxBodyBytes: number;
+  /** Request-body bytes held at once, in all and per key. */
+  bodyMemory: BodyMemory;
   timeouts: { clientBodyIdleMs: number };
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
@@ -86,8 +89,15 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
       }
-      body = await readBody(req, Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity), context.timeouts.clientBodyIdleMs);
-      const fields = parseRequestFields(body);
+      const reader = new RequestFieldsReader();
+      call.bodyHold = context.bodyMemory.hold(key.id);
+      const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
+      body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
+      const fields = reader.finish();
+      if (route.endpoint === 'responses' && fields.background) {
+        // Answered later by id, billed by the provider outside any call the gateway sees.
+        throw new GatewayError('invalid_request', '`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key\'s budget; send the request without `background`');
+      }
       ({ model, maxOutputTokens } = fields);
       call.requestBytes = body.length;
       call.model = model;
@@ -188,6 +198,7 @@ class CallTracker extends Exchange {
   stream = false;
   admission: Admission | undefined;
   usageChunkRemover: UsageChunkRemover | undefined;
+  bodyHold: BodyHold | undefined;
   upstream: string | undefined;
   upstreamModel: string | undefined;
   attempts = 0;
@@ -220,6 +231,8 @@ class CallTracker extends Exchange {
   }
 
   protected report(fields: ExchangeFields): void {
+    // The call is over: undici and the retry plan no longer hold its body.
+    this.bodyHold?.release();
     const settlement = this.admission?.settle(this.meter?.result());
     const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];

@@ -134,8 +134,24 @@ describe('chat stream usage on the client behalf', () => {
     const body = Buffer.from('{"model":"gpt-4o-mini", "stream":true,\n"messages":[]}\n');
     const asked = askForStreamUsage(body, { stream: true })!;
     assert.equal(asked.toString(), '{"model":"gpt-4o-mini", "stream":true,\n"messages":[],"stream_options":{"include_usage":true}}\n');
-    assert.equal(askForStreamUsage(body, { stream: true, streamOptions: {} }), undefined);
     assert.equal(askForStreamUsage(body, { stream: false }), undefined);
+  });
+
+  test('stream_options the client sent is merged with include_usage, never left without it', () => {
+    const cases: [string, unknown, string][] = [
+      ['{}', {}, '{"include_usage":true}'],
+      ['null', null, '{"include_usage":true}'],
+      ['{"include_usage":false}', { include_usage: false }, '{"include_usage":true}'],
+      ['{"include_obfuscation":false}', { include_obfuscation: false }, '{"include_obfuscation":false,"include_usage":true}'],
+    ];
+    for (const [sent, parsed, merged] of cases) {
+      const body = Buffer.from(`{"model":"gpt-5", "stream":true, "stream_options":${sent}, "messages":[]}`);
+      const asked = askForStreamUsage(body, { stream: true, streamOptions: parsed })!;
+      assert.equal(asked.toString(), `{"model":"gpt-5", "stream":true, "stream_options":${merged}, "messages":[]}`);
+    }
+    // The client asked itself: nothing to change, and its usage chunk is its own.
+    const body = Buffer.from('{"stream":true,"stream_options":{"include_usage":true}}');
+    assert.equal(askForStreamUsage(body, { stream: true, streamOptions: { include_usage: true } }), undefined);
   });
 
   test('the usage-only chunk is removed from the stream, everything else passes unchanged', () => {

@@ -1,21 +1,22 @@
 // OpenAI chat-completion streams report usage only when the client asks for it
-// (`stream_options.include_usage`). The gateway asks on the client's behalf, then removes the usage
-// chunk the client did not ask for, so its stream looks exactly as it expects.
+// (`stream_options.include_usage`). The gateway asks on the client's behalf (merged into any
+// `stream_options` the client sent), then removes the usage chunk the client did not ask for, so its
+// stream looks exactly as it expects.
 import type { RequestFields } from '../body.ts';
+import { setTopLevelField } from '../json-splice.ts';
 import { SseSplitter } from './sse.ts';
 
-const ASK = Buffer.from(',"stream_options":{"include_usage":true}');
-
 /**
- * The body with `stream_options.include_usage` added, or undefined when no change is needed or
- * possible. The client's bytes are kept: the field is spliced in before the closing brace.
+ * The body with `stream_options.include_usage: true`, or undefined when no change is needed (not a
+ * stream, or the client asked for usage itself) or possible. Whatever else the client put in
+ * `stream_options` is kept; every other byte of the body stays as sent.
  */
 export function askForStreamUsage(body: Buffer, fields: Pick<RequestFields, 'stream' | 'streamOptions'>): Buffer | undefined {
-  if (!fields.stream || fields.streamOptions !== undefined) return undefined;
-  let end = body.length - 1;
-  while (end > 0 && body[end] !== 0x7d /* } */) end--;
-  if (end <= 0) return undefined;
-  return Buffer.concat([body.subarray(0, end), ASK, body.subarray(end)]);
+  if (!fields.stream) return undefined;
+  const sent = fields.streamOptions;
+  const options = sent !== null && typeof sent === 'object' && !Array.isArray(sent) ? (sent as Record<string, unknown>) : {};
+  if (options.include_usage === true) return undefined;
+  return setTopLevelField(body, 'stream_options', JSON.stringify({ ...options, include_usage: true }));
 }
 
 /** Removes the usage-only chunk (`"choices":[]` with a usage) from a chat-completion stream. */

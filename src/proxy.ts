@@ -4,13 +4,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
-import { ClientGone, isJsonContentType, parseRequestFields, readBody } from './body.ts';
+import { ClientGone, isJsonContentType, parseRequestFields, readBody, type RequestFields } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
 import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
 import { headersForUpstream, type HeaderMap } from './headers.ts';
-import { replaceTopLevelString } from './json-splice.ts';
+import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
 import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
@@ -77,17 +77,17 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   try {
     const route = resolveRoute(method, path, req.headers);
     call.route = route;
-    context.accounting.checkRate(account, key.inFlight - 1);
+    context.accounting.admitRate(account, key.inFlight - 1);
     let body: Buffer | null = null;
     let model: string | undefined;
-    let maxOutputTokens: number | undefined;
+    let fields: RequestFields | undefined;
     if (route.hasBody) {
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
       }
       body = await readBody(req, Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity), context.timeouts.clientBodyIdleMs);
-      const fields = parseRequestFields(body);
-      ({ model, maxOutputTokens } = fields);
+      fields = parseRequestFields(body);
+      model = fields.model;
       call.requestBytes = body.length;
       call.model = model;
       call.stream = fields.stream;
@@ -101,13 +101,23 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     }
     const routing = context.routing();
     const candidates = routing.router.candidates(route.provider, model);
-    call.admission = context.accounting.admit(account, {
+    if (res.destroyed) return call.finish('client_closed', 0);
+    // A call waiting for budget leaves the queue when its client hangs up.
+    const gone = new AbortController();
+    res.once('close', () => gone.abort());
+    call.admission = await context.accounting.admit(account, {
       endpoint: route.endpoint,
       model,
-      billedModel: candidates[0]!.model ?? model,
-      maxOutputTokens,
-      requestBytes: call.requestBytes,
-    });
+      billedModels: candidates.map((candidate) => candidate.model ?? model),
+      maxOutputTokens: fields?.maxOutputTokens,
+      outputLimitField: fields?.outputLimitField,
+      choices: fields?.choices ?? 1,
+      thinkingBudgetTokens: fields?.thinkingBudgetTokens,
+      serviceTier: fields?.serviceTier,
+      inputBytes: fields?.inputBytes ?? 0,
+    }, gone.signal);
+    const { clamp } = call.admission;
+    if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
     if (res.destroyed) return call.finish('client_closed', 0);
     const plan = new AttemptPlan(candidates, routing.health, routing.retry);
     sendAttempt({ plan, attempt: plan.first(), call, method, url, model, body, headers: headersForUpstream(req.headers), res });
@@ -219,7 +229,7 @@ class CallTracker extends Exchange {
   }
 
   protected report(fields: ExchangeFields): void {
-    const settlement = this.admission?.settle(this.meter?.result());
+    const settlement = this.admission?.settle(this.meter?.result(), this.upstreamModel ?? this.model);
     const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];
     this.context.onCall({
@@ -243,6 +253,7 @@ class CallTracker extends Exchange {
       priceSource: settlement?.priceSource,
       priceEntry: settlement?.priceEntry,
       reservedUsd: this.admission?.estimateUsd,
+      clampedMaxTokens: this.admission?.clamp?.value,
     });
   }
 }

@@ -341,9 +341,11 @@ export class Accounting {
     const [poorest, which] = short.reduce((a, b) => (b[0].available() < a[0].available() ? b : a));
     const left = poorest.available();
     const perChoice = Math.min(plan.outputPerChoice, affordable(plan.prices, request, left));
-    const floor = Math.max(MIN_CLAMPED_OUTPUT_TOKENS, (request.thinkingBudgetTokens ?? 0) + 1);
+    // A request that asked for fewer tokens than the floor is not lowered at all.
+    const floor = Math.max(Math.min(MIN_CLAMPED_OUTPUT_TOKENS, plan.outputPerChoice), (request.thinkingBudgetTokens ?? 0) + 1);
     if (!(perChoice >= floor)) {
-      return { refuse: new GatewayError('budget_exhausted', `budget nearly exhausted for ${which}: $${Math.max(0, left).toFixed(4)} left, less than one call of ${floor} output tokens per completion at this model's price`) };
+      const limit = poorest.limitUsd!.toFixed(4);
+      return { refuse: new GatewayError('budget_exhausted', `budget exhausted for ${which}: $${Math.max(0, left).toFixed(4)} left of $${limit}, less than one call of ${floor} output tokens at this model's price`) };
     }
     const field = request.outputLimitField ?? OUTPUT_LIMIT_FIELD[request.endpoint]!;
     return { admit: worstCase(plan.prices, request, perChoice), clamp: { field, value: perChoice } };

@@ -294,7 +294,8 @@ export class Accounting {
     const blocked = new Set<Account>();
     for (const waiter of [...this.queue]) {
       const accounts = [waiter.key.own, this.group(waiter.key.group)];
-      if (accounts.some((account) => blocked.has(account))) {
+      // Free endpoints (count_tokens, models) never wait behind budget.
+      if (METERED.has(waiter.request.endpoint) && accounts.some((account) => blocked.has(account))) {
         waiter.waitingOn ??= blocked.has(accounts[0]!) ? 'key' : `group ${waiter.key.group}`;
         continue;
       }

@@ -52,6 +52,8 @@ export interface CallRecord {
   priceSource?: PriceSource;
   /** The price-table entry that priced the call (`claude-sonnet-4-5`, or a family such as `claude-opus`). */
   priceEntry?: string;
-  /** Budget held for this call while it ran. */
+  /** Budget held for this call while it ran: its worst case, at the dearest candidate's price. */
   reservedUsd?: number;
+  /** The output limit (per completion) the gateway lowered the request to, when the budget left could not pay for the one asked. */
+  clampedMaxTokens?: number;
 }

@@ -43,6 +43,8 @@ export interface GatewayConfig {
   defaultLimits: KeyLimits;
   /** Default key lifetime for `keys mint` and `run`. */
   defaultTtlMs?: number;
+  /** `limits.budget_wait`: how long a call waits for budget held by calls in flight. */
+  budgetWaitMs?: number;
   groupBudgets: Record<string, number>;
   groupModels: Record<string, string[]>;
   prices: PriceTable;
@@ -296,8 +298,8 @@ class Reader {
     return dropUndefined({ proxyUrl, caFile: caFile && path.resolve(expandHome(caFile)) });
   }
 
-  private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'ttl']);
+  private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number; budgetWaitMs?: number } {
+    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'ttl', 'budget_wait']);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {
@@ -316,6 +318,7 @@ class Reader {
     return {
       defaultLimits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
       defaultTtlMs: this.duration(table.ttl, 'limits.ttl'),
+      budgetWaitMs: this.duration(table.budget_wait, 'limits.budget_wait'),
     };
   }
 
@@ -325,7 +328,7 @@ class Reader {
   }
 
   private price(value: unknown, field: string): Price {
-    const table = this.table(value, field, ['input', 'output', 'cache_write', 'cache_write_1h', 'cache_read']);
+    const table = this.table(value, field, ['input', 'output', 'cache_write', 'cache_write_1h', 'cache_read', 'max_output_tokens', 'context_tokens']);
     const input = this.number(table.input, `${field}.input`);
     const output = this.number(table.output, `${field}.output`);
     if (input === undefined || output === undefined) this.fail(field, 'needs both input and output (USD per million tokens)');
@@ -336,6 +339,10 @@ class Reader {
     if (cacheWrite !== undefined) price.cacheWrite = cacheWrite;
     if (cacheWrite1h !== undefined) price.cacheWrite1h = cacheWrite1h;
     if (cacheRead !== undefined) price.cacheRead = cacheRead;
+    const maxOutputTokens = this.number(table.max_output_tokens, `${field}.max_output_tokens`, true);
+    const contextTokens = this.number(table.context_tokens, `${field}.context_tokens`, true);
+    if (maxOutputTokens !== undefined) price.maxOutputTokens = maxOutputTokens;
+    if (contextTokens !== undefined) price.contextTokens = contextTokens;
     return price;
   }
 

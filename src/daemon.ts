@@ -126,6 +126,7 @@ export async function settingsFrom(config: GatewayConfig, providers: ProvidersCo
     groupModels: config.groupModels,
     prices: config.prices,
     unknownModelPrice: config.unknownModelPrice,
+    budgetWaitMs: config.budgetWaitMs,
     github: config.github ? githubOptions(config.github, githubToken) : undefined,
   };
 }

@@ -63,6 +63,11 @@ export interface GatewayOptions {
   prices?: PriceTable;
   /** Price for models in no table: 'deny' refuses them. Default: charged at $15 / $75 per MTok. */
   unknownModelPrice?: Price | 'deny';
+  /**
+   * How long a call whose worst case does not fit the budget left, because calls in flight hold
+   * the rest, waits for them to settle (in arrival order) before a 429. Default 30 s.
+   */
+  budgetWaitMs?: number;
   audit?: AuditOptions;
   /**
    * Record live keys in the state dir and re-create them at start, so containers outlive a gateway
@@ -77,7 +82,7 @@ export interface GatewayOptions {
 
 /** What `reconfigure` can change on a running gateway. */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'github'>
+  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github'>
 >;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
@@ -160,6 +165,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     defaults: withDefaultLimits(options.defaultLimits),
     groupBudgets: options.groupBudgets ?? {},
     groupModels: options.groupModels ?? {},
+    budgetWaitMs: options.budgetWaitMs,
   });
 
   const bodyMemoryBytes = options.maxBodyMemoryBytes ?? 256 * MiB;
@@ -295,6 +301,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (settings.defaultLimits) accounting.setDefaults(withDefaultLimits(settings.defaultLimits));
       for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
       if (settings.groupModels) accounting.setGroupModels(settings.groupModels);
+      if (settings.budgetWaitMs !== undefined) accounting.setBudgetWait(settings.budgetWaitMs);
       Object.assign(options, settings);
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
@@ -346,8 +353,10 @@ function routingFor(upstreams: Map<string, Upstream>, options: Pick<GatewayOptio
 }
 
 function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice'>): Pricing {
+  // A configured entry replaces a shipped one's rates and keeps its limits unless it names them.
+  const configured = Object.entries(options.prices ?? {}).map(([model, price]) => [model, { ...DEFAULT_PRICES[model], ...price }]);
   return new Pricing(
-    { ...DEFAULT_PRICES, ...options.prices },
+    { ...DEFAULT_PRICES, ...Object.fromEntries(configured) },
     options.unknownModelPrice === 'deny' ? undefined : (options.unknownModelPrice ?? UNKNOWN_MODEL_PRICE),
   );
 }

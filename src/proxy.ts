@@ -5,13 +5,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
 import type { BodyHold, BodyMemory } from './body-memory.ts';
-import { ClientGone, isJsonContentType, readBody, RequestFieldsReader } from './body.ts';
+import { ClientGone, isJsonContentType, readBody, RequestFieldsReader, type RequestFields } from './body.ts';
 import type { CallRecord } from './calls.ts';
 import { GatewayError, sendError } from './errors.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
 import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
 import { headersForUpstream, type HeaderMap } from './headers.ts';
-import { replaceTopLevelString } from './json-splice.ts';
+import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
 import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
@@ -81,10 +81,10 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   try {
     const route = resolveRoute(method, path, req.headers, url);
     call.route = route;
-    context.accounting.checkRate(account, key.inFlight - 1);
+    context.accounting.admitRate(account, key.inFlight - 1);
     let body: Buffer | null = null;
     let model: string | undefined;
-    let maxOutputTokens: number | undefined;
+    let fields: RequestFields | undefined;
     if (route.hasBody) {
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
@@ -93,12 +93,12 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       call.bodyHold = context.bodyMemory.hold(key.id);
       const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
       body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
-      const fields = reader.finish();
+      fields = reader.finish();
       if (route.endpoint === 'responses' && fields.background) {
         // Answered later by id, billed by the provider outside any call the gateway sees.
         throw new GatewayError('invalid_request', '`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key\'s budget; send the request without `background`');
       }
-      ({ model, maxOutputTokens } = fields);
+      model = fields.model;
       call.requestBytes = body.length;
       call.model = model;
       call.stream = fields.stream;
@@ -112,13 +112,23 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     }
     const routing = context.routing();
     const candidates = routing.router.candidates(route.provider, model);
-    call.admission = context.accounting.admit(account, {
+    if (res.destroyed) return call.finish('client_closed', 0);
+    // A call waiting for budget leaves the queue when its client hangs up.
+    const gone = new AbortController();
+    res.once('close', () => gone.abort());
+    call.admission = await context.accounting.admit(account, {
       endpoint: route.endpoint,
       model,
-      billedModel: candidates[0]!.model ?? model,
-      maxOutputTokens,
-      requestBytes: call.requestBytes,
-    });
+      billedModels: candidates.map((candidate) => candidate.model ?? model),
+      maxOutputTokens: fields?.maxOutputTokens,
+      outputLimitField: fields?.outputLimitField,
+      choices: fields?.choices ?? 1,
+      thinkingBudgetTokens: fields?.thinkingBudgetTokens,
+      serviceTier: fields?.serviceTier,
+      inputBytes: fields?.inputBytes ?? 0,
+    }, gone.signal);
+    const { clamp } = call.admission;
+    if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
     if (res.destroyed) return call.finish('client_closed', 0);
     const plan = new AttemptPlan(candidates, routing.health, routing.retry);
     sendAttempt({ plan, attempt: plan.first(), call, method, url, model, body, headers: headersForUpstream(req.headers), res });
@@ -233,7 +243,7 @@ class CallTracker extends Exchange {
   protected report(fields: ExchangeFields): void {
     // The call is over: undici and the retry plan no longer hold its body.
     this.bodyHold?.release();
-    const settlement = this.admission?.settle(this.meter?.result());
+    const settlement = this.admission?.settle(this.meter?.result(), this.upstreamModel ?? this.model);
     const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];
     this.context.onCall({
@@ -257,6 +267,7 @@ class CallTracker extends Exchange {
       priceSource: settlement?.priceSource,
       priceEntry: settlement?.priceEntry,
       reservedUsd: this.admission?.estimateUsd,
+      clampedMaxTokens: this.admission?.clamp?.value,
     });
   }
 }

@@ -1,12 +1,15 @@
 // What a key may do and what it has spent: limits checked before a call goes upstream, a budget
-// reservation held while it runs, and the real cost settled when it ends.
+// reservation of the call's worst case held while it runs (a call that does not fit waits for the
+// calls in flight, or has its output limit lowered to what is left), and the real cost settled, at
+// the price of the model that served, when it ends.
+import { ClientGone, type OutputLimitField } from '../body.ts';
 import { GatewayError } from '../errors.ts';
 import { globToRegExp } from '../glob.ts';
 import { validateGitHubScope, type GitHubScope } from '../github/scope.ts';
 import type { Endpoint } from '../routes.ts';
 import type { Ledger } from './ledger.ts';
 import { RateWindow } from './limits.ts';
-import { costOf, type PriceMatch, type Pricing } from './pricing.ts';
+import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';
 
 /** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
@@ -29,10 +32,17 @@ export interface KeyLimits {
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
 
-// Requests that name no output limit are reserved as if they asked for this many tokens.
-const DEFAULT_OUTPUT_ESTIMATE = 4096;
 // Upper-bound input estimate: a token is rarely shorter than 3 bytes of JSON request.
 const BYTES_PER_TOKEN_ESTIMATE = 3;
+// A call lowered to fewer output tokens than this (per completion) is refused instead: its answer
+// would be cut short anyway.
+const MIN_CLAMPED_OUTPUT_TOKENS = 1024;
+// The field a lowered limit is written to when the request named none.
+const OUTPUT_LIMIT_FIELD: Partial<Record<Endpoint, OutputLimitField>> = {
+  messages: 'max_tokens',
+  chat_completions: 'max_completion_tokens',
+  responses: 'max_output_tokens',
+};
 
 /** A budget that is shared: one key's own, or its group's. */
 export class Account {
@@ -47,18 +57,9 @@ export class Account {
     this.spentUsd = spentUsd;
   }
 
-  /**
-   * Whether a call estimated at `estimateUsd` may start. Spend plus reservations plus the estimate
-   * must fit, except that a lone call may always start while any budget is left: so the spend
-   * passes the limit by at most the reservations of calls in flight, and a key whose remaining
-   * budget is smaller than one worst-case call still finishes its work one call at a time.
-   * 'busy': the rest of the budget is reserved by calls in flight; try again when they end.
-   */
-  admits(estimateUsd: number): 'yes' | 'busy' | 'exhausted' {
-    if (this.limitUsd === undefined) return 'yes';
-    if (this.spentUsd >= this.limitUsd) return 'exhausted';
-    if (this.inFlight === 0 || this.spentUsd + this.reservedUsd + estimateUsd <= this.limitUsd) return 'yes';
-    return 'busy';
+  /** USD not yet spent nor reserved (Infinity without a limit). */
+  available(): number {
+    return this.limitUsd === undefined ? Infinity : this.limitUsd - this.spentUsd - this.reservedUsd;
   }
 }
 
@@ -76,10 +77,16 @@ export interface AdmissionRequest {
   endpoint: Endpoint;
   /** The model the client asked for: what the key's model globs are checked against. */
   model: string | undefined;
-  /** The model the upstream will bill (a route may rename it). */
-  billedModel: string | undefined;
+  /** The model each candidate upstream will bill, in route order (a route may rename it). */
+  billedModels: (string | undefined)[];
   maxOutputTokens: number | undefined;
-  requestBytes: number;
+  outputLimitField?: OutputLimitField;
+  /** Completions asked for (`n`). */
+  choices: number;
+  thinkingBudgetTokens?: number;
+  serviceTier?: string;
+  /** Bytes that can become input tokens (whitespace padding excluded). */
+  inputBytes: number;
 }
 
 /** The outcome of a settled call, for the audit record. */
@@ -91,6 +98,12 @@ export interface Settlement {
   priceEntry?: string;
 }
 
+/** A lowered output limit: the gateway writes `value` to `field` in the body it sends upstream. */
+export interface Clamp {
+  field: OutputLimitField;
+  value: number;
+}
+
 export interface AccountingOptions {
   pricing: Pricing;
   ledger: Ledger;
@@ -98,16 +111,48 @@ export interface AccountingOptions {
   groupBudgets: Record<string, number>;
   /** Model globs per group: a key may use a model only if its group's list (when set) allows it too. */
   groupModels: Record<string, string[]>;
+  /** How long a call waits for calls in flight to release enough budget. Default 30 s. */
+  budgetWaitMs?: number;
 }
+
+/** What a call would cost at worst, and how to lower that. */
+interface CostPlan {
+  /** Price per candidate model (service tier applied). */
+  prices: Map<string, PriceMatch>;
+  /** Output tokens per completion the reservation covers. */
+  outputPerChoice: number;
+  estimateUsd: number;
+}
+
+/** A call waiting for budget, in arrival order. */
+interface Waiter {
+  key: KeyAccount;
+  request: AdmissionRequest;
+  plan: CostPlan;
+  resolve(admission: Admission): void;
+  reject(error: Error): void;
+  timer?: NodeJS.Timeout;
+  /** What it waits for, for the refusal when the wait ends. */
+  waitingOn?: string;
+  onAbort?: () => void;
+  signal?: AbortSignal;
+}
+
+type Decision = { admit: number; clamp?: Clamp } | { wait: [Account, string][] } | { refuse: GatewayError };
 
 export class Accounting {
   private readonly options: AccountingOptions;
   private readonly keys = new Map<string, KeyAccount>();
   private readonly groups = new Map<string, Account>();
   private groupPatterns = new Map<string, RegExp[]>();
+  private readonly queue: Waiter[] = [];
 
   constructor(options: AccountingOptions) {
     this.options = options;
+  }
+
+  setBudgetWait(ms: number): void {
+    this.options.budgetWaitMs = ms;
   }
 
   open(keyId: string, group: string, overrides: KeyLimits): KeyAccount {
@@ -176,10 +221,15 @@ export class Accounting {
   setGroupBudget(name: string, usd: number | undefined): void {
     if (usd !== undefined && !(Number.isFinite(usd) && usd >= 0)) throw new TypeError('group budget must be a non-negative number of USD');
     this.group(name).limitUsd = usd;
+    this.pump();
   }
 
-  /** Checks what can be checked before the body is read: concurrency and request rate. */
-  checkRate(key: KeyAccount, inFlight: number): void {
+  /**
+   * Admits a request at its head, before the body is read: checks concurrency, request and token
+   * rates, and counts the request in the same step, so heads sent ahead of their bodies cannot all
+   * pass. A refused request is not counted.
+   */
+  admitRate(key: KeyAccount, inFlight: number): void {
     const { maxConcurrent } = key.limits;
     if (maxConcurrent !== undefined && inFlight >= maxConcurrent) {
       throw rateLimited(`this key allows ${maxConcurrent} concurrent requests`, 1000);
@@ -187,10 +237,14 @@ export class Accounting {
     const { waitMs, limit } = key.rates.check(key.limits);
     if (limit === 'rpm') throw rateLimited(`this key allows ${key.limits.rpm} requests per minute`, waitMs);
     if (limit === 'tpm') throw rateLimited(`this key allows ${key.limits.tpm} tokens per minute`, waitMs);
+    key.rates.startRequest();
   }
 
-  /** Admits a call or throws the refusal; the returned admission must be settled exactly once. */
-  admit(key: KeyAccount, request: AdmissionRequest): Admission {
+  /**
+   * Admits a call once its budget allows, or rejects with the refusal (ClientGone when `signal`
+   * aborts while it waits). The admission must be settled exactly once.
+   */
+  async admit(key: KeyAccount, request: AdmissionRequest, signal?: AbortSignal): Promise<Admission> {
     const metered = METERED.has(request.endpoint);
     if (request.model !== undefined && key.modelPatterns && !key.modelPatterns.some((re) => re.test(request.model!))) {
       throw new GatewayError('model_not_allowed', `this key may not use model ${request.model}; allowed: ${key.limits.models!.join(', ')}`);
@@ -202,78 +256,213 @@ export class Accounting {
     if (metered && request.model === undefined && (key.modelPatterns || groupPatterns)) {
       throw new GatewayError('invalid_request', '`model` is required');
     }
-    let price: PriceMatch | undefined;
-    let estimateUsd = 0;
-    if (metered && request.billedModel !== undefined) {
-      price = this.options.pricing.lookup(request.billedModel);
-      if (!price) throw new GatewayError('model_not_allowed', `model ${request.billedModel} has no price configured and unknown models are refused`);
-      const inputTokens = Math.ceil(request.requestBytes / BYTES_PER_TOKEN_ESTIMATE);
-      const outputTokens = request.maxOutputTokens ?? DEFAULT_OUTPUT_ESTIMATE;
-      // Input priced at the dearest input rate: it may all turn out to be cache writes.
-      const inputRate = Math.max(price.price.input, price.price.cacheWrite, price.price.cacheWrite1h);
-      estimateUsd = (inputTokens * inputRate + outputTokens * price.price.output) / 1_000_000;
-    }
-    const accounts = [key.own, this.group(key.group)];
-    if (metered) {
-      for (const [account, which] of [[key.own, 'key'], [accounts[1]!, `group ${key.group}`]] as const) {
-        const verdict = account.admits(estimateUsd);
-        if (verdict === 'exhausted') throw budgetExhausted(which, account);
-        if (verdict === 'busy') throw rateLimited(`the rest of the ${which} budget is held by calls in flight`, 1000);
+    const plan = metered ? this.costPlan(request) : { prices: new Map(), outputPerChoice: 0, estimateUsd: 0 };
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { key, request, plan, resolve, reject };
+      this.queue.push(waiter);
+      this.pump();
+      if (!this.queue.includes(waiter)) return;
+      if (signal) {
+        if (signal.aborted) return this.leave(waiter, new ClientGone('client closed the connection while waiting for budget'));
+        waiter.signal = signal;
+        waiter.onAbort = () => this.leave(waiter, new ClientGone('client closed the connection while waiting for budget'));
+        signal.addEventListener('abort', waiter.onAbort, { once: true });
       }
-    }
-    for (const account of accounts) {
-      account.reservedUsd += estimateUsd;
-      account.inFlight++;
-    }
-    key.rates.startRequest();
-    key.calls++;
-    return new Admission(this.options.ledger, key, accounts, estimateUsd, price, request.requestBytes);
+      waiter.timer = setTimeout(() => {
+        this.leave(waiter, rateLimited(`the rest of the ${waiter.waitingOn} budget is held by calls in flight`, 1000));
+      }, this.options.budgetWaitMs ?? 30_000);
+    });
   }
+
+  /** The prices of every candidate and the call's worst-case cost: the dearest candidate's. */
+  private costPlan(request: AdmissionRequest): CostPlan {
+    // OpenAI bills the priority tier higher; Anthropic's service_tier does not change the price.
+    const tier = request.serviceTier === 'priority' && request.endpoint !== 'messages' ? PRIORITY_TIER_MULTIPLIER : 1;
+    const prices = new Map<string, PriceMatch>();
+    for (const model of request.billedModels) {
+      if (model === undefined || prices.has(model)) continue;
+      const match = this.options.pricing.lookup(model);
+      if (!match) throw new GatewayError('model_not_allowed', `model ${model} has no price configured and unknown models are refused`);
+      prices.set(model, { ...match, price: scaled(match.price, tier) });
+    }
+    const outputPerChoice = Math.max(0, ...[...prices.values()].map(({ price }) => Math.min(request.maxOutputTokens ?? price.maxOutputTokens, price.maxOutputTokens)));
+    return { prices, outputPerChoice, estimateUsd: worstCase(prices, request, outputPerChoice) };
+  }
+
+  /** Lets waiting calls in, in arrival order: a call waits behind an earlier one blocked on an account it shares. */
+  private pump(): void {
+    const blocked = new Set<Account>();
+    for (const waiter of [...this.queue]) {
+      const accounts = [waiter.key.own, this.group(waiter.key.group)];
+      // Free endpoints (count_tokens, models) never wait behind budget.
+      if (METERED.has(waiter.request.endpoint) && accounts.some((account) => blocked.has(account))) {
+        waiter.waitingOn ??= blocked.has(accounts[0]!) ? 'key' : `group ${waiter.key.group}`;
+        continue;
+      }
+      const decision = this.decide(waiter, accounts);
+      if ('wait' in decision) {
+        for (const [account] of decision.wait) blocked.add(account);
+        waiter.waitingOn = decision.wait[0]![1];
+        continue;
+      }
+      if ('refuse' in decision) {
+        this.leave(waiter, decision.refuse);
+        continue;
+      }
+      this.remove(waiter);
+      for (const account of accounts) {
+        account.reservedUsd += decision.admit;
+        account.inFlight++;
+      }
+      waiter.key.calls++;
+      waiter.resolve(new Admission(this, waiter.key, accounts, decision.admit, waiter.plan.prices, waiter.request, decision.clamp));
+    }
+  }
+
+  /**
+   * Whether a call may start: its worst case fits what is neither spent nor reserved in the key's
+   * and the group's budgets; else it waits while calls in flight hold the rest; else, nothing else
+   * being in flight, its output limit is lowered to what is left, or it is refused when that is
+   * less than one useful answer.
+   */
+  private decide(waiter: Waiter, accounts: Account[]): Decision {
+    const { key, plan, request } = waiter;
+    const named: [Account, string][] = [[accounts[0]!, 'key'], [accounts[1]!, `group ${key.group}`]];
+    if (!METERED.has(request.endpoint)) return { admit: 0 };
+    for (const [account, which] of named) {
+      if (account.limitUsd !== undefined && account.spentUsd >= account.limitUsd) return { refuse: budgetExhausted(which, account) };
+    }
+    const short = named.filter(([account]) => plan.estimateUsd > account.available());
+    if (short.length === 0) return { admit: plan.estimateUsd };
+    const busy = short.filter(([account]) => account.inFlight > 0);
+    if (busy.length > 0) {
+      if ((this.options.budgetWaitMs ?? 30_000) <= 0) return { refuse: rateLimited(`the rest of the ${busy[0]![1]} budget is held by calls in flight`, 1000) };
+      return { wait: busy };
+    }
+    const [poorest, which] = short.reduce((a, b) => (b[0].available() < a[0].available() ? b : a));
+    const left = poorest.available();
+    const perChoice = Math.min(plan.outputPerChoice, affordable(plan.prices, request, left));
+    // A request that asked for fewer tokens than the floor is not lowered at all.
+    const floor = Math.max(Math.min(MIN_CLAMPED_OUTPUT_TOKENS, plan.outputPerChoice), (request.thinkingBudgetTokens ?? 0) + 1);
+    if (!(perChoice >= floor)) {
+      const limit = poorest.limitUsd!.toFixed(4);
+      return { refuse: new GatewayError('budget_exhausted', `budget exhausted for ${which}: $${Math.max(0, left).toFixed(4)} left of $${limit}, less than one call of ${floor} output tokens at this model's price`) };
+    }
+    const field = request.outputLimitField ?? OUTPUT_LIMIT_FIELD[request.endpoint]!;
+    return { admit: worstCase(plan.prices, request, perChoice), clamp: { field, value: perChoice } };
+  }
+
+  private remove(waiter: Waiter): void {
+    const at = this.queue.indexOf(waiter);
+    if (at !== -1) this.queue.splice(at, 1);
+    clearTimeout(waiter.timer);
+    if (waiter.onAbort) waiter.signal!.removeEventListener('abort', waiter.onAbort);
+  }
+
+  /** Takes a call out of the queue with a refusal; the calls behind it may now go. */
+  private leave(waiter: Waiter, error: Error): void {
+    this.remove(waiter);
+    waiter.reject(error);
+    this.pump();
+  }
+
+  recordSpend(key: KeyAccount, usd: number): void {
+    this.options.ledger.record(key.group, key.keyId, usd);
+  }
+
+  /** Called by an admission when it settles: budget came free. */
+  released(): void {
+    if (this.queue.length > 0) this.pump();
+  }
+}
+
+/** The input the request can bill for `price`: its token bytes, capped at the context window. */
+function inputTokensFor(price: FullPrice, request: AdmissionRequest): number {
+  return Math.min(Math.ceil(request.inputBytes / BYTES_PER_TOKEN_ESTIMATE), price.contextTokens);
+}
+
+/** The dearest candidate's cost with `outputPerChoice` tokens for each completion. */
+function worstCase(prices: Map<string, PriceMatch>, request: AdmissionRequest, outputPerChoice: number): number {
+  let worst = 0;
+  for (const { price } of prices.values()) {
+    const inputTokens = inputTokensFor(price, request);
+    const rates = ratesFor(price, inputTokens);
+    // Input priced at the dearest input rate: it may all turn out to be cache writes.
+    const inputRate = Math.max(rates.input, rates.cacheWrite, rates.cacheWrite1h);
+    const output = request.choices * Math.min(outputPerChoice, price.maxOutputTokens);
+    worst = Math.max(worst, (inputTokens * inputRate + output * rates.output) / 1_000_000);
+  }
+  return worst;
+}
+
+/** Output tokens per completion that `usd` pays for at every candidate's price (finite, maybe negative). */
+function affordable(prices: Map<string, PriceMatch>, request: AdmissionRequest, usd: number): number {
+  let tokens = Number.MAX_SAFE_INTEGER;
+  for (const { price } of prices.values()) {
+    const inputTokens = inputTokensFor(price, request);
+    const rates = ratesFor(price, inputTokens);
+    const inputUsd = (inputTokens * Math.max(rates.input, rates.cacheWrite, rates.cacheWrite1h)) / 1_000_000;
+    if (rates.output > 0) tokens = Math.min(tokens, Math.floor(((usd - inputUsd) * 1_000_000) / rates.output / request.choices));
+  }
+  return tokens;
 }
 
 export class Admission {
   private settled = false;
   readonly estimateUsd: number;
-  readonly price: PriceMatch | undefined;
-  private readonly ledger: Ledger;
+  /** The lowered output limit, when the budget could not pay for the one asked. */
+  readonly clamp: Clamp | undefined;
+  private readonly accounting: Accounting;
   private readonly key: KeyAccount;
   private readonly accounts: Account[];
-  private readonly requestBytes: number;
+  private readonly prices: Map<string, PriceMatch>;
+  private readonly request: AdmissionRequest;
 
-  constructor(ledger: Ledger, key: KeyAccount, accounts: Account[], estimateUsd: number, price: PriceMatch | undefined, requestBytes: number) {
-    this.ledger = ledger;
+  constructor(accounting: Accounting, key: KeyAccount, accounts: Account[], estimateUsd: number, prices: Map<string, PriceMatch>, request: AdmissionRequest, clamp: Clamp | undefined) {
+    this.accounting = accounting;
     this.key = key;
     this.accounts = accounts;
     this.estimateUsd = estimateUsd;
-    this.price = price;
-    this.requestBytes = requestBytes;
+    this.prices = prices;
+    this.request = request;
+    this.clamp = clamp;
   }
 
-  /** Releases the reservation and books what the call really cost. */
-  settle(metered: MeteredUsage | undefined): Settlement {
+  /**
+   * Releases the reservation and books what the call really cost, at the price of `servedModel`
+   * (the model the serving attempt sent upstream; the first candidate's when no attempt was made).
+   */
+  settle(metered: MeteredUsage | undefined, servedModel: string | undefined): Settlement {
     if (this.settled) throw new Error('admission settled twice');
     this.settled = true;
+    const first = this.request.billedModels[0];
+    const match = (servedModel !== undefined ? this.prices.get(servedModel) : undefined) ?? (first !== undefined ? this.prices.get(first) : undefined);
     let usage = metered?.usage;
     if (usage && !metered!.reported && usage.inputTokens + usage.cacheReadTokens + usage.cacheWriteTokens === 0) {
       // A stream cut before the provider sent its counts: its input was still processed.
-      usage = { ...usage, inputTokens: Math.ceil(this.requestBytes / 4) };
+      usage = { ...usage, inputTokens: Math.ceil(this.request.inputBytes / 4) };
     }
-    const costUsd = usage && this.price ? costOf(usage, this.price.price) : 0;
+    let costUsd = 0;
+    if (usage && match) {
+      const input = usage.inputTokens + usage.cacheReadTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens;
+      costUsd = costOf(usage, ratesFor(match.price, input));
+    }
     for (const account of this.accounts) {
       account.reservedUsd = Math.max(0, account.reservedUsd - this.estimateUsd);
       account.inFlight--;
       account.spentUsd += costUsd;
     }
-    this.ledger.record(this.key.group, this.key.keyId, costUsd);
+    this.accounting.recordSpend(this.key, costUsd);
     if (usage) {
       this.key.rates.addTokens(usage.inputTokens + usage.outputTokens + usage.cacheReadTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens);
     }
+    this.accounting.released();
     return {
-      usage: usage ?? (this.price ? { ...ZERO_USAGE } : undefined),
+      usage: usage ?? (match ? { ...ZERO_USAGE } : undefined),
       usageReported: metered?.reported,
       costUsd,
-      priceSource: this.price?.source,
-      priceEntry: this.price?.entry,
+      priceSource: match?.source,
+      priceEntry: match?.entry,
     };
   }
 }

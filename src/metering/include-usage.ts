@@ -6,6 +6,8 @@ import type { RequestFields } from '../body.ts';
 import { setTopLevelField } from '../json-splice.ts';
 import { SseSplitter } from './sse.ts';
 
+const MAX_USAGE_CHUNK_CHARS = 64 * 1024;
+
 /**
  * The body with `stream_options.include_usage: true`, or undefined when no change is needed (not a
  * stream, or the client asked for usage itself) or possible. Whatever else the client put in
@@ -21,13 +23,19 @@ export function askForStreamUsage(body: Buffer, fields: Pick<RequestFields, 'str
 
 /** Removes the usage-only chunk (`"choices":[]` with a usage) from a chat-completion stream. */
 export class UsageChunkRemover {
-  private readonly splitter = new SseSplitter({ keepRaw: true });
+  private splitter = new SseSplitter({ keepRaw: true });
 
   /** The part of `chunk` to forward now; an incomplete trailing event waits for its end. */
   push(chunk: Buffer): Buffer {
     let out = '';
     for (const event of this.splitter.push(chunk)) {
       if (!isUsageOnly(event.data)) out += event.raw;
+    }
+    // A usage-only chunk is a few hundred bytes: an unfinished event this long is not one, so it goes
+    // on to the client now instead of being held whole (memory, and the client's stream would stall).
+    if (this.splitter.pendingChars > MAX_USAGE_CHUNK_CHARS) {
+      out += this.splitter.pending;
+      this.splitter = new SseSplitter({ keepRaw: true });
     }
     return Buffer.from(out);
   }

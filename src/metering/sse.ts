@@ -1,7 +1,8 @@
 // An incremental Server-Sent Events splitter: feed it response chunks as they pass, get back each
 // complete event. It only observes; the bytes themselves go to the client untouched. Linear in the
 // bytes it sees, however long one event is (an event echoing megabytes of instructions arrives in
-// hundreds of chunks).
+// hundreds of chunks), and bounded in what it keeps: past `maxEventChars` an unfinished event keeps
+// only its head (the event name, the type) and its tail (where every API puts usage).
 import { StringDecoder } from 'node:string_decoder';
 
 export interface SseEvent {
@@ -11,7 +12,11 @@ export interface SseEvent {
   data: string;
   /** The event's exact text including its blank-line terminator (only when asked for). */
   raw: string;
+  /** Its middle was dropped (the event was longer than `maxEventChars`): `data` is not whole. */
+  truncated?: boolean;
 }
+
+const HEAD_CHARS = 64 * 1024;
 
 const BOUNDARY = /\r?\n\r?\n/g;
 
@@ -21,11 +26,18 @@ export class SseSplitter {
   private pieces: string[] = [];
   /** The last few characters received: a boundary may begin in them and end in the next chunk. */
   private tail = '';
+  private size = 0;
+  private truncated = false;
   private readonly keepRaw: boolean;
+  private readonly maxEventChars: number;
 
-  /** `keepRaw`: also hand back each event's exact text (for rewriting a stream). */
-  constructor({ keepRaw = false } = {}) {
+  /**
+   * `keepRaw`: also hand back each event's exact text (for rewriting a stream; never truncated).
+   * `maxEventChars`: what an observer keeps of one unfinished event, at most (default 1 Mi chars).
+   */
+  constructor({ keepRaw = false, maxEventChars = 1024 * 1024 } = {}) {
     this.keepRaw = keepRaw;
+    this.maxEventChars = keepRaw ? Infinity : Math.max(maxEventChars, 2 * HEAD_CHARS);
   }
 
   /** Returns the events completed by this chunk. Linear: only new text is searched. */
@@ -36,7 +48,9 @@ export class SseSplitter {
     const first = BOUNDARY.exec(this.tail + text);
     if (!first) {
       this.pieces.push(text);
+      this.size += text.length;
       this.tail = (this.tail + text).slice(-3);
+      if (this.size > this.maxEventChars) this.dropMiddle();
       return [];
     }
     // The first boundary may begin in the tail: search the whole unfinished event from there on.
@@ -47,13 +61,30 @@ export class SseSplitter {
     BOUNDARY.lastIndex = whole.length - text.length - this.tail.length + first.index;
     for (let match = BOUNDARY.exec(whole); match; match = BOUNDARY.exec(whole)) {
       const end = match.index + match[0].length;
-      events.push(parseEvent(whole.slice(start, match.index), this.keepRaw ? whole.slice(start, end) : ''));
+      const event = parseEvent(whole.slice(start, match.index), this.keepRaw ? whole.slice(start, end) : '');
+      if (this.truncated) event.truncated = true;
+      this.truncated = false;
+      events.push(event);
       start = end;
     }
     const rest = whole.slice(start);
     this.pieces = rest === '' ? [] : [rest];
+    this.size = rest.length;
     this.tail = rest.slice(-3);
     return events;
+  }
+
+  /** Keeps the unfinished event's head and its last (maxEventChars - head) characters. */
+  private dropMiddle(): void {
+    const whole = this.pieces.join('');
+    this.pieces = [whole.slice(0, HEAD_CHARS), whole.slice(whole.length - (this.maxEventChars - HEAD_CHARS))];
+    this.size = this.pieces[0]!.length + this.pieces[1]!.length;
+    this.truncated = true;
+  }
+
+  /** Characters kept of the unfinished event. */
+  get pendingChars(): number {
+    return this.size;
   }
 
   /** Text received after the last complete event. */

@@ -297,7 +297,7 @@ class Reader {
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'ttl']);
+    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'ttl']);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {
@@ -311,6 +311,7 @@ class Reader {
       tpm: this.number(table.tpm, 'limits.tpm', true),
       maxConcurrent: this.number(table.max_concurrent, 'limits.max_concurrent', true),
       maxBodyBytes: this.number(table.max_body_bytes, 'limits.max_body_bytes', true),
+      maxRefusalsPerMinute: this.number(table.max_refusals_per_minute, 'limits.max_refusals_per_minute', true),
       models,
     };
     return {

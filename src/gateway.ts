@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import { AuditTrail, type AuditOptions } from './audit.ts';
-import type { CallRecord } from './calls.ts';
+import { boundRecord, type CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
 import { LeaseJournal, type Lease } from './leases.ts';
 import { Accounting, type KeyLimits } from './metering/accounting.ts';
@@ -20,6 +20,7 @@ import { createGitHubRelay, type GitHubOptions } from './github/relay.ts';
 import { Router, type RouteConfig } from './model-routes.ts';
 import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './providers.ts';
 import { createRequestHandler, type Routing } from './proxy.ts';
+import { Refusals } from './refusals.ts';
 import { refuseUpgrade } from './upgrade.ts';
 
 export interface GatewayOptions {
@@ -85,6 +86,10 @@ export interface KeySnapshot extends KeyInfo {
   requestsLastMinute: number;
   tokensLastMinute: number;
   lastCallAt?: number;
+  /** Requests refused in the last minute (what `maxRefusalsPerMinute` limits). */
+  refusalsLastMinute: number;
+  /** Refusals counted in an audit summary line instead of written one by one. */
+  refusalsSuppressed: number;
   /** Newest first. */
   recentCalls: CallRecord[];
 }
@@ -142,6 +147,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
   const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)));
   const audit = new AuditTrail(stateDir, options.audit);
+  const refusals = new Refusals();
   const accounting = new Accounting({
     pricing: pricingFor(options),
     ledger,
@@ -166,9 +172,12 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       accounting,
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
       timeouts,
+      refusals,
       onCall(record) {
-        audit.write(record);
-        options.onCall?.(record);
+        const bounded = boundRecord(record);
+        if (bounded.outcome === 'rejected') refusals.add(bounded.keyId);
+        audit.write(bounded);
+        options.onCall?.(bounded);
       },
       github: () => github,
       onInternalError(error) {
@@ -192,6 +201,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     onRevoked(key, reason) {
       accounting.close(key.id);
       audit.forget(key.id);
+      refusals.forget(key.id);
       // On close, leases stay: the next start re-creates the keys.
       if (reason !== 'closed') leases?.journal.revoked(key.id).catch((error: unknown) => logger.error({ err: error }, 'lease journal write failed'));
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
@@ -211,6 +221,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       requestsLastMinute: account.rates.requestsLastMinute(),
       tokensLastMinute: account.rates.tokensLastMinute(),
       lastCallAt: recentCalls[0]?.time,
+      refusalsLastMinute: refusals.lastMinute(record.id),
+      refusalsSuppressed: audit.suppressedRefusals(record.id),
       recentCalls,
     };
   }

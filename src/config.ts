@@ -361,13 +361,14 @@ class Reader {
   }
 
   private audit(value: unknown): AuditOptions {
-    const table = this.table(value, 'audit', ['file', 'stdout', 'recent_per_key']);
+    const table = this.table(value, 'audit', ['file', 'stdout', 'recent_per_key', 'refusal_lines_per_minute']);
     if (table.stdout !== undefined && typeof table.stdout !== 'boolean') this.fail('audit.stdout', 'must be true or false');
     if (table.file !== undefined && table.file !== false && typeof table.file !== 'string') this.fail('audit.file', 'must be a path or false');
     return {
       file: typeof table.file === 'string' ? path.resolve(expandHome(table.file)) : (table.file as false | undefined),
       stdout: table.stdout as boolean | undefined,
       recentPerKey: this.number(table.recent_per_key, 'audit.recent_per_key', true),
+      refusalLinesPerMinute: this.number(table.refusal_lines_per_minute, 'audit.refusal_lines_per_minute', true),
     };
   }
 }

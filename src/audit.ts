@@ -80,8 +80,11 @@ export class AuditTrail {
     this.refusalLinesPerMinute = options.refusalLinesPerMinute ?? 20;
   }
 
-  write(record: CallRecord): void {
-    if (record.outcome !== 'rejected' || this.mayWriteRefusal(record)) this.writeLine(auditLine(record));
+  /** Logs the call; with `remember`, also keeps it among the key's recent calls (not for a revoked key). */
+  write(record: CallRecord, remember = true): void {
+    // Refusals of a revoked key are rare and written as they come: no window is opened for a dead key.
+    if (record.outcome !== 'rejected' || !remember || this.mayWriteRefusal(record)) this.writeLine(auditLine(record));
+    if (!remember) return;
     let calls = this.recent.get(record.keyId);
     if (!calls) {
       calls = new LRUCache({ max: this.recentPerKey });

@@ -175,8 +175,10 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       refusals,
       onCall(record) {
         const bounded = boundRecord(record);
-        if (bounded.outcome === 'rejected') refusals.add(bounded.keyId);
-        audit.write(bounded);
+        // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
+        const live = accounting.get(bounded.keyId) !== undefined;
+        if (live && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
+        audit.write(bounded, live);
         options.onCall?.(bounded);
       },
       github: () => github,

@@ -11,6 +11,7 @@ import { describe, test } from 'node:test';
 import { MAX_AUDIT_LINE_BYTES } from '../../src/audit.ts';
 import { RECORD_STRING_LIMITS } from '../../src/calls.ts';
 import { printableJson, renderKey, renderKeys } from '../../src/inspect-view.ts';
+import { Refusals } from '../../src/refusals.ts';
 import { startChildGateway } from '../support/child-gateway.ts';
 import { startFixture } from '../support/fixture.ts';
 import { anthropicHeaders, request } from '../support/http.ts';
@@ -119,6 +120,31 @@ describe('adversary: client strings and refusals', () => {
     } finally {
       await fixture.close();
     }
+  });
+
+  test('the refusal count slides over a minute in fixed memory, and retry-after says when the key may come back', () => {
+    const refusals = new Refusals();
+    const t0 = 1_700_000_000_000;
+    for (let i = 0; i < 10; i++) refusals.add('k', t0 + i * 1000);
+    refusals.add('other', t0);
+    assert.equal(refusals.check('k', 11, t0 + 9500), undefined);
+    const refused = refusals.check('k', 10, t0 + 9500);
+    assert.equal(refused?.kind, 'rate_limited');
+    // The oldest refusal leaves the window at t0 + 60 s: 50.5 s from now, rounded up.
+    assert.equal(refused?.headers['retry-after'], '51');
+    assert.equal(refusals.check('k', 10, t0 + 59_999)?.kind, 'rate_limited');
+    assert.equal(refusals.check('k', 10, t0 + 60_000), undefined);
+    assert.equal(refusals.lastMinute('k', t0 + 60_000), 9);
+    // A flood in one second is one bucket; hours later nothing is left.
+    for (let i = 0; i < 100_000; i++) refusals.add('k', t0 + 70_000);
+    assert.equal(refusals.lastMinute('k', t0 + 70_000), 100_000); // the first ten are more than a minute old
+    assert.equal(refusals.lastMinute('k', t0 + 3_600_000), 0);
+    assert.equal(refusals.check('k', 1, t0 + 3_600_000), undefined);
+    // Default limit: 120.
+    for (let i = 0; i < 119; i++) refusals.add('d', t0);
+    assert.equal(refusals.check('d', undefined, t0), undefined);
+    refusals.add('d', t0);
+    assert.equal(refusals.check('d', undefined, t0)?.kind, 'rate_limited');
   });
 
   test('past the per-key rate, refusals are counted in one summary audit line instead of one line each', { timeout: 60_000 }, async () => {

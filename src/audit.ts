@@ -1,12 +1,15 @@
 // The audit trail: one JSON line per call, to a file under the state dir and/or stdout, plus
 // each key's most recent calls in memory for `inspect`. Records carry no bodies and no credentials:
 // they are built field by field from what the gateway measured (calls.ts), never from headers, so
-// there is nothing to redact (tests grep the file for the real keys).
+// there is nothing to redact (tests grep the file for the real keys). Their volume is bounded
+// whatever a client sends: records arrive with their strings cut (boundRecord), a line has a hard
+// size cap, and past a per-key rate refusals are counted in one summary line instead of written
+// one by one.
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { pino } from 'pino';
-import type { CallRecord } from './calls.ts';
+import { cut, RECORD_STRING_LIMITS, type CallRecord } from './calls.ts';
 
 export interface AuditOptions {
   /** JSON-lines file. Default `<stateDir>/audit.jsonl`; false for none. */
@@ -15,6 +18,44 @@ export interface AuditOptions {
   stdout?: boolean;
   /** Calls kept in memory per key for inspection. Default 20. */
   recentPerKey?: number;
+  /**
+   * Refused calls written one line each, per key and minute. Past it, the minute's further refusals
+   * are counted in one `refusals_suppressed` line. Default 20.
+   */
+  refusalLinesPerMinute?: number;
+}
+
+/** No audit line is longer than this, in bytes (newline included). */
+export const MAX_AUDIT_LINE_BYTES = 4096;
+/** What each string field is cut to in the rare line that bounded fields still make too long. */
+const SHRUNK_STRING = 32;
+const REFUSAL_WINDOW_MS = 60_000;
+
+/** One key's refusal lines in the current window. */
+interface RefusalLog {
+  keyId: string;
+  group: string;
+  windowStart: number;
+  written: number;
+  suppressed: number;
+  /** Suppressed refusals by status, for the summary. */
+  byStatus: Record<string, number>;
+  lastSuppressedAt: number;
+  /** Ends the window even if no refusal follows, so the summary is never held back. */
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** A call as one JSON line of at most MAX_AUDIT_LINE_BYTES. */
+export function auditLine(record: CallRecord): string {
+  const line = `${JSON.stringify({ record: 'call', ...record, time: new Date(record.time).toISOString() })}\n`;
+  // UTF-16 length bounds the UTF-8 byte length from below, three times it from above.
+  if (line.length * 3 <= MAX_AUDIT_LINE_BYTES || Buffer.byteLength(line) <= MAX_AUDIT_LINE_BYTES) return line;
+  // Strings full of characters that JSON escapes (\u0000 is six bytes) can still pass the cap: cut harder.
+  const shrunk: Record<string, unknown> = { ...record };
+  for (const field of [...Object.keys(RECORD_STRING_LIMITS), 'keyId', 'group']) {
+    if (typeof shrunk[field] === 'string') shrunk[field] = cut(shrunk[field], SHRUNK_STRING);
+  }
+  return `${JSON.stringify({ record: 'call', ...shrunk, time: new Date(record.time).toISOString(), truncated: true })}\n`;
 }
 
 /**
@@ -25,7 +66,11 @@ export interface AuditOptions {
 export class AuditTrail {
   private readonly destinations: ReturnType<typeof pino.destination>[] = [];
   private readonly recentPerKey: number;
+  private readonly refusalLinesPerMinute: number;
   private readonly recent = new Map<string, LRUCache<number, CallRecord>>();
+  private readonly refusals = new Map<string, RefusalLog>();
+  /** Refusal lines suppressed per key since the key was opened, for `inspect`. */
+  private readonly suppressedTotal = new Map<string, number>();
   private sequence = 0;
 
   constructor(stateDir: string, options: AuditOptions = {}) {
@@ -37,13 +82,14 @@ export class AuditTrail {
     }
     if (options.stdout) this.destinations.push(pino.destination({ dest: 1, sync: false }));
     this.recentPerKey = options.recentPerKey ?? 20;
+    this.refusalLinesPerMinute = options.refusalLinesPerMinute ?? 20;
   }
 
-  write(record: CallRecord): void {
-    if (this.destinations.length > 0) {
-      const line = `${JSON.stringify({ record: 'call', ...record, time: new Date(record.time).toISOString() })}\n`;
-      for (const destination of this.destinations) destination.write(line);
-    }
+  /** Logs the call; with `remember`, also keeps it among the key's recent calls (not for a revoked key). */
+  write(record: CallRecord, remember = true): void {
+    // Refusals of a revoked key are rare and written as they come: no window is opened for a dead key.
+    if (record.outcome !== 'rejected' || !remember || this.mayWriteRefusal(record)) this.writeLine(auditLine(record));
+    if (!remember) return;
     let calls = this.recent.get(record.keyId);
     if (!calls) {
       calls = new LRUCache({ max: this.recentPerKey });
@@ -52,17 +98,75 @@ export class AuditTrail {
     calls.set(this.sequence++, record);
   }
 
+  /** Whether this refusal gets its own line; if not, it is counted for the window's summary. */
+  private mayWriteRefusal(record: CallRecord, now = Date.now()): boolean {
+    let log = this.refusals.get(record.keyId);
+    if (log && now - log.windowStart >= REFUSAL_WINDOW_MS) {
+      this.endWindow(log);
+      log = undefined;
+    }
+    if (!log) {
+      log = { keyId: record.keyId, group: record.group, windowStart: now, written: 0, suppressed: 0, byStatus: {}, lastSuppressedAt: now, timer: undefined };
+      this.refusals.set(record.keyId, log);
+    }
+    if (log.written < this.refusalLinesPerMinute) {
+      log.written++;
+      return true;
+    }
+    log.suppressed++;
+    log.byStatus[record.status] = (log.byStatus[record.status] ?? 0) + 1;
+    log.lastSuppressedAt = now;
+    this.suppressedTotal.set(record.keyId, (this.suppressedTotal.get(record.keyId) ?? 0) + 1);
+    if (!log.timer) {
+      const ending = log;
+      log.timer = setTimeout(() => this.endWindow(ending), log.windowStart + REFUSAL_WINDOW_MS - now);
+      log.timer.unref();
+    }
+    return false;
+  }
+
+  /** Writes the window's summary line, if it suppressed anything, and forgets the window. */
+  private endWindow(log: RefusalLog): void {
+    clearTimeout(log.timer);
+    if (this.refusals.get(log.keyId) === log) this.refusals.delete(log.keyId);
+    if (log.suppressed === 0) return;
+    const summary = {
+      record: 'refusals_suppressed',
+      time: new Date(log.windowStart).toISOString(),
+      until: new Date(log.lastSuppressedAt).toISOString(),
+      keyId: log.keyId,
+      group: cut(log.group, SHRUNK_STRING * 4),
+      written: log.written,
+      suppressed: log.suppressed,
+      byStatus: log.byStatus,
+    };
+    this.writeLine(`${JSON.stringify(summary)}\n`);
+  }
+
+  private writeLine(line: string): void {
+    for (const destination of this.destinations) destination.write(line);
+  }
+
   /** The key's recent calls, newest first. */
   recentCalls(keyId: string): CallRecord[] {
     return [...(this.recent.get(keyId)?.values() ?? [])];
   }
 
+  /** Refusals of the key's counted in a summary line instead of written one by one. */
+  suppressedRefusals(keyId: string): number {
+    return this.suppressedTotal.get(keyId) ?? 0;
+  }
+
   forget(keyId: string): void {
+    const log = this.refusals.get(keyId);
+    if (log) this.endWindow(log);
     this.recent.delete(keyId);
+    this.suppressedTotal.delete(keyId);
   }
 
   /** Writes out what is buffered and closes the files. */
   async close(): Promise<void> {
+    for (const log of [...this.refusals.values()]) this.endWindow(log);
     await Promise.all(
       this.destinations.map(
         (destination) =>

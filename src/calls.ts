@@ -1,4 +1,6 @@
 // The record of one call through the gateway: what the audit trail and `inspect` are built from.
+// Many of its strings come from the client (path, model, session id) or the upstream (request id):
+// boundRecord cuts each to a fixed length before the record is stored, logged or handed on.
 import type { ErrorKind } from './errors.ts';
 import type { PriceSource } from './metering/pricing.ts';
 import type { Endpoint, ProviderKind } from './routes.ts';
@@ -56,4 +58,46 @@ export interface CallRecord {
   reservedUsd?: number;
   /** The output limit (per completion) the gateway lowered the request to, when the budget left could not pay for the one asked. */
   clampedMaxTokens?: number;
+}
+
+/** Longest kept value of each string field a client or an upstream can influence. */
+export const RECORD_STRING_LIMITS = {
+  label: 256,
+  sessionId: 128,
+  repo: 256,
+  service: 64,
+  method: 16,
+  path: 256,
+  model: 256,
+  upstream: 128,
+  upstreamModel: 256,
+  upstreamRequestId: 128,
+  priceEntry: 256,
+} as const satisfies Partial<Record<keyof CallRecord, number>>;
+
+/** Appended to a value that was cut. */
+const CUT_MARK = '…';
+
+/** `value` cut to at most `max` UTF-16 units (mark included), never inside a surrogate pair. */
+export function cut(value: string, max: number): string {
+  if (value.length <= max) return value;
+  let end = max - CUT_MARK.length;
+  const last = value.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return value.slice(0, end) + CUT_MARK;
+}
+
+/** The record with every client- or upstream-influenced string cut to its limit: the one place records are bounded. */
+export function boundRecord(record: CallRecord): CallRecord {
+  let bounded: CallRecord | undefined;
+  for (const [field, max] of Object.entries(RECORD_STRING_LIMITS) as [keyof typeof RECORD_STRING_LIMITS, number][]) {
+    const value: unknown = record[field];
+    if (value === undefined) continue;
+    // A non-string here (a header sent twice, say) is made a string first: the record's types must hold.
+    const text = typeof value === 'string' ? value : String(value);
+    if (text === value && text.length <= max) continue;
+    bounded ??= { ...record };
+    (bounded as unknown as Record<string, string>)[field] = cut(text, max);
+  }
+  return bounded ?? record;
 }

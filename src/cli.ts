@@ -9,7 +9,7 @@ import { serve } from './daemon.ts';
 import { runDemo } from './demo.ts';
 import { parseDuration } from './duration.ts';
 import type { GatewaySnapshot, KeySnapshot } from './gateway.ts';
-import { renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
+import { printableJson, renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
 import { scopeFromFlags } from './github/config.ts';
 import { embeddedGateway } from './runner/embedded.ts';
 import { daemonMinter, runContainer } from './runner/run.ts';
@@ -148,13 +148,13 @@ async function inspect(key: string | undefined, options: { json?: boolean; watch
   const render = async (): Promise<string> => {
     if (key) {
       const snapshot = await callControl<KeySnapshot>(stateDir, 'GET', `/v1/keys/${encodeURIComponent(key)}`);
-      return options.json ? JSON.stringify(snapshot, null, 2) : renderKey(snapshot);
+      return options.json ? printableJson(JSON.stringify(snapshot, null, 2)) : renderKey(snapshot);
     }
     const [rows, status] = await Promise.all([
       callControl<KeyRow[]>(stateDir, 'GET', '/v1/keys'),
       callControl<Omit<GatewaySnapshot, 'keys'>>(stateDir, 'GET', '/v1/status'),
     ]);
-    return options.json ? JSON.stringify({ keys: rows, ...status }, null, 2) : renderKeys(rows, status.groups);
+    return options.json ? printableJson(JSON.stringify({ keys: rows, ...status }, null, 2)) : renderKeys(rows, status.groups);
   };
   if (!options.watch) return print(await render());
   for (;;) {

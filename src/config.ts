@@ -299,7 +299,7 @@ class Reader {
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number; budgetWaitMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'ttl', 'budget_wait']);
+    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'ttl', 'budget_wait']);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {
@@ -313,6 +313,7 @@ class Reader {
       tpm: this.number(table.tpm, 'limits.tpm', true),
       maxConcurrent: this.number(table.max_concurrent, 'limits.max_concurrent', true),
       maxBodyBytes: this.number(table.max_body_bytes, 'limits.max_body_bytes', true),
+      maxRefusalsPerMinute: this.number(table.max_refusals_per_minute, 'limits.max_refusals_per_minute', true),
       models,
     };
     return {
@@ -367,13 +368,14 @@ class Reader {
   }
 
   private audit(value: unknown): AuditOptions {
-    const table = this.table(value, 'audit', ['file', 'stdout', 'recent_per_key']);
+    const table = this.table(value, 'audit', ['file', 'stdout', 'recent_per_key', 'refusal_lines_per_minute']);
     if (table.stdout !== undefined && typeof table.stdout !== 'boolean') this.fail('audit.stdout', 'must be true or false');
     if (table.file !== undefined && table.file !== false && typeof table.file !== 'string') this.fail('audit.file', 'must be a path or false');
     return {
       file: typeof table.file === 'string' ? path.resolve(expandHome(table.file)) : (table.file as false | undefined),
       stdout: table.stdout as boolean | undefined,
       recentPerKey: this.number(table.recent_per_key, 'audit.recent_per_key', true),
+      refusalLinesPerMinute: this.number(table.refusal_lines_per_minute, 'audit.refusal_lines_per_minute', true),
     };
   }
 }

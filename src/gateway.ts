@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
 import { BodyMemory } from './body-memory.ts';
 import { AuditTrail, type AuditOptions } from './audit.ts';
-import type { CallRecord } from './calls.ts';
+import { boundRecord, type CallRecord } from './calls.ts';
 import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
 import { LeaseJournal, type Lease } from './leases.ts';
 import { Accounting, type KeyLimits } from './metering/accounting.ts';
@@ -21,6 +21,7 @@ import { createGitHubRelay, type GitHubOptions } from './github/relay.ts';
 import { Router, type RouteConfig } from './model-routes.ts';
 import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './providers.ts';
 import { createRequestHandler, type Routing } from './proxy.ts';
+import { Refusals } from './refusals.ts';
 import { refuseUpgrade } from './upgrade.ts';
 
 export interface GatewayOptions {
@@ -98,6 +99,10 @@ export interface KeySnapshot extends KeyInfo {
   requestsLastMinute: number;
   tokensLastMinute: number;
   lastCallAt?: number;
+  /** Requests refused in the last minute (what `maxRefusalsPerMinute` limits). */
+  refusalsLastMinute: number;
+  /** Refusals counted in an audit summary line instead of written one by one. */
+  refusalsSuppressed: number;
   /** Newest first. */
   recentCalls: CallRecord[];
 }
@@ -159,6 +164,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     logger.error({ err: error }, 'spend ledger write failed'),
   );
   const audit = new AuditTrail(stateDir, options.audit);
+  const refusals = new Refusals();
   const accounting = new Accounting({
     pricing: pricingFor(options),
     ledger,
@@ -186,9 +192,14 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
       bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
       timeouts,
+      refusals,
       onCall(record) {
-        audit.write(record);
-        options.onCall?.(record);
+        const bounded = boundRecord(record);
+        // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
+        const live = accounting.get(bounded.keyId) !== undefined;
+        if (live && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
+        audit.write(bounded, live);
+        options.onCall?.(bounded);
       },
       github: () => github,
       onInternalError(error) {
@@ -212,6 +223,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     onRevoked(key, reason) {
       accounting.close(key.id);
       audit.forget(key.id);
+      refusals.forget(key.id);
       // On close, leases stay: the next start re-creates the keys.
       if (reason !== 'closed') leases?.journal.revoked(key.id).catch((error: unknown) => logger.error({ err: error }, 'lease journal write failed'));
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
@@ -231,6 +243,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       requestsLastMinute: account.rates.requestsLastMinute(),
       tokensLastMinute: account.rates.tokensLastMinute(),
       lastCallAt: recentCalls[0]?.time,
+      refusalsLastMinute: refusals.lastMinute(record.id),
+      refusalsSuppressed: audit.suppressedRefusals(record.id),
       recentCalls,
     };
   }

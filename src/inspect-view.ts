@@ -1,9 +1,30 @@
-// How `gateway inspect` shows live keys and one key's recent calls, as plain-text tables.
+// How `gateway inspect` shows live keys and one key's recent calls, as plain-text tables. Paths,
+// model names, session ids and labels come from clients: every value is escaped before it reaches
+// the operator's terminal, so no client can send it control sequences (clipboard writes, screen
+// clears, reordered text).
 import type { CallRecord } from './calls.ts';
 import { formatDuration } from './duration.ts';
 import type { GroupSnapshot, KeySnapshot } from './gateway.ts';
 
-function table(header: string[], rows: string[][]): string {
+// C0 controls, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+const escapeCode = (char: string) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/** `text` with every character a terminal would act on written as a visible `\uXXXX` instead. */
+export function printable(text: string): string {
+  return text.replace(UNPRINTABLE, escapeCode);
+}
+
+// What JSON.stringify leaves raw: it escapes C0 controls only.
+const UNPRINTABLE_IN_JSON = /[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/** JSON text safe to print: those characters occur only inside strings, where `\uXXXX` means the same. */
+export function printableJson(json: string): string {
+  return json.replace(UNPRINTABLE_IN_JSON, escapeCode);
+}
+
+function table(header: string[], rowsIn: string[][]): string {
+  const rows = rowsIn.map((row) => row.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
@@ -40,16 +61,17 @@ export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], now = Date.n
 
 export function renderKey(key: KeySnapshot, now = Date.now()): string {
   const limits = Object.entries(key.limits)
-    .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join(',') : value}`)
+    .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join(',') : typeof value === 'object' ? JSON.stringify(value) : value}`)
     .join(' ');
   const head = [
-    `key        ${key.id}`,
-    `group      ${key.group}${key.label ? `  label ${key.label}` : ''}`,
-    `socket     ${key.socketPath}`,
+    `key        ${printable(key.id)}`,
+    `group      ${printable(key.group)}${key.label ? `  label ${printable(key.label)}` : ''}`,
+    `socket     ${printable(key.socketPath)}`,
     `age        ${formatDuration(now - key.createdAt)}, ttl left ${key.expiresAt === undefined ? 'never' : formatDuration(key.expiresAt - now)}`,
     `spend      ${spend(key.spentUsd, key.limits.budgetUsd)} (reserved ${usd(key.reservedUsd)})`,
     `traffic    ${key.calls} calls, ${key.requestsLastMinute} requests and ${key.tokensLastMinute} tokens in the last minute, ${key.inFlight} in flight`,
-    `limits     ${limits || 'none'}`,
+    `refusals   ${key.refusalsLastMinute ?? 0} in the last minute, ${key.refusalsSuppressed ?? 0} counted in audit summaries instead of one line each`,
+    `limits     ${printable(limits) || 'none'}`,
   ].join('\n');
   if (key.recentCalls.length === 0) return `${head}\n\nno calls yet`;
   const rows = key.recentCalls.map((call) => [

@@ -17,6 +17,7 @@ import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
 import { createUsageMeter, type UsageMeter } from './metering/usage.ts';
 import type { Router } from './model-routes.ts';
+import type { Refusals } from './refusals.ts';
 import { authenticate } from './providers.ts';
 import { relay, type EarlyFailure } from './relay.ts';
 import { dialectOf, resolveRoute, type Route } from './routes.ts';
@@ -36,6 +37,8 @@ export interface ProxyContext {
   /** Request-body bytes held at once, in all and per key. */
   bodyMemory: BodyMemory;
   timeouts: { clientBodyIdleMs: number };
+  /** Each key's refusals in the last minute: over its limit, a key is refused before anything is read. */
+  refusals: Refusals;
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
   /** Git smart HTTP and the GitHub API, when configured. */
@@ -64,6 +67,16 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   const queryAt = url.indexOf('?');
   const path = queryAt === -1 ? url : url.slice(0, queryAt);
   const method = req.method ?? 'GET';
+
+  // A key over its refusal rate is answered at once: no body read, no parse, connection closed.
+  const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
+  if (overRefused) {
+    const refused = new CallTracker(context, key, req, res, path, started);
+    const provider = dialectOf(path, req.headers);
+    res.shouldKeepAlive = false;
+    sendError(res, provider, overRefused);
+    return refused.finish('rejected', overRefused.statusFor(provider), overRefused);
+  }
 
   // Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
   // secret: the socket is the capability) lets a second shim see that its port already serves this key.
@@ -135,11 +148,18 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   } catch (error) {
     if (error instanceof ClientGone) return; // reported as client_closed when the response closes
     if (!(error instanceof GatewayError)) throw error;
-    if (error.headers.connection === 'close') res.shouldKeepAlive = false;
+    // A refusal does not drain a body it never read: the connection closes instead.
+    if (error.headers.connection === 'close' || hasUnreadBody(req)) res.shouldKeepAlive = false;
     const provider = call.route?.provider ?? dialectOf(path, req.headers);
     sendError(res, provider, error);
     call.finish('rejected', error.statusFor(provider), error);
   }
+}
+
+function hasUnreadBody(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 interface AttemptContext {

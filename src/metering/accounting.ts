@@ -28,6 +28,12 @@ export interface KeyLimits {
   maxBodyBytes?: number;
   /** Git and GitHub API access through the socket (`{ read, push, api }`). Default: none. */
   github?: GitHubScope;
+  /**
+   * Refused requests (any status the gateway answers itself) per minute; past it, the key's
+   * requests are answered 429 at once, before their body is read, and the connection closed.
+   * Default 120 (src/refusals.ts).
+   */
+  maxRefusalsPerMinute?: number;
 }
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
@@ -484,7 +490,7 @@ function stripUndefined<T extends object>(value: T): Partial<T> {
 }
 
 function validateLimits(limits: KeyLimits): KeyLimits {
-  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes'] as const) {
+  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute'] as const) {
     const value = limits[name];
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
       throw new TypeError(`limit \`${name}\` must be a non-negative number`);

@@ -47,6 +47,9 @@ export interface CallRecord {
   cacheWrite1hTokens?: number;
   cacheReadTokens?: number;
   reasoningTokens?: number;
+  /** Server-side web searches and fetches the call made (billed per use), when any. */
+  webSearchRequests?: number;
+  webFetchRequests?: number;
   /** False when a stream was cut before the provider's final counts: output is then estimated. */
   usageReported?: boolean;
   costUsd: number;

@@ -17,6 +17,7 @@ export type ErrorKind =
   | 'upstream_timeout'
   | 'upgrade_refused'
   | 'model_not_allowed'
+  | 'tool_not_allowed'
   | 'rate_limited'
   | 'budget_exhausted'
   | 'github_not_allowed';
@@ -51,6 +52,7 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   upstream_timeout: { status: 504, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
   upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
   model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  tool_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   github_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true },
   // Measured (docs/clients.md): Claude Code makes one attempt on 402 and stops. OpenAI's own signal

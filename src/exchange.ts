@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { CallRecord } from './calls.ts';
 import type { GatewayError } from './errors.ts';
 import type { KeyRecord } from './keys.ts';
-import type { RelayOutcome, ResponseObserver } from './relay.ts';
+import type { RelayControl, RelayOutcome, ResponseObserver } from './relay.ts';
 
 /** The fields every call record has, measured by the exchange itself. */
 export type ExchangeFields = Pick<
@@ -19,6 +19,11 @@ export abstract class Exchange implements ResponseObserver {
   private ttfbMs: number | undefined;
   private upstreamRequestId: string | undefined;
   private done = false;
+  /** The client's connection closed. */
+  protected clientGone = false;
+  private released = false;
+  /** The relay of the attempt under way: it may keep the exchange open after the client leaves. */
+  relayed: RelayControl | undefined;
   protected readonly key: KeyRecord;
   protected readonly req: IncomingMessage;
   private readonly path: string;
@@ -33,11 +38,21 @@ export abstract class Exchange implements ResponseObserver {
     this.started = started;
     this.requestIdHeaders = requestIdHeaders;
     key.inFlight++;
-    // Whatever happens to the exchange, the key's in-flight count comes back down exactly once.
+    // Whatever happens to the exchange, the key's in-flight count comes back down exactly once:
+    // when the client leaves, or, for a call the relay drains after that, when the upstream is done
+    // (so a client cannot start unlimited calls by hanging up on them).
     res.once('close', () => {
-      key.inFlight--;
+      this.clientGone = true;
+      if (!this.done && this.relayed?.drainsOnClientClose()) return; // the relay ends the exchange
+      this.release();
       this.finish('client_closed', res.statusCode);
     });
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.key.inFlight--;
   }
 
   onResponseStart(_status: number, headers: Record<string, string | string[] | undefined>): void {
@@ -63,6 +78,7 @@ export abstract class Exchange implements ResponseObserver {
   finish(outcome: CallRecord['outcome'], status: number, error?: GatewayError): void {
     if (this.done) return;
     this.done = true;
+    if (this.clientGone) this.release();
     const elapsed = performance.now() - this.started;
     this.report({
       time: Date.now() - Math.round(elapsed),

@@ -15,7 +15,8 @@ import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
 import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
-import { createUsageMeter, type UsageMeter } from './metering/usage.ts';
+import { checkServerTools, serverToolPolicy } from './metering/server-tools.ts';
+import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from './metering/usage.ts';
 import type { Router } from './model-routes.ts';
 import type { Refusals } from './refusals.ts';
 import { authenticate } from './providers.ts';
@@ -43,6 +44,8 @@ export interface ProxyContext {
   onInternalError(error: unknown): void;
   /** Git smart HTTP and the GitHub API, when configured. */
   github?(): GitHubRelay | undefined;
+  /** Server tool classes per group, on top of each key's `serverTools`. */
+  groupServerTools?(): Record<string, readonly string[]>;
 }
 
 export function createRequestHandler(context: ProxyContext) {
@@ -107,6 +110,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
       body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
       fields = reader.finish();
+      checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.()));
       if (route.endpoint === 'responses' && fields.background) {
         // Answered later by id, billed by the provider outside any call the gateway sees.
         throw new GatewayError('invalid_request', '`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key\'s budget; send the request without `background`');
@@ -115,6 +119,9 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       call.requestBytes = body.length;
       call.model = model;
       call.stream = fields.stream;
+      call.drainOnClientClose = !fields.stream && DRAINED.has(route.endpoint);
+      // A search model searches on every call; chat usage does not count it.
+      call.chatWebSearch = fields.webSearchOptions && route.endpoint === 'chat_completions';
       if (route.endpoint === 'chat_completions') {
         const asked = askForStreamUsage(body, fields);
         if (asked) {
@@ -195,7 +202,7 @@ function sendAttempt(context: AttemptContext): void {
   call.upstream = upstream.name;
   call.upstreamModel = rename;
   call.attempts = attempt.number;
-  relay({
+  call.relayed = relay({
     upstream,
     method: context.method,
     pathAndQuery: context.url,
@@ -203,6 +210,7 @@ function sendAttempt(context: AttemptContext): void {
     body,
     res,
     observer: call,
+    drainOnClientClose: call.drainOnClientClose,
     onAnswered: (status) => {
       if (status < 300) plan.succeeded(attempt);
     },
@@ -221,11 +229,19 @@ function sendAttempt(context: AttemptContext): void {
   });
 }
 
+/**
+ * LLM calls read to their end when the client hangs up (non-streaming only): the provider bills them
+ * anyway. count_tokens and models cost nothing.
+ */
+const DRAINED: ReadonlySet<Route['endpoint']> = new Set(['messages', 'chat_completions', 'responses']);
+
 /** Follows one LLM call from arrival to its last byte, meters it, and reports it once. */
 class CallTracker extends Exchange {
   route: Route | undefined;
   model: string | undefined;
   stream = false;
+  drainOnClientClose = false;
+  chatWebSearch = false;
   admission: Admission | undefined;
   usageChunkRemover: UsageChunkRemover | undefined;
   bodyHold: BodyHold | undefined;
@@ -263,7 +279,7 @@ class CallTracker extends Exchange {
   protected report(fields: ExchangeFields): void {
     // The call is over: undici and the retry plan no longer hold its body.
     this.bodyHold?.release();
-    const settlement = this.admission?.settle(this.meter?.result(), this.upstreamModel ?? this.model);
+    const settlement = this.admission?.settle(this.metered(fields), this.upstreamModel ?? this.model);
     const usage = settlement?.usage;
     const session = this.req.headers['x-claude-code-session-id'] ?? this.req.headers['x-session-id'];
     this.context.onCall({
@@ -282,6 +298,8 @@ class CallTracker extends Exchange {
       cacheWrite1hTokens: usage?.cacheWrite1hTokens,
       cacheReadTokens: usage?.cacheReadTokens,
       reasoningTokens: usage?.reasoningTokens,
+      webSearchRequests: usage?.webSearchRequests || undefined,
+      webFetchRequests: usage?.webFetchRequests || undefined,
       usageReported: settlement?.usageReported,
       costUsd: settlement?.costUsd ?? 0,
       priceSource: settlement?.priceSource,
@@ -289,5 +307,17 @@ class CallTracker extends Exchange {
       reservedUsd: this.admission?.estimateUsd,
       clampedMaxTokens: this.admission?.clamp?.value,
     });
+  }
+
+  /** What to charge: the usage seen, with the rules for calls the client abandoned. */
+  private metered(fields: ExchangeFields): MeteredUsage | undefined {
+    let metered = this.meter?.result();
+    if (metered && this.chatWebSearch && fields.status < 300) metered = { ...metered, usage: { ...metered.usage, webSearchRequests: Math.max(1, metered.usage.webSearchRequests) } };
+    // A non-streaming call the client abandoned was drained to its end: what the provider reported
+    // is charged. When it reported nothing (the upstream failed or timed out after taking the
+    // call), the input it was sent is charged, estimated (the provider may bill it); an error
+    // status is not billed.
+    if (!metered && this.relayed?.drained() && fields.status < 300) metered = { usage: { ...ZERO_USAGE }, reported: false };
+    return metered;
   }
 }

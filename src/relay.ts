@@ -46,13 +46,29 @@ export interface RelayRequest {
   takeOver?(failure: EarlyFailure): boolean;
   /** A 2xx (or a final answer) arrived: the attempt worked. */
   onAnswered?(status: number): void;
+  /**
+   * When the client hangs up before a response that is not an event stream is complete, keep
+   * reading it to its end (bounded by the upstream timeouts) instead of aborting: the provider runs
+   * and bills the call anyway, so the observer meters what it reports. Nothing more is written to
+   * the client, and the observer's onResponseEnd says `client_closed`. A cut event stream stops the
+   * provider generating, so streams are always aborted.
+   */
+  drainOnClientClose?: boolean;
+}
+
+/** The relay of one attempt, as its exchange sees it. */
+export interface RelayControl {
+  /** True while a client hang-up would leave this relay draining the upstream (see drainOnClientClose). */
+  drainsOnClientClose(): boolean;
+  /** The client left and this relay read (or is reading) the upstream response to its end. */
+  drained(): boolean;
 }
 
 class ClientClosed extends Error {}
 class TakenOver extends Error {}
 class TotalTimeout extends Error {}
 
-export function relay(request: RelayRequest): void {
+export function relay(request: RelayRequest): RelayControl {
   const { upstream } = request;
   const handler = new RelayHandler(request);
   upstream.dispatcher.dispatch(
@@ -67,14 +83,17 @@ export function relay(request: RelayRequest): void {
     },
     handler,
   );
+  return handler;
 }
 
-class RelayHandler implements Dispatcher.DispatchHandler {
+class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
   private controller: Dispatcher.DispatchController | undefined;
   private status = 0;
   private streaming = false;
   private finished = false;
   private abandoned = false;
+  /** The client left; the upstream response is read to its end for metering only. */
+  private draining = false;
   private readonly request: RelayRequest;
   private readonly resume = () => this.controller?.resume();
   private readonly totalTimer: NodeJS.Timeout | undefined;
@@ -82,12 +101,22 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   constructor(request: RelayRequest) {
     this.request = request;
     request.res.once('close', () => {
-      if (!this.finished) this.controller?.abort(new ClientClosed('client closed the connection'));
+      if (this.finished) return;
+      if (this.drainsOnClientClose()) this.draining = true;
+      else this.controller?.abort(new ClientClosed('client closed the connection'));
     });
     const { totalMs } = request.upstream.timeouts;
     if (totalMs !== undefined) {
       this.totalTimer = setTimeout(() => this.controller?.abort(new TotalTimeout('the call took too long')), totalMs);
     }
+  }
+
+  drainsOnClientClose(): boolean {
+    return this.request.drainOnClientClose === true && !this.finished && !this.streaming;
+  }
+
+  drained(): boolean {
+    return this.draining;
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -98,7 +127,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: ResponseHeaders): void {
     if (statusCode < 200) return; // 1xx informational: not forwarded
     const { res, observer } = this.request;
-    if (statusCode >= 300 && this.request.takeOver?.({ status: statusCode, headers })) {
+    if (statusCode >= 300 && !this.draining && this.request.takeOver?.({ status: statusCode, headers })) {
       this.abandoned = true;
       controller.abort(new TakenOver('retried elsewhere'));
       return;
@@ -107,6 +136,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.status = statusCode;
     this.streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
     observer.onResponseStart?.(statusCode, headers);
+    if (this.draining) return;
     const forClient = headersForClient(headers);
     for (const name of this.request.dropResponseHeaders ?? []) delete forClient[name];
     res.writeHead(statusCode, forClient);
@@ -117,6 +147,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.abandoned) return;
     const out = this.request.observer.onResponseData?.(chunk) ?? chunk;
+    if (this.draining) return;
     if (out.length > 0 && !this.request.res.write(out)) {
       controller.pause();
       this.request.res.once('drain', this.resume);
@@ -126,6 +157,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
   onResponseEnd(): void {
     this.done();
     if (this.abandoned) return;
+    if (this.draining) return this.request.observer.onResponseEnd('client_closed', this.status);
     const tail = this.request.observer.onResponseTail?.();
     this.request.res.end(tail?.length ? tail : undefined);
     this.request.observer.onResponseEnd('complete', this.status);
@@ -135,7 +167,7 @@ class RelayHandler implements Dispatcher.DispatchHandler {
     this.done();
     if (this.abandoned || error instanceof TakenOver) return;
     const { res, observer, upstream } = this.request;
-    if (error instanceof ClientClosed) {
+    if (error instanceof ClientClosed || this.draining) {
       observer.onResponseEnd('client_closed', this.status);
       return;
     }

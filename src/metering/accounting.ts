@@ -10,6 +10,7 @@ import type { Endpoint } from '../routes.ts';
 import type { Ledger } from './ledger.ts';
 import { RateWindow } from './limits.ts';
 import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
+import { validateServerTools, type ServerToolClass } from './server-tools.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';
 
 /** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
@@ -34,6 +35,8 @@ export interface KeyLimits {
    * Default 120 (src/refusals.ts).
    */
   maxRefusalsPerMinute?: number;
+  /** Server-side tools (run by the provider) requests may declare. Default: `['web_search']`. */
+  serverTools?: ServerToolClass[];
 }
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
@@ -500,5 +503,6 @@ function validateLimits(limits: KeyLimits): KeyLimits {
     throw new TypeError('limit `models` must be an array of glob patterns');
   }
   if (limits.github !== undefined) validateGitHubScope(limits.github);
+  if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'serverTools');
   return limits;
 }

@@ -1,6 +1,7 @@
 // Prices in USD per million tokens, each model's output and context limits (what bounds a
 // reservation), and the cost of a call's usage. The shipped table covers the current Claude and
 // OpenAI models; configuration can override or extend it.
+import { DEFAULT_PER_USE_PRICES, type PerUsePrices } from './server-tools.ts';
 import type { Usage } from './usage.ts';
 
 export interface Price {
@@ -18,6 +19,10 @@ export interface Price {
   contextTokens?: number;
   /** Dearer rates for the whole call once its input (cache included) passes `aboveInputTokens`. */
   longContext?: { aboveInputTokens: number; input: number; output: number };
+  /** USD per server web search. Default: the gateway's per-use price ($10 per 1,000). */
+  webSearch?: number;
+  /** USD per server web fetch. Default: the gateway's per-use price ($0: fetched content is billed as tokens). */
+  webFetch?: number;
 }
 
 export type PriceTable = Record<string, Price>;
@@ -107,8 +112,10 @@ export interface PriceMatch {
   source: PriceSource;
 }
 
-function complete(price: Price): FullPrice {
+function complete(price: Price, perUse: PerUsePrices): FullPrice {
   return {
+    webSearch: price.webSearch ?? perUse.webSearch,
+    webFetch: price.webFetch ?? perUse.webFetch,
     input: price.input,
     output: price.output,
     cacheWrite: price.cacheWrite ?? price.input * 1.25,
@@ -170,11 +177,14 @@ export class Pricing {
   /** Only table hits: model names come from clients, and misses must not fill memory. */
   private readonly cache = new Map<string, PriceMatch>();
 
-  /** `fallback`: the price of models not in the table; undefined refuses them. */
-  constructor(table: PriceTable = DEFAULT_PRICES, fallback?: Price) {
-    this.table = new Map(Object.entries(table).map(([name, price]) => [name.toLowerCase(), complete(price)]));
+  /**
+   * `fallback`: the price of models not in the table; undefined refuses them. `perUse`: server
+   * tool prices for entries that set none of their own.
+   */
+  constructor(table: PriceTable = DEFAULT_PRICES, fallback?: Price, perUse: PerUsePrices = DEFAULT_PER_USE_PRICES) {
+    this.table = new Map(Object.entries(table).map(([name, price]) => [name.toLowerCase(), complete(price, perUse)]));
     this.keysLongestFirst = [...this.table.keys()].sort((a, b) => b.length - a.length);
-    this.fallback = fallback && complete(fallback);
+    this.fallback = fallback && complete(fallback, perUse);
   }
 
   /** The price for `model`, or undefined when it is unknown and unknown models are refused. */
@@ -198,7 +208,7 @@ function extends_(key: string, rest: string): boolean {
   return release !== null && SNAPSHOT.test(rest.slice(release[0].length));
 }
 
-/** USD cost of a usage at a price. */
+/** USD cost of a usage at a price: its tokens, and its per-use server tool charges. */
 export function costOf(usage: Usage, price: FullPrice): number {
   return (
     (usage.inputTokens * price.input +
@@ -206,6 +216,8 @@ export function costOf(usage: Usage, price: FullPrice): number {
       usage.cacheWriteTokens * price.cacheWrite +
       usage.cacheWrite1hTokens * price.cacheWrite1h +
       usage.cacheReadTokens * price.cacheRead) /
-    1_000_000
+      1_000_000 +
+    usage.webSearchRequests * price.webSearch +
+    usage.webFetchRequests * price.webFetch
   );
 }

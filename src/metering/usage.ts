@@ -16,6 +16,10 @@ export interface Usage {
   cacheReadTokens: number;
   /** Of outputTokens, how many were reasoning (informational; already counted). */
   reasoningTokens: number;
+  /** Server-side web searches, billed per use (Anthropic `server_tool_use`, OpenAI `web_search_call` items). */
+  webSearchRequests: number;
+  /** Server-side web fetches (Anthropic `server_tool_use.web_fetch_requests`). */
+  webFetchRequests: number;
 }
 
 export const ZERO_USAGE: Usage = Object.freeze({
@@ -25,6 +29,8 @@ export const ZERO_USAGE: Usage = Object.freeze({
   cacheWrite1hTokens: 0,
   cacheReadTokens: 0,
   reasoningTokens: 0,
+  webSearchRequests: 0,
+  webFetchRequests: 0,
 });
 
 type Json = Record<string, unknown>;
@@ -47,6 +53,12 @@ export function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): U
     into.cacheWrite1hTokens = oneHour;
     into.cacheWriteTokens = total - oneHour;
   }
+  if ('server_tool_use' in usage) {
+    // Cumulative, like the token counts: message_delta repeats the totals so far.
+    const tools = obj(usage.server_tool_use);
+    into.webSearchRequests = Math.max(into.webSearchRequests, num(tools.web_search_requests));
+    into.webFetchRequests = Math.max(into.webFetchRequests, num(tools.web_fetch_requests));
+  }
   return into;
 }
 
@@ -63,7 +75,7 @@ export function chatUsage(raw: unknown): Usage {
   };
 }
 
-/** OpenAI Responses `usage`: input_tokens include the cached ones. */
+/** OpenAI Responses `usage`: input_tokens include the cached ones. Web searches are output items, not usage. */
 export function responsesUsage(raw: unknown): Usage {
   const usage = obj(raw);
   const cached = num(obj(usage.input_tokens_details).cached_tokens);
@@ -105,20 +117,31 @@ export function createUsageMeter(endpoint: Endpoint, streaming: boolean): UsageM
     case 'chat_completions':
       return streaming ? new StreamMeter(chatStream) : new JsonMeter((body) => chatUsage(body.usage));
     case 'responses':
-      return streaming ? new StreamMeter(responsesStream) : new JsonMeter((body) => responsesUsage(body.usage));
+      return streaming ? new StreamMeter(responsesStream) : new JsonMeter((body) => responsesUsage(body.usage), WEB_SEARCH_CALL);
     default:
       return undefined; // count_tokens and models cost nothing
   }
 }
 
+// A Responses web search is an output item `"type": "web_search_call"`. The quoted token can only
+// stand unescaped in the JSON as a string whose whole value it is (inside other strings its quotes
+// are escaped), so counting it as the bytes pass counts the searches, however large the body.
+const WEB_SEARCH_CALL = Buffer.from('"web_search_call"');
+
 class JsonMeter implements UsageMeter {
   private chunks: Buffer[] = [];
   private size = 0;
   private readonly extract: (body: Json) => Usage;
-  constructor(extract: (body: Json) => Usage) {
+  private readonly searchToken: Buffer | undefined;
+  private searches = 0;
+  /** The end of the previous chunk, so a token split across two chunks is still seen. */
+  private carry = Buffer.alloc(0);
+  constructor(extract: (body: Json) => Usage, searchToken?: Buffer) {
     this.extract = extract;
+    this.searchToken = searchToken;
   }
   push(chunk: Buffer): void {
+    if (this.searchToken) this.countSearches(chunk, this.searchToken);
     this.size += chunk.length;
     this.chunks.push(chunk);
     if (this.size > WHOLE_JSON_BYTES) {
@@ -126,19 +149,30 @@ class JsonMeter implements UsageMeter {
       this.chunks = [joined.subarray(Math.max(0, joined.length - TAIL_BYTES))];
     }
   }
+  private countSearches(chunk: Buffer, token: Buffer): void {
+    const window = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+    for (let at = window.indexOf(token); at !== -1; at = window.indexOf(token, at + token.length)) this.searches++;
+    // Keep fewer bytes than a whole token, so no occurrence is counted twice.
+    this.carry = Buffer.from(window.subarray(Math.max(0, window.length - (token.length - 1))));
+  }
   result(): MeteredUsage | undefined {
     if (this.chunks.length === 0) return undefined;
     const text = Buffer.concat(this.chunks).toString('utf8');
+    let usage: Usage | undefined;
     try {
       if (this.size <= WHOLE_JSON_BYTES) {
         const body = obj(JSON.parse(text));
-        return 'usage' in body ? { usage: this.extract(body), reported: true } : undefined;
+        if ('usage' in body) usage = this.extract(body);
+      } else {
+        const raw = usageObjectIn(text);
+        if (raw !== undefined) usage = this.extract({ usage: raw });
       }
-      const usage = usageObjectIn(text);
-      return usage === undefined ? undefined : { usage: this.extract({ usage }), reported: true };
     } catch {
       return undefined;
     }
+    if (!usage) return undefined;
+    usage.webSearchRequests = Math.max(usage.webSearchRequests, this.searches);
+    return { usage, reported: true };
   }
 }
 
@@ -170,6 +204,8 @@ interface StreamSpec {
   isDelta(event: SseEvent): boolean;
   /** Characters of generated content this event delivered (parses it). */
   deltaChars(event: SseEvent): number;
+  /** Whether this event reports one server web search done (counted in case the final counts never come). */
+  isWebSearch(event: SseEvent): boolean;
 }
 
 /**
@@ -183,6 +219,7 @@ class StreamMeter implements UsageMeter {
   private usage: Usage | undefined;
   private final = false;
   private deltaChars = 0;
+  private searches = 0;
   constructor(spec: StreamSpec) {
     this.spec = spec;
   }
@@ -194,14 +231,21 @@ class StreamMeter implements UsageMeter {
         this.final ||= step.final;
       } else if (this.spec.isDelta(event)) {
         this.deltaChars += this.spec.deltaChars(event);
+      } else if (this.spec.isWebSearch(event)) {
+        this.searches++;
       }
     }
   }
   result(): MeteredUsage | undefined {
-    if (this.final) return { usage: this.usage!, reported: true };
-    if (!this.usage && this.deltaChars === 0) return undefined;
+    if (this.final) {
+      const usage = { ...this.usage! };
+      usage.webSearchRequests = Math.max(usage.webSearchRequests, this.searches);
+      return { usage, reported: true };
+    }
+    if (!this.usage && this.deltaChars === 0 && this.searches === 0) return undefined;
     const usage = { ...(this.usage ?? ZERO_USAGE) };
     usage.outputTokens = Math.max(usage.outputTokens, Math.ceil(this.deltaChars / CHARS_PER_TOKEN));
+    usage.webSearchRequests = Math.max(usage.webSearchRequests, this.searches);
     return { usage, reported: false };
   }
 }
@@ -247,6 +291,8 @@ const anthropicStream: StreamSpec = {
   },
   isDelta: (event) => event.event === 'content_block_delta',
   deltaChars: (event) => stringValueLengths(event.data, ANTHROPIC_DELTA_KEYS),
+  // The web_search_tool_result block: the search ran (its query's server_tool_use block may not have).
+  isWebSearch: (event) => event.event === 'content_block_start' && event.data.includes('"web_search_tool_result"'),
 };
 
 const chatStream: StreamSpec = {
@@ -258,6 +304,7 @@ const chatStream: StreamSpec = {
   },
   isDelta: (event) => event.data.startsWith('{'),
   deltaChars: (event) => stringValueLengths(event.data, CHAT_DELTA_KEYS),
+  isWebSearch: () => false,
 };
 
 const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
@@ -266,8 +313,12 @@ const responsesStream: StreamSpec = {
   usage(event) {
     if (!RESPONSES_FINAL.has(event.event)) return undefined;
     const response = obj(parse(event.data).response);
-    return response.usage ? { usage: responsesUsage(response.usage), final: true } : undefined;
+    if (!response.usage) return undefined;
+    const usage = responsesUsage(response.usage);
+    if (Array.isArray(response.output)) usage.webSearchRequests = response.output.filter((item) => obj(item).type === 'web_search_call').length;
+    return { usage, final: true };
   },
   isDelta: (event) => event.event.endsWith('.delta'),
   deltaChars: (event) => stringValueLengths(event.data, RESPONSES_DELTA_KEYS),
+  isWebSearch: (event) => event.event === 'response.web_search_call.completed',
 };

@@ -94,6 +94,7 @@ keys
   .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
   .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true))
   .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--server-tools <classes>', 'comma-separated server tools the provider may run for the key (default web_search; "" for none), e.g. "web_search,web_fetch"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
   .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
   .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
   .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
@@ -112,6 +113,7 @@ keys
       tpm: options.tpm,
       maxConcurrent: options.maxConcurrent,
       models: options.models,
+      serverTools: options.serverTools,
       github: scopeFromFlags(options),
       owner: options.uid === undefined ? undefined : { uid: options.uid, gid: options.gid ?? options.uid },
     };
@@ -174,6 +176,7 @@ program
   .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
   .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration)
   .option('--model <glob...>', 'models the key may use (repeatable), e.g. --model "claude-*"')
+  .option('--server-tool <class...>', 'server tools the provider may run for the key (repeatable; default web_search), e.g. --server-tool web_fetch')
   .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
   .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
   .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
@@ -202,7 +205,7 @@ Examples:
     const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
     if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
     const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
-    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, owner, port: options.port,
+    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, serverTools: options.serverTool, owner, port: options.port,
       github: scopeFromFlags(options), githubHost: scopeFromFlags(options) ? (await loadConfig(globals().config, globals().stateDir)).github?.host : undefined };
     const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
     const stateDir = await stateDirOf(globals());

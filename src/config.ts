@@ -11,6 +11,7 @@ import { parseGitHubSection, type GitHubSource } from './github/config.ts';
 import type { Owner } from './keys.ts';
 import type { KeyLimits } from './metering/accounting.ts';
 import type { Price, PriceTable } from './metering/pricing.ts';
+import { SERVER_TOOL_CLASSES, type PerUsePrices, type ServerToolClass } from './metering/server-tools.ts';
 import type { RetryPolicy } from './attempts.ts';
 import type { RouteConfig } from './model-routes.ts';
 import type { UpstreamKind, UpstreamTimeouts } from './providers.ts';
@@ -47,6 +48,10 @@ export interface GatewayConfig {
   budgetWaitMs?: number;
   groupBudgets: Record<string, number>;
   groupModels: Record<string, string[]>;
+  /** `[group_server_tools]`: the server tool classes each group's keys may use. */
+  groupServerTools: Record<string, ServerToolClass[]>;
+  /** `[server_tool_prices]`: USD per use. */
+  serverToolPrices: Partial<PerUsePrices>;
   prices: PriceTable;
   unknownModelPrice?: Price | 'deny';
   socketOwner?: Owner;
@@ -152,7 +157,7 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'group_models', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
+    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'group_models', 'group_server_tools', 'server_tool_prices', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
     const stateDir = this.string(root.state_dir, 'state_dir');
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
@@ -171,6 +176,10 @@ class Reader {
       groupModels: Object.fromEntries(
         Object.entries(this.table(root.group_models, 'group_models', [])).map(([group, globs]) => [group, this.strings(globs, `group_models.${group}`)!]),
       ),
+      groupServerTools: Object.fromEntries(
+        Object.entries(this.table(root.group_server_tools, 'group_server_tools', [])).map(([group, classes]) => [group, this.serverTools(classes, `group_server_tools.${group}`)!]),
+      ),
+      serverToolPrices: this.serverToolPrices(root.server_tool_prices),
       prices: this.prices(root.prices),
       unknownModelPrice: this.unknownModel(root.unknown_model),
       socketOwner: this.sockets(root.sockets),
@@ -299,7 +308,7 @@ class Reader {
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number; budgetWaitMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'ttl', 'budget_wait']);
+    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'server_tools', 'ttl', 'budget_wait']);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {
@@ -315,12 +324,29 @@ class Reader {
       maxBodyBytes: this.number(table.max_body_bytes, 'limits.max_body_bytes', true),
       maxRefusalsPerMinute: this.number(table.max_refusals_per_minute, 'limits.max_refusals_per_minute', true),
       models,
+      serverTools: this.serverTools(table.server_tools, 'limits.server_tools'),
     };
     return {
       defaultLimits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
       defaultTtlMs: this.duration(table.ttl, 'limits.ttl'),
       budgetWaitMs: this.duration(table.budget_wait, 'limits.budget_wait'),
     };
+  }
+
+  private serverTools(value: unknown, field: string): ServerToolClass[] | undefined {
+    if (value === undefined) return undefined;
+    if (!Array.isArray(value) || !value.every((item) => (SERVER_TOOL_CLASSES as readonly unknown[]).includes(item))) {
+      this.fail(field, `must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')}), e.g. ["web_search"]`);
+    }
+    return value as ServerToolClass[];
+  }
+
+  private serverToolPrices(value: unknown): Partial<PerUsePrices> {
+    const table = this.table(value, 'server_tool_prices', ['web_search', 'web_fetch']);
+    return dropUndefined({
+      webSearch: this.number(table.web_search, 'server_tool_prices.web_search'),
+      webFetch: this.number(table.web_fetch, 'server_tool_prices.web_fetch'),
+    });
   }
 
   private budgets(value: unknown): Record<string, number> {

@@ -22,7 +22,7 @@ class HttpError extends Error {
   }
 }
 
-const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'maxRefusalsPerMinute', 'github']);
+const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'maxRefusalsPerMinute', 'github', 'serverTools']);
 
 /** Serves the control API for `gateway` on `<stateDir>/control.sock`. */
 export async function startControlServer(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }): Promise<http.Server> {

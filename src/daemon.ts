@@ -124,6 +124,8 @@ export async function settingsFrom(config: GatewayConfig, providers: ProvidersCo
     defaultLimits: config.defaultLimits,
     groupBudgets: config.groupBudgets,
     groupModels: config.groupModels,
+    groupServerTools: config.groupServerTools,
+    serverToolPrices: config.serverToolPrices,
     prices: config.prices,
     unknownModelPrice: config.unknownModelPrice,
     budgetWaitMs: config.budgetWaitMs,

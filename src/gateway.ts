@@ -16,6 +16,7 @@ import { LeaseJournal, type Lease } from './leases.ts';
 import { Accounting, type KeyLimits } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
+import { DEFAULT_PER_USE_PRICES, validateServerTools, type PerUsePrices, type ServerToolClass } from './metering/server-tools.ts';
 import { DEFAULT_RETRY, Health, type RetryPolicy } from './attempts.ts';
 import { createGitHubRelay, type GitHubOptions } from './github/relay.ts';
 import { Router, type RouteConfig } from './model-routes.ts';
@@ -69,6 +70,10 @@ export interface GatewayOptions {
    * the rest, waits for them to settle (in arrival order) before a 429. Default 30 s.
    */
   budgetWaitMs?: number;
+  /** Server tool classes per group (e.g. `{ research: ['web_search', 'web_fetch'] }`), on top of each key's `serverTools`. */
+  groupServerTools?: Record<string, ServerToolClass[]>;
+  /** USD per use of server tools billed per use. Default: web search $0.01, web fetch $0. */
+  serverToolPrices?: Partial<PerUsePrices>;
   audit?: AuditOptions;
   /**
    * Record live keys in the state dir and re-create them at start, so containers outlive a gateway
@@ -83,7 +88,7 @@ export interface GatewayOptions {
 
 /** What `reconfigure` can change on a running gateway. */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github'>
+  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github' | 'groupServerTools' | 'serverToolPrices'>
 >;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
@@ -150,6 +155,7 @@ const UNKNOWN_MODEL_PRICE: Price = { input: 15, output: 75 };
 
 export async function createGateway(userOptions: GatewayOptions): Promise<Gateway> {
   const options = { ...userOptions };
+  validateGroupServerTools(options.groupServerTools);
   const stateDir = path.resolve(options.stateDir);
   const keysDir = path.join(stateDir, 'keys');
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
@@ -202,6 +208,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
         options.onCall?.(bounded);
       },
       github: () => github,
+      groupServerTools: () => options.groupServerTools ?? {},
       onInternalError(error) {
         logger.error({ err: error }, 'internal error while handling a request');
       },
@@ -286,6 +293,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     reconfigure(settings) {
       // Validate everything before changing anything.
       const merged = { ...options, ...settings };
+      validateGroupServerTools(settings.groupServerTools);
       const rebuild = settings.providers !== undefined || settings.network !== undefined;
       const nextUpstreams = rebuild ? resolveUpstreams(merged.providers ?? providersFromEnv(), merged.network) : upstreams;
       let nextRouting: Routing;
@@ -306,7 +314,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       }
       if (nextGitHub !== github) void github?.close();
       github = nextGitHub;
-      const pricing = settings.prices || settings.unknownModelPrice ? pricingFor(merged) : undefined;
+      const pricing = settings.prices || settings.unknownModelPrice || settings.serverToolPrices ? pricingFor(merged) : undefined;
       // Calls in flight finish on the old pools; close() waits for them.
       if (rebuild) void closeUpstreams(upstreams);
       upstreams = nextUpstreams;
@@ -366,13 +374,18 @@ function routingFor(upstreams: Map<string, Upstream>, options: Pick<GatewayOptio
   return { router: new Router(upstreams, options.routes), health: new Health(retry), retry };
 }
 
-function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice'>): Pricing {
+function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice' | 'serverToolPrices'>): Pricing {
   // A configured entry replaces a shipped one's rates and keeps its limits unless it names them.
   const configured = Object.entries(options.prices ?? {}).map(([model, price]) => [model, { ...DEFAULT_PRICES[model], ...price }]);
   return new Pricing(
     { ...DEFAULT_PRICES, ...Object.fromEntries(configured) },
     options.unknownModelPrice === 'deny' ? undefined : (options.unknownModelPrice ?? UNKNOWN_MODEL_PRICE),
+    { ...DEFAULT_PER_USE_PRICES, ...options.serverToolPrices },
   );
+}
+
+function validateGroupServerTools(groups: Record<string, ServerToolClass[]> | undefined): void {
+  for (const [group, classes] of Object.entries(groups ?? {})) validateServerTools(classes, `groupServerTools.${group}`);
 }
 
 function keyInfo(record: KeyRecord): KeyInfo {

@@ -32,6 +32,8 @@ describe('usage from recorded responses', () => {
         cacheWrite1hTokens: 16024,
         cacheReadTokens: 0,
         reasoningTokens: 0,
+        webSearchRequests: 0,
+        webFetchRequests: 0,
       });
     }
     const { usage } = meter('messages', true, fixture('anthropic-stream-cache-write.sse'))!;

@@ -15,7 +15,7 @@ import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
 import type { KeyRecord } from './keys.ts';
 import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
 import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
-import { checkServerTools, serverToolPolicy } from './metering/server-tools.ts';
+import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from './metering/server-tools.ts';
 import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from './metering/usage.ts';
 import type { Router } from './model-routes.ts';
 import type { Refusals } from './refusals.ts';
@@ -101,6 +101,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     let body: Buffer | null = null;
     let model: string | undefined;
     let fields: RequestFields | undefined;
+    let serverToolUses: ToolUses | undefined;
     if (route.hasBody) {
       if (!isJsonContentType(req.headers['content-type'])) {
         throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
@@ -110,7 +111,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
       body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
       fields = reader.finish();
-      checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.()));
+      serverToolUses = worstCaseUses(checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())));
       if (route.endpoint === 'responses' && fields.background) {
         // Answered later by id, billed by the provider outside any call the gateway sees.
         throw new GatewayError('invalid_request', '`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key\'s budget; send the request without `background`');
@@ -146,6 +147,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       thinkingBudgetTokens: fields?.thinkingBudgetTokens,
       serviceTier: fields?.serviceTier,
       inputBytes: fields?.inputBytes ?? 0,
+      serverToolUses,
     }, gone.signal);
     const { clamp } = call.admission;
     if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;

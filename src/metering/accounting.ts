@@ -10,7 +10,7 @@ import type { Endpoint } from '../routes.ts';
 import type { Ledger } from './ledger.ts';
 import { RateWindow } from './limits.ts';
 import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
-import { validateServerTools, type ServerToolClass } from './server-tools.ts';
+import { toolUsesCostUsd, validateServerTools, type ServerToolClass, type ToolUses } from './server-tools.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';
 
 /** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
@@ -96,6 +96,8 @@ export interface AdmissionRequest {
   serviceTier?: string;
   /** Bytes that can become input tokens (whitespace padding excluded). */
   inputBytes: number;
+  /** The most per-use priced server tool uses (web searches) the request can make. */
+  serverToolUses?: ToolUses;
 }
 
 /** The outcome of a settled call, for the audit record. */
@@ -399,7 +401,7 @@ function worstCase(prices: Map<string, PriceMatch>, request: AdmissionRequest, o
     // Input priced at the dearest input rate: it may all turn out to be cache writes.
     const inputRate = Math.max(rates.input, rates.cacheWrite, rates.cacheWrite1h);
     const output = request.choices * Math.min(outputPerChoice, price.maxOutputTokens);
-    worst = Math.max(worst, (inputTokens * inputRate + output * rates.output) / 1_000_000);
+    worst = Math.max(worst, (inputTokens * inputRate + output * rates.output) / 1_000_000 + toolUsesCostUsd(request.serverToolUses, price));
   }
   return worst;
 }
@@ -410,7 +412,7 @@ function affordable(prices: Map<string, PriceMatch>, request: AdmissionRequest, 
   for (const { price } of prices.values()) {
     const inputTokens = inputTokensFor(price, request);
     const rates = ratesFor(price, inputTokens);
-    const inputUsd = (inputTokens * Math.max(rates.input, rates.cacheWrite, rates.cacheWrite1h)) / 1_000_000;
+    const inputUsd = (inputTokens * Math.max(rates.input, rates.cacheWrite, rates.cacheWrite1h)) / 1_000_000 + toolUsesCostUsd(request.serverToolUses, price);
     if (rates.output > 0) tokens = Math.min(tokens, Math.floor(((usd - inputUsd) * 1_000_000) / rates.output / request.choices));
   }
   return tokens;

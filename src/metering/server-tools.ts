@@ -161,15 +161,29 @@ export function validateServerTools(value: unknown, field: string): asserts valu
   }
 }
 
-/**
- * The most the declared server tools can add to a call's cost in per-use charges: each use-priced
- * tool at its `max_uses` (DEFAULT_MAX_USES when absent). For the reservation.
- */
-export function worstCaseToolCostUsd(declared: readonly DeclaredServerTool[], prices: PerUsePrices = DEFAULT_PER_USE_PRICES): number {
-  let usd = 0;
+/** Uses of the per-use priced server tools. */
+export interface ToolUses {
+  webSearch: number;
+  webFetch: number;
+}
+
+/** The most uses the declared tools can make: each at its `max_uses` (DEFAULT_MAX_USES when absent). */
+export function worstCaseUses(declared: readonly DeclaredServerTool[]): ToolUses {
+  const uses: ToolUses = { webSearch: 0, webFetch: 0 };
   for (const tool of declared) {
-    const price = tool.class === 'web_search' ? prices.webSearch : tool.class === 'web_fetch' ? prices.webFetch : 0;
-    usd += price * Math.min(tool.maxUses ?? DEFAULT_MAX_USES, 10_000);
+    const most = Math.min(tool.maxUses ?? DEFAULT_MAX_USES, 10_000);
+    if (tool.class === 'web_search') uses.webSearch += most;
+    else if (tool.class === 'web_fetch') uses.webFetch += most;
   }
-  return usd;
+  return uses;
+}
+
+/** USD of `uses` at per-use `prices`. */
+export function toolUsesCostUsd(uses: ToolUses | undefined, prices: PerUsePrices): number {
+  return uses ? uses.webSearch * prices.webSearch + uses.webFetch * prices.webFetch : 0;
+}
+
+/** The most the declared server tools can add to a call's cost in per-use charges. */
+export function worstCaseToolCostUsd(declared: readonly DeclaredServerTool[], prices: PerUsePrices = DEFAULT_PER_USE_PRICES): number {
+  return toolUsesCostUsd(worstCaseUses(declared), prices);
 }

@@ -244,6 +244,18 @@ describe('adversary: egress through server-side tools', () => {
     assert.equal(result.usage.outputTokens, 5);
   });
 
+  test('the reservation covers the declared searches at their max_uses', async () => {
+    await withFixture({}, async (fx) => {
+      const key = await fx.gateway.mint({ group: 'g', budgetUsd: 5 });
+      const plain = message({ tools: [{ name: 'Bash', input_schema: {} }] });
+      const searching = message({ tools: [{ name: 'Bash', input_schema: {} }, { type: 'web_search_20250305', name: 'web_search', max_uses: 50 }] });
+      for (const body of [plain, searching]) assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body })).status, 200);
+      await eventually(() => fx.calls.length === 2);
+      const extra = fx.calls[1]!.reservedUsd! - fx.calls[0]!.reservedUsd!;
+      assert.ok(extra >= 0.5 && extra < 0.501, `50 searches at $0.01 reserved: +$${extra}`);
+    });
+  });
+
   test('the worst-case per-use cost of declared tools, for the reservation', () => {
     const declared = declaredServerTools('messages', {
       tools: [{ type: 'web_search_20250305', maxUses: 5 }, { type: 'web_fetch_20250910', maxUses: 50 }, { name: 'Bash' }],

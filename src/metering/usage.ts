@@ -312,6 +312,12 @@ const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'r
 const responsesStream: StreamSpec = {
   usage(event) {
     if (!RESPONSES_FINAL.has(event.event)) return undefined;
+    if (event.truncated) {
+      // Too long to keep whole (the response echoes its instructions and output): usage stands at
+      // the end of the response object, in the tail that was kept. Searches were counted as they ran.
+      const tailUsage = usageObjectIn(event.data);
+      return tailUsage === undefined ? undefined : { usage: responsesUsage(tailUsage), final: true };
+    }
     const response = obj(parse(event.data).response);
     if (!response.usage) return undefined;
     const usage = responsesUsage(response.usage);

@@ -1,11 +1,13 @@
-// Back-pressure: a client that stops reading a stream pauses the upstream instead of growing the
-// gateway's memory, and the stream resumes intact when the client reads again.
+// Back-pressure and bounded stream memory: a client that stops reading a stream pauses the upstream
+// instead of growing the gateway's memory, the stream resumes intact when the client reads again, and
+// what metering keeps of one endless or giant event is bounded without losing its usage.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { test } from 'node:test';
 import { SseSplitter } from '../src/metering/sse.ts';
+import { createUsageMeter } from '../src/metering/usage.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture } from './support/fixture.ts';
 
 const CHUNK = Buffer.alloc(64 * 1024, 'a');
@@ -83,4 +85,16 @@ test('the metering splitter keeps at most its bound of an event that never ends,
   assert.ok(event!.data.startsWith('{"type":"response.completed"'));
   assert.ok(event!.data.endsWith('"usage":{"input_tokens":7}}}'));
   assert.equal(splitter.pendingChars, 0);
+});
+
+test('a Responses stream whose final event is too long to keep whole is still metered from its tail', () => {
+  const meter = createUsageMeter('responses', true)!;
+  const instructions = 'x'.repeat(3 * 1024 * 1024);
+  const final = JSON.stringify({ type: 'response.completed', response: { instructions, output: [], usage: { input_tokens: 1_000_000, output_tokens: 20, input_tokens_details: { cached_tokens: 0 } } } });
+  const stream = Buffer.from(`event: response.completed\ndata: ${final}\n\n`);
+  for (let at = 0; at < stream.length; at += 64 * 1024) meter.push(stream.subarray(at, at + 64 * 1024));
+  const result = meter.result()!;
+  assert.equal(result.reported, true);
+  assert.equal(result.usage.inputTokens, 1_000_000);
+  assert.equal(result.usage.outputTokens, 20);
 });

@@ -2,8 +2,8 @@
 // sends them back to back while a bystander key keeps calling; the bystander's latency stays low.
 // Before the incremental scanner, one 32 MiB body held the event loop for ~12 s in JSON.parse.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startFixture, type Fixture } from '../support/fixture.ts';
+import { test } from 'node:test';
+import { startChildGateway } from '../support/child-gateway.ts';
 import { anthropicHeaders, request } from '../support/http.ts';
 
 const MiB = 1024 * 1024;
@@ -17,43 +17,39 @@ function slowBodies(size: number): Buffer[] {
   ];
 }
 
-describe('slow-to-parse bodies', () => {
-  let fx: Fixture;
-  let attacker: string;
-  let bystander: string;
-  before(async () => {
-    fx = await startFixture();
-    attacker = (await fx.gateway.mint({ group: 'attacker' })).socketPath;
-    bystander = (await fx.gateway.mint({ group: 'bystander' })).socketPath;
-  });
-  after(() => fx.close());
-
-  test("another key's p99 latency stays low while an attacker sends slow-to-parse bodies back to back", async () => {
+// The gateway runs in a child process, so its event loop serves only the two keys and the stand-in:
+// what the bystander waits for is the gateway's own work, not this test's clients.
+test("another key's p99 latency stays low while an attacker sends slow-to-parse bodies back to back", { timeout: 120_000 }, async () => {
+  const child = await startChildGateway({ heapMb: 256, keys: [{ group: 'attacker' }, { group: 'bystander' }] });
+  try {
+    const [attacker, bystander] = child.keys.map((key) => key.socketPath);
     const bodies = slowBodies(16 * MiB);
     let attacking = true;
     const statuses: number[] = [];
     const attack = (async () => {
       for (let round = 0; round < 2; round++) {
-        for (const body of bodies) statuses.push((await request({ socketPath: attacker, path: '/v1/messages', headers: anthropicHeaders(), body })).status);
+        for (const body of bodies) statuses.push((await request({ socketPath: attacker!, path: '/v1/messages', headers: anthropicHeaders(), body })).status);
       }
       attacking = false;
     })();
     const latencies: number[] = [];
     while (attacking) {
       const started = performance.now();
-      const res = await request({ socketPath: bystander, path: '/v1/messages', headers: anthropicHeaders(), body: message });
+      const res = await request({ socketPath: bystander!, path: '/v1/messages', headers: anthropicHeaders(), body: message });
       latencies.push(performance.now() - started);
       assert.equal(res.status, 200);
     }
     await attack;
     assert.deepEqual(statuses, [400, 400, 400, 400, 400, 400]);
-    assert.equal(fx.standin.requests.filter((r) => r.url === '/v1/messages').length, latencies.length, 'no attacker body was forwarded');
+    assert.equal((await child.inspect(child.keys[0]!.id)).calls, 0, 'no attacker body was admitted');
     latencies.sort((a, b) => a - b);
     const p99 = latencies[Math.floor(latencies.length * 0.99)]!;
     assert.ok(latencies.length >= 20, `only ${latencies.length} bystander calls completed`);
     console.log(`bystander: ${latencies.length} calls, p50 ${latencies[latencies.length >> 1]!.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`);
-    // This process also hosts the attacker's client and the stand-in: the bound is generous (measured
-    // here: p99 ~0.4 s on a busy 2-core machine; before, each body alone froze every key for seconds).
-    assert.ok(p99 < 1000, `bystander p99 ${p99.toFixed(0)} ms over ${latencies.length} calls`);
-  });
+    // Measured on an idle 2-core machine: p50 ~17 ms, p99 ~75-80 ms (before the scanner: each body
+    // froze every key for seconds; before the per-turn yield: p50 ~60 ms, p99 ~145 ms).
+    assert.ok(p99 < 250, `bystander p99 ${p99.toFixed(0)} ms over ${latencies.length} calls`);
+  } finally {
+    await child.close();
+  }
 });

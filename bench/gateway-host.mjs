@@ -19,6 +19,8 @@ const gateway = await createGateway({
   stateDir,
   logger: pino({ level: 'warn' }, pino.destination(2)),
   providers: { anthropic: { baseUrl: process.env.BENCH_UPSTREAM_URL, apiKey: process.env.BENCH_REAL_KEY } },
+  // The workloads drive up to 64 requests at once through one key: above the default cap of 32.
+  defaultLimits: { maxConcurrent: 128 },
 });
 
 const now = () => performance.now();

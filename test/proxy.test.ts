@@ -2,7 +2,7 @@
 // pass-through, streaming, header hygiene and every error the gateway answers itself.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { STANDIN_REPLY } from '../src/standin.ts';
+import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 

@@ -4,13 +4,13 @@
 // host's token injected, and bodies stream both ways (a push's packfile is never buffered).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
-import type { CallRecord } from '../calls.ts';
-import { GatewayError } from '../errors.ts';
-import { headersForUpstream } from '../headers.ts';
-import { Exchange, type ExchangeFields } from '../exchange.ts';
-import type { KeyRecord } from '../keys.ts';
-import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../providers.ts';
-import { relay } from '../relay.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { headersForUpstream } from '../wire/headers.ts';
+import { Exchange, type ExchangeFields } from '../http/exchange.ts';
+import type { KeyRecord } from '../keys/store.ts';
+import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../upstream/providers.ts';
+import { relay } from '../upstream/relay.ts';
 import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubAccess, type GitHubScope } from './scope.ts';
 
 /** `createGateway({ github })`: where GitHub is, and the host's token. */

@@ -1,7 +1,7 @@
 // What one key may do on GitHub, and the decision for one request: which repository a git or REST
 // API path names, whether it reads or writes, and whether the key's scope allows that. Pure
 // functions of the path: nothing here talks to the network.
-import { globToRegExp } from '../glob.ts';
+import { globToRegExp } from '../util/glob.ts';
 
 /** A key's GitHub scope (`mint({ github: ... })`). Absent: no GitHub access at all. */
 export interface GitHubScope {

@@ -2,13 +2,13 @@
 // reservation of the call's worst case held while it runs (a call that does not fit waits for the
 // calls in flight, or has its output limit lowered to what is left), and the real cost settled, at
 // the price of the model that served, when it ends.
-import { ClientGone, type OutputLimitField } from '../body.ts';
-import { GatewayError } from '../errors.ts';
-import { globToRegExp } from '../glob.ts';
+import { ClientGone, type OutputLimitField } from '../http/body.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { globToRegExp } from '../util/glob.ts';
 import { validateGitHubScope, type GitHubScope } from '../github/scope.ts';
-import type { Endpoint } from '../routes.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 import type { Ledger } from './ledger.ts';
-import { RateWindow } from './limits.ts';
+import { RateWindow } from './rates.ts';
 import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
 import { toolUsesCostUsd, validateServerTools, type ServerToolClass, type ToolUses } from './server-tools.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';

@@ -2,9 +2,9 @@
 // URL, call an MCP server, run code). A container with no network could use them to reach any URL
 // through the provider, and some are billed per use, so each key and group allows a named set of
 // them (default: web search only), and every declared tool is classified before the call goes out.
-import type { RequestFields, ToolDeclaration } from '../body.ts';
-import { GatewayError } from '../errors.ts';
-import type { Endpoint } from '../routes.ts';
+import type { RequestFields, ToolDeclaration } from '../http/body.ts';
+import { GatewayError } from '../wire/errors.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 
 /** The classes of server tool a policy names. */
 export const SERVER_TOOL_CLASSES = [

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { describe, test } from 'node:test';
 import { REAL_ANTHROPIC_KEY, deadPort, eventually, startFixture } from '../support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, type Exchange } from '../support/http.ts';
-import type { RecordedRequest } from '../../src/standin.ts';
+import type { RecordedRequest } from '../../src/dev/standin.ts';
 import type { ServerResponse } from 'node:http';
 
 /** An OpenAI upstream that spends every output token the request allows: n x its limit (or `modelMax`). */

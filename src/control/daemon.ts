@@ -5,12 +5,12 @@ import { readFile, unlink } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
-import { controlSocketPath, startControlServer } from './control.ts';
-import { CredentialWatcher, resolveCredentials } from './credentials.ts';
-import { createGateway, type Gateway, type Reconfigurable } from './gateway.ts';
-import { githubCredentialSources, githubOptions } from './github/config.ts';
-import type { NetworkOptions, ProvidersConfig } from './providers.ts';
+import { ConfigError, loadConfig, type GatewayConfig } from '../config/load.ts';
+import { controlSocketPath, startControlServer } from './socket.ts';
+import { CredentialWatcher, resolveCredentials } from '../config/credentials.ts';
+import { createGateway, type Gateway, type Reconfigurable } from '../gateway.ts';
+import { githubCredentialSources, githubOptions } from '../config/github.ts';
+import type { NetworkOptions, ProvidersConfig } from '../upstream/providers.ts';
 
 export interface ServeOptions {
   configFile?: string;

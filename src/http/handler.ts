@@ -3,25 +3,25 @@
 // meter what comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
+import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from '../upstream/retry.ts';
 import type { BodyHold, BodyMemory } from './body-memory.ts';
 import { ClientGone, isJsonContentType, readBody, RequestFieldsReader, type RequestFields } from './body.ts';
-import type { CallRecord } from './calls.ts';
-import { GatewayError, sendError } from './errors.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { GatewayError, sendError } from '../wire/errors.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
-import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
-import { headersForUpstream, type HeaderMap } from './headers.ts';
-import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
-import type { KeyRecord } from './keys.ts';
-import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
-import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
-import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from './metering/server-tools.ts';
-import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from './metering/usage.ts';
-import type { Router } from './model-routes.ts';
-import type { Refusals } from './refusals.ts';
-import { authenticate } from './providers.ts';
-import { relay, type EarlyFailure } from './relay.ts';
-import { dialectOf, resolveRoute, type Route } from './routes.ts';
+import { handleGitHub, isGitHubPath, type GitHubRelay } from '../github/relay.ts';
+import { headersForUpstream, type HeaderMap } from '../wire/headers.ts';
+import { replaceTopLevelString, setTopLevelField } from '../wire/json-splice.ts';
+import type { KeyRecord } from '../keys/store.ts';
+import type { Accounting, Admission, KeyAccount } from '../metering/accounting.ts';
+import { askForStreamUsage, UsageChunkRemover } from '../metering/include-usage.ts';
+import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from '../metering/server-tools.ts';
+import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from '../metering/usage.ts';
+import type { Router } from '../upstream/router.ts';
+import type { Refusals } from '../metering/refusals.ts';
+import { authenticate } from '../upstream/providers.ts';
+import { relay, type EarlyFailure } from '../upstream/relay.ts';
+import { dialectOf, resolveRoute, type Route } from '../wire/endpoints.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {

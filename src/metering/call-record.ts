@@ -1,9 +1,9 @@
 // The record of one call through the gateway: what the audit trail and `inspect` are built from.
 // Many of its strings come from the client (path, model, session id) or the upstream (request id):
 // boundRecord cuts each to a fixed length before the record is stored, logged or handed on.
-import type { ErrorKind } from './errors.ts';
-import type { PriceSource } from './metering/pricing.ts';
-import type { Endpoint, ProviderKind } from './routes.ts';
+import type { ErrorKind } from '../wire/errors.ts';
+import type { PriceSource } from './pricing.ts';
+import type { Endpoint, ProviderKind } from '../wire/endpoints.ts';
 
 export interface CallRecord {
   /** Epoch milliseconds when the request arrived. */

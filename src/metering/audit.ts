@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { pino } from 'pino';
-import { cut, RECORD_STRING_LIMITS, type CallRecord } from './calls.ts';
+import { cut, RECORD_STRING_LIMITS, type CallRecord } from './call-record.ts';
 
 export interface AuditOptions {
   /** JSON-lines file. Default `<stateDir>/audit.jsonl`; false for none. */

@@ -3,8 +3,8 @@
 // parsed once for the few fields routing and metering need.
 import type { IncomingMessage } from 'node:http';
 import type { BodyHold } from './body-memory.ts';
-import { GatewayError } from './errors.ts';
-import { JsonScanner, type Scalar, type ScanPlan, type ScanResult } from './json-scan.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { JsonScanner, type Scalar, type ScanPlan, type ScanResult } from '../wire/json-scan.ts';
 
 /** A tool the request declares (`tools[]`): its type tells a client-run function from a server tool. */
 export interface ToolDeclaration {

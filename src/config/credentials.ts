@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import type { CredentialSource, GatewayConfig } from './config.ts';
-import type { ProvidersConfig } from './providers.ts';
+import type { CredentialSource, GatewayConfig } from './load.ts';
+import type { ProvidersConfig } from '../upstream/providers.ts';
 
 const run = promisify(execFile);
 

@@ -1,10 +1,10 @@
 // Model routing: which upstream serves a model, under which name, and where to fall back. Routes
 // come from configuration; without any, each client's requests go to its own provider by name
 // (`anthropic`, `openai`), so every model Claude Code asks for (main, small/fast) just works.
-import { GatewayError } from './errors.ts';
-import { globToRegExp } from './glob.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { globToRegExp } from '../util/glob.ts';
 import type { Upstream } from './providers.ts';
-import type { ProviderKind } from './routes.ts';
+import type { ProviderKind } from '../wire/endpoints.ts';
 
 export interface RouteConfig {
   /** Model names or globs this route serves (`claude-*`, `fast`). */

@@ -1,7 +1,7 @@
 // Errors the gateway makes itself, rendered in the shape of the provider the client speaks,
 // so SDKs surface our message instead of a parse failure.
 import type { ServerResponse } from 'node:http';
-import type { ProviderKind } from './routes.ts';
+import type { ProviderKind } from './endpoints.ts';
 
 export type ErrorKind =
   | 'invalid_request'

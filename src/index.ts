@@ -9,7 +9,7 @@ export {
   type MintRequest,
 } from './gateway.ts';
 export type { KeyInfo, MintOptions, Owner } from './keys/store.ts';
-export type { KeyLimits } from './metering/accounting.ts';
+export type { KeyLimits } from './keys/limits.ts';
 export type { Price, PriceTable } from './metering/pricing.ts';
 export { DEFAULT_PRICES } from './metering/pricing.ts';
 export type { AuditOptions } from './metering/audit.ts';
@@ -18,7 +18,8 @@ export type { RouteConfig } from './upstream/router.ts';
 export type { RetryPolicy } from './upstream/retry.ts';
 export { providersFromEnv } from './upstream/providers.ts';
 export type { CallRecord } from './metering/call-record.ts';
-export type { ProviderKind, Endpoint } from './wire/endpoints.ts';
+export type { ProviderKind } from './wire/dialect.ts';
+export type { Endpoint } from './wire/endpoints.ts';
 export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
 export { render, type LaunchSpec, type Runtime } from './runner/render.ts';
 export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';

@@ -5,15 +5,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from '../upstream/retry.ts';
 import type { BodyHold, BodyMemory } from './body-memory.ts';
-import { ClientGone, isJsonContentType, readBody, RequestFieldsReader, type RequestFields } from './body.ts';
+import { isJsonContentType, readBody } from './body.ts';
 import type { CallRecord } from '../metering/call-record.ts';
-import { GatewayError, sendError } from '../wire/errors.ts';
+import { ClientGone, GatewayError, sendError } from '../wire/errors.ts';
+import { RequestFieldsReader, type RequestFields } from '../wire/request-fields.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
-import { handleGitHub, isGitHubPath, type GitHubRelay } from '../github/relay.ts';
 import { headersForUpstream, type HeaderMap } from '../wire/headers.ts';
 import { replaceTopLevelString, setTopLevelField } from '../wire/json-splice.ts';
 import type { KeyRecord } from '../keys/store.ts';
 import type { Accounting, Admission, KeyAccount } from '../metering/accounting.ts';
+import type { KeyLimits } from '../keys/limits.ts';
 import { askForStreamUsage, UsageChunkRemover } from '../metering/include-usage.ts';
 import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from '../metering/server-tools.ts';
 import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from '../metering/usage.ts';
@@ -21,13 +22,31 @@ import type { Router } from '../upstream/router.ts';
 import type { Refusals } from '../metering/refusals.ts';
 import { authenticate } from '../upstream/providers.ts';
 import { relay, type EarlyFailure } from '../upstream/relay.ts';
-import { dialectOf, resolveRoute, type Route } from '../wire/endpoints.ts';
+import { dialectOf } from '../wire/dialect.ts';
+import { resolveRoute, type Route } from '../wire/endpoints.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
   router: Router;
   health: Health;
   retry: RetryPolicy;
+}
+
+/** One request a path handler serves: the key it came on, that key's limits, and where its record goes. */
+export interface PathCall {
+  key: KeyRecord;
+  limits: KeyLimits;
+  onCall(record: CallRecord): void;
+}
+
+/**
+ * A path outside the provider endpoints, served on the same socket by a handler the composition root
+ * gives (gateway.ts passes the GitHub relay's), so this module knows none of them.
+ */
+export interface PathHandler {
+  matches(path: string): boolean;
+  /** Answers the request and reports exactly one record through `call.onCall`. */
+  handle(call: PathCall, req: IncomingMessage, res: ServerResponse, started: number): void;
 }
 
 export interface ProxyContext {
@@ -42,8 +61,8 @@ export interface ProxyContext {
   refusals: Refusals;
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
-  /** Git smart HTTP and the GitHub API, when configured. */
-  github?(): GitHubRelay | undefined;
+  /** Paths served by something other than the LLM relay (git and the GitHub API), tried in order. */
+  pathHandlers?: readonly PathHandler[];
   /** Server tool classes per group, on top of each key's `serverTools`. */
   groupServerTools?(): Record<string, readonly string[]>;
 }
@@ -89,9 +108,8 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     return;
   }
 
-  if (isGitHubPath(path)) {
-    return handleGitHub({ relay: context.github?.(), key, scope: account.limits.github, onCall: context.onCall }, req, res, started);
-  }
+  const other = context.pathHandlers?.find((handler) => handler.matches(path));
+  if (other) return other.handle({ key, limits: account.limits, onCall: context.onCall }, req, res, started);
 
   const call = new CallTracker(context, key, req, res, path, started);
   try {

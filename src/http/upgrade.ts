@@ -4,7 +4,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { errorBody } from '../wire/errors.ts';
-import { dialectOf } from '../wire/endpoints.ts';
+import { dialectOf } from '../wire/dialect.ts';
 
 export function refuseUpgrade(req: IncomingMessage, socket: Socket): void {
   const url = req.url ?? '/';

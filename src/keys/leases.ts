@@ -3,7 +3,7 @@
 // identity. The journal is append-only (one line per mint or revoke) and compacted when opened.
 import { appendFile, readFile, rename, writeFile } from 'node:fs/promises';
 import type { Owner } from './store.ts';
-import type { KeyLimits } from '../metering/accounting.ts';
+import type { KeyLimits } from './limits.ts';
 
 export interface Lease {
   id: string;

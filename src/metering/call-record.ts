@@ -3,7 +3,8 @@
 // boundRecord cuts each to a fixed length before the record is stored, logged or handed on.
 import type { ErrorKind } from '../wire/errors.ts';
 import type { PriceSource } from './pricing.ts';
-import type { Endpoint, ProviderKind } from '../wire/endpoints.ts';
+import type { ProviderKind } from '../wire/dialect.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 
 export interface CallRecord {
   /** Epoch milliseconds when the request arrived. */

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../config/load.ts';
 import { resolveCredentials } from '../config/credentials.ts';
-import { settingsFrom } from '../control/daemon.ts';
+import { settingsFrom } from '../config/settings.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { resolveGitHubOptions } from '../config/github.ts';
 

@@ -5,7 +5,7 @@ import { rootCertificates } from 'node:tls';
 import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 import { GatewayError } from '../wire/errors.ts';
 import { dropBetas, mergeBeta, type HeaderMap } from '../wire/headers.ts';
-import type { ProviderKind } from '../wire/endpoints.ts';
+import type { ProviderKind } from '../wire/dialect.ts';
 
 /** What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and `api-version`. */
 export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai';

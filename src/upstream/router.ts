@@ -4,7 +4,7 @@
 import { GatewayError } from '../wire/errors.ts';
 import { globToRegExp } from '../util/glob.ts';
 import type { Upstream } from './providers.ts';
-import type { ProviderKind } from '../wire/endpoints.ts';
+import type { ProviderKind } from '../wire/dialect.ts';
 
 export interface RouteConfig {
   /** Model names or globs this route serves (`claude-*`, `fast`). */

@@ -1,9 +1,8 @@
 // Which requests the gateway serves, and for which provider. Everything else is a 404:
 // the gateway forwards only the endpoints it knows how to meter.
 import type { IncomingHttpHeaders } from 'node:http';
+import { dialectOf, type ProviderKind } from './dialect.ts';
 import { GatewayError } from './errors.ts';
-
-export type ProviderKind = 'anthropic' | 'openai';
 
 export type Endpoint = 'messages' | 'count_tokens' | 'models' | 'chat_completions' | 'responses';
 
@@ -25,16 +24,6 @@ const POST_ROUTES: ReadonlyMap<string, Route> = new Map([
 // It starts with an alphanumeric, so `.` and `..` (which an upstream or a proxy on the way would
 // resolve as dot segments) are no model id; no `%`, so no encoded slash or dot either.
 const MODEL_ID = /^\/v1\/models\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/;
-
-/**
- * Which provider's dialect a request speaks, judged from its path and headers.
- * Anthropic clients always send `anthropic-version`; OpenAI clients never do.
- */
-export function dialectOf(path: string, headers: IncomingHttpHeaders): ProviderKind {
-  if (path.startsWith('/v1/messages')) return 'anthropic';
-  if (headers['anthropic-version'] !== undefined || headers['x-api-key'] !== undefined) return 'anthropic';
-  return 'openai';
-}
 
 /**
  * The route for a request, or a GatewayError (400/404/405) saying why there is none. `target` is the

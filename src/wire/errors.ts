@@ -1,7 +1,7 @@
 // Errors the gateway makes itself, rendered in the shape of the provider the client speaks,
 // so SDKs surface our message instead of a parse failure.
 import type { ServerResponse } from 'node:http';
-import type { ProviderKind } from './endpoints.ts';
+import type { ProviderKind } from './dialect.ts';
 
 export type ErrorKind =
   | 'invalid_request'
@@ -86,6 +86,9 @@ export function errorBody(provider: ProviderKind, kind: ErrorKind, message: stri
   }
   return JSON.stringify({ error: { message, type: spec.openaiType, param: null, code: kind } });
 }
+
+/** The client went away before its body was complete: nothing to answer, nothing to forward. */
+export class ClientGone extends Error {}
 
 /** Ends `res` with the error, unless headers already went out (then the connection is cut). */
 export function sendError(res: ServerResponse, provider: ProviderKind, error: GatewayError): void {

@@ -18,7 +18,7 @@ export type { RouteConfig } from './upstream/router.ts';
 export type { RetryPolicy } from './upstream/retry.ts';
 export { providersFromEnv } from './upstream/providers.ts';
 export type { CallRecord } from './metering/call-record.ts';
-export type { ProviderKind } from './wire/dialect.ts';
+export type { Dialect } from './wire/dialect.ts';
 export type { Endpoint } from './wire/endpoints.ts';
 export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
 export { render, type LaunchSpec, type Runtime } from './runner/render.ts';

@@ -294,7 +294,7 @@ test('real clients through the gateway in --network=none podman containers', { t
     }
     const streamed = run.calls.filter((call) => call.endpoint === 'messages' && call.stream);
     assert.equal(streamed.length, messages.length, show(run));
-    assert.ok(run.calls.every((call) => call.label === 'claude-stream' && call.provider === 'anthropic'), show(run));
+    assert.ok(run.calls.every((call) => call.label === 'claude-stream' && call.dialect === 'anthropic'), show(run));
     assert.ok(streamed.every((call) => call.sessionId), 'x-claude-code-session-id reached the audit record');
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);

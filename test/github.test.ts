@@ -133,7 +133,7 @@ test('API: scope checked before the upstream, client credentials replaced by the
     const elsewhere = await get(full.socketPath, '/git/evil.example.com/acme/widgets.git/info/refs?service=git-upload-pack');
     assert.equal(elsewhere.status, 404);
 
-    const records = s.calls.filter((c) => c.provider === 'github');
+    const records = s.calls.filter((c) => c.dialect === 'github');
     assert.equal(records.length, 10);
     const refused = records.find((c) => c.path === '/github-api/repos/other/secret')!;
     assert.equal(refused.status, 403);

@@ -227,7 +227,7 @@ describe('proxy', () => {
     await request({ socketPath, path: '/v1/responses', headers: openaiHeaders(), body: JSON.stringify({ model: 'gpt-5.1', input: 'x', stream: true }) });
     await eventually(() => fx.calls.length === count + 1);
     const call = fx.calls.at(-1)!;
-    assert.equal(call.provider, 'openai');
+    assert.equal(call.dialect, 'openai');
     assert.equal(call.endpoint, 'responses');
     assert.equal(call.model, 'gpt-5.1');
     assert.equal(call.stream, true);

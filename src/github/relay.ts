@@ -221,7 +221,7 @@ class GitHubRecord extends Exchange {
   protected report(fields: ExchangeFields): void {
     this.call.onCall({
       ...fields,
-      provider: 'github',
+      dialect: 'github',
       endpoint: this.isGit ? 'git' : 'github_api',
       repo: this.repo,
       service: this.service,

@@ -94,10 +94,10 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
   if (overRefused) {
     const refused = new CallTracker(context, key, req, res, path, started);
-    const provider = dialectOf(path, req.headers);
+    const dialect = dialectOf(path, req.headers);
     res.shouldKeepAlive = false;
-    sendError(res, provider, overRefused);
-    return refused.finish('rejected', overRefused.statusFor(provider), overRefused);
+    sendError(res, dialect, overRefused);
+    return refused.finish('rejected', overRefused.statusFor(dialect), overRefused);
   }
 
   // Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
@@ -150,7 +150,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       }
     }
     const routing = context.routing();
-    const candidates = routing.router.candidates(route.provider, model);
+    const candidates = routing.router.candidates(route.dialect, model);
     if (res.destroyed) return call.finish('client_closed', 0);
     // A call waiting for budget leaves the queue when its client hangs up.
     const gone = new AbortController();
@@ -177,9 +177,9 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     if (!(error instanceof GatewayError)) throw error;
     // A refusal does not drain a body it never read: the connection closes instead.
     if (error.headers.connection === 'close' || hasUnreadBody(req)) res.shouldKeepAlive = false;
-    const provider = call.route?.provider ?? dialectOf(path, req.headers);
-    sendError(res, provider, error);
-    call.finish('rejected', error.statusFor(provider), error);
+    const dialect = call.route?.dialect ?? dialectOf(path, req.headers);
+    sendError(res, dialect, error);
+    call.finish('rejected', error.statusFor(dialect), error);
   }
 }
 
@@ -305,7 +305,7 @@ class CallTracker extends Exchange {
     this.context.onCall({
       ...fields,
       sessionId: Array.isArray(session) ? session[0] : session,
-      provider: this.route?.provider,
+      dialect: this.route?.dialect,
       endpoint: this.route?.endpoint,
       model: this.model,
       upstream: this.upstream,

@@ -3,7 +3,7 @@
 // boundRecord cuts each to a fixed length before the record is stored, logged or handed on.
 import type { ErrorKind } from '../wire/errors.ts';
 import type { PriceSource } from './pricing.ts';
-import type { ProviderKind } from '../wire/dialect.ts';
+import type { Dialect } from '../wire/dialect.ts';
 import type { Endpoint } from '../wire/endpoints.ts';
 
 export interface CallRecord {
@@ -14,7 +14,8 @@ export interface CallRecord {
   label?: string;
   /** Claude Code's `x-claude-code-session-id`, or the OpenAI SDKs' session header, when sent. */
   sessionId?: string;
-  provider?: ProviderKind | 'github';
+  /** The API the client spoke (`github` for git and GitHub API calls). */
+  dialect?: Dialect | 'github';
   /** `git` (smart HTTP) and `github_api` calls cost nothing and carry `repo` and `service`. */
   endpoint?: Endpoint | 'git' | 'github_api';
   /** GitHub calls: `owner/name` the request names, when it names one. */

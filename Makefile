@@ -24,7 +24,7 @@ test: host-packages build typecheck
 	node --test --test-reporter=spec test/*.test.ts test/adversary/*.test.ts
 
 demo: build
-	node dist/cli.js demo --standin
+	node dist/cli/main.js demo --standin
 
 # Gateway overhead side by side with direct, the shim path and Portkey (README.md, "Performance").
 # 10,000 live keys need more than 10,000 descriptors: raise the soft limit (to 65536, or to the

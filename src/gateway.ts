@@ -8,22 +8,23 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino, type Logger } from 'pino';
-import { BodyMemory } from './body-memory.ts';
-import { AuditTrail, type AuditOptions } from './audit.ts';
-import { boundRecord, type CallRecord } from './calls.ts';
-import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys.ts';
-import { LeaseJournal, type Lease } from './leases.ts';
-import { Accounting, type KeyLimits } from './metering/accounting.ts';
+import { BodyMemory } from './http/body-memory.ts';
+import { AuditTrail, type AuditOptions } from './metering/audit.ts';
+import { boundRecord, type CallRecord } from './metering/call-record.ts';
+import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys/store.ts';
+import { LeaseJournal, type Lease } from './keys/leases.ts';
+import { Accounting } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
-import { DEFAULT_PER_USE_PRICES, validateServerTools, type PerUsePrices, type ServerToolClass } from './metering/server-tools.ts';
-import { DEFAULT_RETRY, Health, type RetryPolicy } from './attempts.ts';
-import { createGitHubRelay, type GitHubOptions } from './github/relay.ts';
-import { Router, type RouteConfig } from './model-routes.ts';
-import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './providers.ts';
-import { createRequestHandler, type Routing } from './proxy.ts';
-import { Refusals } from './refusals.ts';
-import { refuseUpgrade } from './upgrade.ts';
+import { DEFAULT_PER_USE_PRICES, type PerUsePrices } from './metering/server-tools.ts';
+import { validateServerTools, type KeyLimits, type ServerToolClass } from './keys/limits.ts';
+import { DEFAULT_RETRY, Health, type RetryPolicy } from './upstream/retry.ts';
+import { createGitHubRelay, gitHubPathHandler, type GitHubOptions } from './github/relay.ts';
+import { Router, type RouteConfig } from './upstream/router.ts';
+import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './upstream/providers.ts';
+import { createRequestHandler, type Routing } from './http/handler.ts';
+import { Refusals } from './metering/refusals.ts';
+import { refuseUpgrade } from './http/upgrade.ts';
 
 export interface GatewayOptions {
   /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
@@ -207,7 +208,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
         audit.write(bounded, live);
         options.onCall?.(bounded);
       },
-      github: () => github,
+      pathHandlers: [gitHubPathHandler(() => github)],
       groupServerTools: () => options.groupServerTools ?? {},
       onInternalError(error) {
         logger.error({ err: error }, 'internal error while handling a request');

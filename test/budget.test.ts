@@ -53,7 +53,7 @@ describe('metering through the gateway', () => {
       const lines = (await readFile(path.join(fx.stateDir, 'audit.jsonl'), 'utf8')).trim().split('\n');
       assert.equal(lines.length, 2);
       const record = JSON.parse(lines[0]!) as Record<string, unknown>;
-      for (const field of ['time', 'keyId', 'group', 'label', 'sessionId', 'provider', 'model', 'stream', 'status', 'inputTokens', 'outputTokens', 'cacheWriteTokens', 'cacheReadTokens', 'costUsd', 'latencyMs', 'ttfbMs', 'upstreamRequestId']) {
+      for (const field of ['time', 'keyId', 'group', 'label', 'sessionId', 'dialect', 'model', 'stream', 'status', 'inputTokens', 'outputTokens', 'cacheWriteTokens', 'cacheReadTokens', 'costUsd', 'latencyMs', 'ttfbMs', 'upstreamRequestId']) {
         assert.ok(field in record, `audit record has ${field}`);
       }
       assert.equal(record.sessionId, 's-1');

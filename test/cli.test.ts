@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const cli = new URL('../src/cli.ts', import.meta.url).pathname;
+const cli = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
 test('gateway demo --standin streams both providers through a socket and finds no leaked key', async () => {
   const { stdout } = await run(process.execPath, [cli, 'demo', '--standin'], {

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import type { GatewayConfig } from '../src/config.ts';
-import { CredentialWatcher, resolveCredentials, type CredentialState } from '../src/credentials.ts';
+import type { GatewayConfig } from '../src/config/load.ts';
+import { CredentialWatcher, resolveCredentials, type CredentialState } from '../src/config/credentials.ts';
 import { eventually } from './support/fixture.ts';
 
 const claudeCredentials = (token: string, expiresAt: number) =>

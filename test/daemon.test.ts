@@ -8,12 +8,12 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { loadConfig } from '../src/config.ts';
-import { startStandin, type Standin, type StandinOptions } from '../src/standin.ts';
+import { loadConfig } from '../src/config/load.ts';
+import { startStandin, type Standin, type StandinOptions } from '../src/dev/standin.ts';
 import { eventually } from './support/fixture.ts';
 import { anthropicHeaders, request } from './support/http.ts';
 
-const cliPath = new URL('../src/cli.ts', import.meta.url).pathname;
+const cliPath = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const exec = promisify(execFile);
 
 interface CliResult {

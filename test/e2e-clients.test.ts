@@ -15,8 +15,8 @@ import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import type { CallRecord } from '../src/index.ts';
 import { contribute } from '../src/runner/contribute.ts';
-import type { RecordedRequest } from '../src/standin.ts';
-import { STANDIN_REPLY } from '../src/standin.ts';
+import type { RecordedRequest } from '../src/dev/standin.ts';
+import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
 import { writeNeedles } from './support/needles.ts';
 import { skipUnless } from './support/requirements.ts';
@@ -294,7 +294,7 @@ test('real clients through the gateway in --network=none podman containers', { t
     }
     const streamed = run.calls.filter((call) => call.endpoint === 'messages' && call.stream);
     assert.equal(streamed.length, messages.length, show(run));
-    assert.ok(run.calls.every((call) => call.label === 'claude-stream' && call.provider === 'anthropic'), show(run));
+    assert.ok(run.calls.every((call) => call.label === 'claude-stream' && call.dialect === 'anthropic'), show(run));
     assert.ok(streamed.every((call) => call.sessionId), 'x-claude-code-session-id reached the audit record');
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);

@@ -147,5 +147,5 @@ test('real git in a --network=none container: clone and push in scope, refusals 
   assert.equal(bigRecord.costUsd, 0);
   assert.ok(lines.some((l) => l.repo === 'acme/docs' && l.service === 'git-receive-pack' && l.status === 403 && l.errorKind === 'github_not_allowed'), audit);
   assert.ok(lines.some((l) => l.repo === 'other/secret' && l.service === 'git-upload-pack' && l.status === 403), audit);
-  assert.ok(calls.every((call) => call.keyId === c.key.id && call.provider === 'github'));
+  assert.ok(calls.every((call) => call.keyId === c.key.id && call.dialect === 'github'));
 });

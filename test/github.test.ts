@@ -10,11 +10,12 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { loadConfig, ConfigError } from '../src/config.ts';
+import { loadConfig, ConfigError } from '../src/config/load.ts';
 import { githubEnv } from '../src/github/env.ts';
-import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubScope } from '../src/github/scope.ts';
-import { startDaemon } from '../src/daemon.ts';
-import { callControl } from '../src/control.ts';
+import { authorize, classifyApi, classifyGit, GitHubRefusal } from '../src/github/scope.ts';
+import type { GitHubScope } from '../src/keys/limits.ts';
+import { startDaemon } from '../src/control/daemon.ts';
+import { callControl } from '../src/control/socket.ts';
 import { request } from './support/http.ts';
 import { runs, skipUnless } from './support/requirements.ts';
 import { REAL_GITHUB_TOKEN, startGitHubFixture, startGitUpstream } from './support/git-upstream.ts';
@@ -132,7 +133,7 @@ test('API: scope checked before the upstream, client credentials replaced by the
     const elsewhere = await get(full.socketPath, '/git/evil.example.com/acme/widgets.git/info/refs?service=git-upload-pack');
     assert.equal(elsewhere.status, 404);
 
-    const records = s.calls.filter((c) => c.provider === 'github');
+    const records = s.calls.filter((c) => c.dialect === 'github');
     assert.equal(records.length, 10);
     const refused = records.find((c) => c.path === '/github-api/repos/other/secret')!;
     assert.equal(refused.status, 403);

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { GatewayError } from '../src/errors.ts';
-import { headersForUpstream } from '../src/headers.ts';
-import { authenticate, resolveUpstreams } from '../src/providers.ts';
-import { resolveRoute } from '../src/routes.ts';
+import { GatewayError } from '../src/wire/errors.ts';
+import { headersForUpstream } from '../src/wire/headers.ts';
+import { authenticate, resolveUpstreams } from '../src/upstream/providers.ts';
+import { resolveRoute } from '../src/wire/endpoints.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, request } from './support/http.ts';
 

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { parseRequestFields, RequestFieldsReader, type RequestFields } from '../src/body.ts';
-import { GatewayError } from '../src/errors.ts';
+import { parseRequestFields, RequestFieldsReader, type RequestFields } from '../src/wire/request-fields.ts';
+import { GatewayError } from '../src/wire/errors.ts';
 
 const OUTPUT_LIMIT_FIELDS = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'] as const;
 

@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { askForStreamUsage, UsageChunkRemover } from '../src/metering/include-usage.ts';
 import { costOf, DEFAULT_PRICES, Pricing } from '../src/metering/pricing.ts';
 import { createUsageMeter, type MeteredUsage } from '../src/metering/usage.ts';
-import type { Endpoint } from '../src/routes.ts';
+import type { Endpoint } from '../src/wire/endpoints.ts';
 
 const fixture = (name: string): Buffer => readFileSync(new URL(`fixtures/${name}`, import.meta.url));
 

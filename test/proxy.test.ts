@@ -2,7 +2,7 @@
 // pass-through, streaming, header hygiene and every error the gateway answers itself.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { STANDIN_REPLY } from '../src/standin.ts';
+import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 
@@ -227,7 +227,7 @@ describe('proxy', () => {
     await request({ socketPath, path: '/v1/responses', headers: openaiHeaders(), body: JSON.stringify({ model: 'gpt-5.1', input: 'x', stream: true }) });
     await eventually(() => fx.calls.length === count + 1);
     const call = fx.calls.at(-1)!;
-    assert.equal(call.provider, 'openai');
+    assert.equal(call.dialect, 'openai');
     assert.equal(call.endpoint, 'responses');
     assert.equal(call.model, 'gpt-5.1');
     assert.equal(call.stream, true);

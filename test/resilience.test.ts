@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { startStandin, type RecordedRequest, type Standin, type StandinOptions } from '../src/standin.ts';
+import { startStandin, type RecordedRequest, type Standin, type StandinOptions } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, deadPort, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 import type { GatewayOptions } from '../src/index.ts';

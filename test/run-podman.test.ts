@@ -6,12 +6,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startStandin, type Standin } from '../src/standin.ts';
+import { startStandin, type Standin } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY } from './support/fixture.ts';
 import { skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable } from './support/podman.ts';
 
-const cliPath = new URL('../src/cli.ts', import.meta.url).pathname;
+const cliPath = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
 interface Result {
   code: number | null;

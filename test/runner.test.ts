@@ -10,12 +10,12 @@ import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { contribute } from '../src/runner/contribute.ts';
 import { render } from '../src/runner/render.ts';
-import { startStandin } from '../src/standin.ts';
+import { startStandin } from '../src/dev/standin.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture } from './support/fixture.ts';
 import { skipUnless } from './support/requirements.ts';
 
 const exec = promisify(execFile);
-const cliPath = new URL('../src/cli.ts', import.meta.url).pathname;
+const cliPath = new URL('../src/cli/main.ts', import.meta.url).pathname;
 
 describe('contribution and renderers', () => {
   test('a contribution: the key dir read-only at /run/gateway, client env, labels, no network; close revokes', async () => {

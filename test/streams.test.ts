@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import net from 'node:net';
 import { test } from 'node:test';
-import { SseSplitter } from '../src/metering/sse.ts';
+import { SseSplitter } from '../src/wire/sse.ts';
 import { createUsageMeter } from '../src/metering/usage.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture } from './support/fixture.ts';
 

@@ -4,14 +4,16 @@
 // host's token injected, and bodies stream both ways (a push's packfile is never buffered).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
-import type { CallRecord } from '../calls.ts';
-import { GatewayError } from '../errors.ts';
-import { headersForUpstream } from '../headers.ts';
-import { Exchange, type ExchangeFields } from '../exchange.ts';
-import type { KeyRecord } from '../keys.ts';
-import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../providers.ts';
-import { relay } from '../relay.ts';
-import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubAccess, type GitHubScope } from './scope.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { headersForUpstream } from '../wire/headers.ts';
+import { Exchange, type ExchangeFields } from '../http/exchange.ts';
+import type { PathHandler } from '../http/handler.ts';
+import type { KeyRecord } from '../keys/store.ts';
+import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../upstream/providers.ts';
+import { relay } from '../upstream/relay.ts';
+import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubAccess } from './scope.ts';
+import type { GitHubScope } from '../keys/limits.ts';
 
 /** `createGateway({ github })`: where GitHub is, and the host's token. */
 export interface GitHubOptions {
@@ -80,11 +82,19 @@ export function createGitHubRelay(options: GitHubOptions, network?: NetworkOptio
   };
 }
 
-export function isGitHubPath(path: string): boolean {
+function isGitHubPath(path: string): boolean {
   return path.startsWith(GIT_PREFIX) || path === API_PREFIX || path.startsWith(`${API_PREFIX}/`);
 }
 
-export interface GitHubCall {
+/** The socket's git and GitHub API paths, for the request handler; `relay()` is the one configured now. */
+export function gitHubPathHandler(relay: () => GitHubRelay | undefined): PathHandler {
+  return {
+    matches: isGitHubPath,
+    handle: (call, req, res, started) => handleGitHub({ relay: relay(), key: call.key, scope: call.limits.github, onCall: call.onCall }, req, res, started),
+  };
+}
+
+interface GitHubCall {
   relay: GitHubRelay | undefined;
   key: KeyRecord;
   scope: GitHubScope | undefined;
@@ -92,7 +102,7 @@ export interface GitHubCall {
 }
 
 /** Serves one request whose path `isGitHubPath`. */
-export function handleGitHub(call: GitHubCall, req: IncomingMessage, res: ServerResponse, started: number): void {
+function handleGitHub(call: GitHubCall, req: IncomingMessage, res: ServerResponse, started: number): void {
   const url = req.url ?? '/';
   const method = req.method ?? 'GET';
   const queryAt = url.indexOf('?');
@@ -211,7 +221,7 @@ class GitHubRecord extends Exchange {
   protected report(fields: ExchangeFields): void {
     this.call.onCall({
       ...fields,
-      provider: 'github',
+      dialect: 'github',
       endpoint: this.isGit ? 'git' : 'github_api',
       repo: this.repo,
       service: this.service,

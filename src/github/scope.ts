@@ -1,17 +1,8 @@
 // What one key may do on GitHub, and the decision for one request: which repository a git or REST
 // API path names, whether it reads or writes, and whether the key's scope allows that. Pure
 // functions of the path: nothing here talks to the network.
-import { globToRegExp } from '../glob.ts';
-
-/** A key's GitHub scope (`mint({ github: ... })`). Absent: no GitHub access at all. */
-export interface GitHubScope {
-  /** `owner/name` globs the key may clone and fetch (and read through the API). */
-  read?: string[];
-  /** `owner/name` globs the key may push to (and write through the API). Implies read. */
-  push?: string[];
-  /** Whether the key may call the REST API at all. Default false. */
-  api?: boolean;
-}
+import type { GitHubScope } from '../keys/limits.ts';
+import { globToRegExp } from '../util/glob.ts';
 
 export type GitService = 'git-upload-pack' | 'git-receive-pack';
 
@@ -38,23 +29,6 @@ const OWNER = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$/;
 const REPO = /^[A-Za-z0-9._-]{1,100}$/;
 const SERVICES: ReadonlySet<string> = new Set(['git-upload-pack', 'git-receive-pack']);
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
-
-export function validateGitHubScope(value: unknown): GitHubScope {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError('limit `github` must be an object { read?, push?, api? }');
-  const scope = value as Record<string, unknown>;
-  for (const field of Object.keys(scope)) {
-    if (!['read', 'push', 'api'].includes(field)) throw new TypeError(`limit \`github.${field}\` is unknown (expected read, push, api)`);
-  }
-  for (const field of ['read', 'push'] as const) {
-    const globs = scope[field];
-    if (globs === undefined) continue;
-    if (!Array.isArray(globs) || !globs.every((g) => typeof g === 'string' && /^[^/\s]+\/[^/\s]+$/.test(g))) {
-      throw new TypeError(`limit \`github.${field}\` must be an array of owner/name globs, e.g. ["acme/*"]`);
-    }
-  }
-  if (scope.api !== undefined && typeof scope.api !== 'boolean') throw new TypeError('limit `github.api` must be true or false');
-  return value as GitHubScope;
-}
 
 function matches(globs: string[] | undefined, repo: string): boolean {
   // GitHub names are case-insensitive: so is the check.

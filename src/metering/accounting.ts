@@ -2,42 +2,16 @@
 // reservation of the call's worst case held while it runs (a call that does not fit waits for the
 // calls in flight, or has its output limit lowered to what is left), and the real cost settled, at
 // the price of the model that served, when it ends.
-import { ClientGone, type OutputLimitField } from '../body.ts';
-import { GatewayError } from '../errors.ts';
-import { globToRegExp } from '../glob.ts';
-import { validateGitHubScope, type GitHubScope } from '../github/scope.ts';
-import type { Endpoint } from '../routes.ts';
+import type { OutputLimitField } from '../wire/request-fields.ts';
+import { ClientGone, GatewayError } from '../wire/errors.ts';
+import { globToRegExp } from '../util/glob.ts';
+import { validateLimits, type KeyLimits } from '../keys/limits.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 import type { Ledger } from './ledger.ts';
-import { RateWindow } from './limits.ts';
+import { RateWindow } from './rates.ts';
 import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
-import { toolUsesCostUsd, validateServerTools, type ServerToolClass, type ToolUses } from './server-tools.ts';
+import { toolUsesCostUsd, type ToolUses } from './server-tools.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';
-
-/** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
-export interface KeyLimits {
-  /** USD this key may spend over its life. */
-  budgetUsd?: number;
-  /** Requests per minute. */
-  rpm?: number;
-  /** Tokens (input, output and cache) per minute. */
-  tpm?: number;
-  /** Requests in flight at once. */
-  maxConcurrent?: number;
-  /** Glob patterns (`*`, `?`) of the models this key may call. Default: any. */
-  models?: string[];
-  /** Largest request body, in bytes. */
-  maxBodyBytes?: number;
-  /** Git and GitHub API access through the socket (`{ read, push, api }`). Default: none. */
-  github?: GitHubScope;
-  /**
-   * Refused requests (any status the gateway answers itself) per minute; past it, the key's
-   * requests are answered 429 at once, before their body is read, and the connection closed.
-   * Default 120 (src/refusals.ts).
-   */
-  maxRefusalsPerMinute?: number;
-  /** Server-side tools (run by the provider) requests may declare. Default: `['web_search']`. */
-  serverTools?: ServerToolClass[];
-}
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
 
@@ -492,19 +466,4 @@ function budgetExhausted(which: string, account: Account): GatewayError {
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-function validateLimits(limits: KeyLimits): KeyLimits {
-  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute'] as const) {
-    const value = limits[name];
-    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-      throw new TypeError(`limit \`${name}\` must be a non-negative number`);
-    }
-  }
-  if (limits.models !== undefined && !(Array.isArray(limits.models) && limits.models.every((m) => typeof m === 'string'))) {
-    throw new TypeError('limit `models` must be an array of glob patterns');
-  }
-  if (limits.github !== undefined) validateGitHubScope(limits.github);
-  if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'serverTools');
-  return limits;
 }

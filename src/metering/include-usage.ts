@@ -2,9 +2,9 @@
 // (`stream_options.include_usage`). The gateway asks on the client's behalf (merged into any
 // `stream_options` the client sent), then removes the usage chunk the client did not ask for, so its
 // stream looks exactly as it expects.
-import type { RequestFields } from '../body.ts';
-import { setTopLevelField } from '../json-splice.ts';
-import { SseSplitter } from './sse.ts';
+import type { RequestFields } from '../wire/request-fields.ts';
+import { setTopLevelField } from '../wire/json-splice.ts';
+import { SseSplitter } from '../wire/sse.ts';
 
 const MAX_USAGE_CHUNK_CHARS = 64 * 1024;
 

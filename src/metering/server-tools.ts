@@ -2,21 +2,10 @@
 // URL, call an MCP server, run code). A container with no network could use them to reach any URL
 // through the provider, and some are billed per use, so each key and group allows a named set of
 // them (default: web search only), and every declared tool is classified before the call goes out.
-import type { RequestFields, ToolDeclaration } from '../body.ts';
-import { GatewayError } from '../errors.ts';
-import type { Endpoint } from '../routes.ts';
-
-/** The classes of server tool a policy names. */
-export const SERVER_TOOL_CLASSES = [
-  'web_search',
-  'web_fetch',
-  'mcp',
-  'code_execution',
-  'file_search',
-  'image_generation',
-  'advisor',
-] as const;
-export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
+import type { RequestFields, ToolDeclaration } from '../wire/request-fields.ts';
+import type { ServerToolClass } from '../keys/limits.ts';
+import { GatewayError } from '../wire/errors.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 
 /**
  * Allowed when neither the key nor the defaults say otherwise. Claude Code's WebSearch tool and
@@ -155,11 +144,6 @@ export function serverToolPolicy(keyClasses: readonly string[] | undefined, grou
 const list = (classes: readonly string[]): string => (classes.length === 0 ? 'none' : classes.join(', '));
 
 /** Throws a TypeError unless `value` is a list of server tool class names. */
-export function validateServerTools(value: unknown, field: string): asserts value is ServerToolClass[] {
-  if (!Array.isArray(value) || !value.every((item) => (SERVER_TOOL_CLASSES as readonly unknown[]).includes(item))) {
-    throw new TypeError(`\`${field}\` must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')})`);
-  }
-}
 
 /** Uses of the per-use priced server tools. */
 export interface ToolUses {

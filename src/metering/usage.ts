@@ -1,6 +1,6 @@
 // Token usage as each API reports it, extracted from JSON responses and SSE streams while they pass.
-import type { Endpoint } from '../routes.ts';
-import { SseSplitter, type SseEvent } from './sse.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
+import { SseSplitter, type SseEvent } from '../wire/sse.ts';
 
 /** Tokens of one call, in separately priced line items. */
 export interface Usage {

@@ -2,9 +2,9 @@
 // to start the container with it (env, mounts, labels, no network) and to end it (close revokes).
 // Hosts pass this to a renderer (podman, docker, bwrap) or to their own container API.
 import type { MintRequest } from '../gateway.ts';
-import { SHIM_NAME, type KeyInfo } from '../keys.ts';
+import { SHIM_NAME, type KeyInfo } from '../keys/store.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, SHIM_PORT } from './env.ts';
+import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
 
 /** Where a container sees its key's directory. */
 export const MOUNT_TARGET = '/run/gateway';

@@ -4,11 +4,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { loadConfig } from '../config.ts';
-import { resolveCredentials } from '../credentials.ts';
-import { settingsFrom } from '../daemon.ts';
+import { loadConfig } from '../config/load.ts';
+import { resolveCredentials } from '../config/credentials.ts';
+import { settingsFrom } from '../config/settings.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
-import { resolveGitHubOptions } from '../github/config.ts';
+import { resolveGitHubOptions } from '../config/github.ts';
 
 export async function embeddedGateway(configFile: string | undefined, stateDir: string | undefined): Promise<Gateway> {
   const config = await loadConfig(configFile, stateDir);

@@ -1,9 +1,9 @@
 // `gateway run`: mint a key, launch one container with it, stream its output, revoke when it exits
 // (also on Ctrl-C), and exit with the container's status.
 import { spawn } from 'node:child_process';
-import { callControl } from '../control.ts';
+import { callControl } from '../control/socket.ts';
 import type { MintRequest } from '../gateway.ts';
-import type { KeyInfo } from '../keys.ts';
+import type { KeyInfo } from '../keys/store.ts';
 import { contribute, type ContributeRequest, type KeyMinter } from './contribute.ts';
 import { render, type LaunchSpec, type Runtime } from './render.ts';
 

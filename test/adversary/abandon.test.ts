@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
-import type { RecordedRequest } from '../../src/standin.ts';
+import type { RecordedRequest } from '../../src/dev/standin.ts';
 import { eventually, startFixture } from '../support/fixture.ts';
 import { anthropicHeaders, request } from '../support/http.ts';
 

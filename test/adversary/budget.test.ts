@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { describe, test } from 'node:test';
 import { REAL_ANTHROPIC_KEY, deadPort, eventually, startFixture } from '../support/fixture.ts';
-import { anthropicHeaders, openaiHeaders, request, type Exchange } from '../support/http.ts';
-import type { RecordedRequest } from '../../src/standin.ts';
+import { anthropicHeaders, openaiHeaders, request, type HttpExchange } from '../support/http.ts';
+import type { RecordedRequest } from '../../src/dev/standin.ts';
 import type { ServerResponse } from 'node:http';
 
 /** An OpenAI upstream that spends every output token the request allows: n x its limit (or `modelMax`). */
@@ -29,7 +29,7 @@ function worstCaseChat(modelMax: number) {
 }
 
 const chat = (extra: object) => JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], ...extra });
-const statuses = (results: Exchange[]) => results.map((r) => r.status).sort().join(',');
+const statuses = (results: HttpExchange[]) => results.map((r) => r.status).sort().join(',');
 
 describe('budget containment', () => {
   test('n:128 with concurrent calls: spend stays within the budget plus the input estimate', async () => {

@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { loadConfig } from '../../src/config.ts';
+import { loadConfig } from '../../src/config/load.ts';
 import { classifyTool, declaredServerTools, worstCaseToolCostUsd } from '../../src/metering/server-tools.ts';
 import { createUsageMeter } from '../../src/metering/usage.ts';
 import { eventually, startFixture, type Fixture } from '../support/fixture.ts';

@@ -130,7 +130,7 @@ test('over the socket: each bypass is refused and never reaches the upstream; in
     assert.equal(s.upstream.seen.at(-1)!.url, '/ACME/Widgets.git/info/refs?service=git-upload-pack');
 
     // The audit trail says what was refused, bounded and without the token.
-    const refused = s.calls.filter((c) => c.provider === 'github' && c.outcome === 'rejected');
+    const refused = s.calls.filter((c) => c.dialect === 'github' && c.outcome === 'rejected');
     assert.equal(refused.length, BYPASSES.length);
     assert.ok(refused.some((c) => c.repo === 'other/secret' && c.status === 403));
     assert.ok(!JSON.stringify(s.calls).includes(REAL_GITHUB_TOKEN));

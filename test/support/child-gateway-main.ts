@@ -7,7 +7,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { pino } from 'pino';
 import { createGateway, type GatewayOptions, type MintRequest } from '../../src/index.ts';
-import { startStandin } from '../../src/standin.ts';
+import { startStandin } from '../../src/dev/standin.ts';
 
 export interface ChildConfig {
   /** Gateway options that survive JSON (providers and stateDir are filled in here). */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { createGateway, type CallRecord, type Gateway, type GatewayOptions } from '../../src/index.ts';
-import { startStandin, type Standin, type StandinOptions } from '../../src/standin.ts';
+import { startStandin, type Standin, type StandinOptions } from '../../src/dev/standin.ts';
 
 // Recognizable "real" credentials: every test can grep its output for them.
 export const REAL_ANTHROPIC_KEY = 'real-anthropic-key-7f3a9c1e5b';

@@ -1,7 +1,7 @@
 // A small HTTP client over a Unix socket (or TCP), recording when each chunk arrived.
 import http, { type IncomingHttpHeaders } from 'node:http';
 
-export interface Exchange {
+export interface HttpExchange {
   status: number;
   headers: IncomingHttpHeaders;
   body: string;
@@ -19,7 +19,7 @@ export interface RequestSpec {
   agent?: http.Agent;
 }
 
-export function request(spec: RequestSpec): Promise<Exchange> {
+export function request(spec: RequestSpec): Promise<HttpExchange> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
@@ -32,7 +32,7 @@ export function request(spec: RequestSpec): Promise<Exchange> {
         agent: spec.agent ?? false,
       },
       (res) => {
-        const chunks: Exchange['chunks'] = [];
+        const chunks: HttpExchange['chunks'] = [];
         res.on('data', (chunk: Buffer) => chunks.push({ at: performance.now(), text: chunk.toString() }));
         res.on('end', () =>
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.map((c) => c.text).join(''), chunks }),

@@ -1,7 +1,7 @@
-// Errors the gateway makes itself, rendered in the shape of the provider the client speaks,
+// Errors the gateway makes itself, rendered in the shape of the dialect the client speaks,
 // so SDKs surface our message instead of a parse failure.
 import type { ServerResponse } from 'node:http';
-import type { ProviderKind } from './routes.ts';
+import type { Dialect } from './dialect.ts';
 
 export type ErrorKind =
   | 'invalid_request'
@@ -71,30 +71,33 @@ export class GatewayError extends Error {
     this.headers = headers;
   }
 
-  /** The HTTP status in the dialect of `provider`'s clients. */
-  statusFor(provider: ProviderKind): number {
+  /** The HTTP status in `dialect`'s convention. */
+  statusFor(dialect: Dialect): number {
     const spec = KINDS[this.kind];
-    return provider === 'openai' ? (spec.openaiStatus ?? spec.status) : spec.status;
+    return dialect === 'openai' ? (spec.openaiStatus ?? spec.status) : spec.status;
   }
 }
 
-/** The JSON body of an error in the provider's own shape. */
-export function errorBody(provider: ProviderKind, kind: ErrorKind, message: string): string {
+/** The JSON body of an error in the dialect's own shape. */
+export function errorBody(dialect: Dialect, kind: ErrorKind, message: string): string {
   const spec = KINDS[kind];
-  if (provider === 'anthropic') {
+  if (dialect === 'anthropic') {
     return JSON.stringify({ type: 'error', error: { type: spec.anthropicType, message } });
   }
   return JSON.stringify({ error: { message, type: spec.openaiType, param: null, code: kind } });
 }
 
+/** The client went away before its body was complete: nothing to answer, nothing to forward. */
+export class ClientGone extends Error {}
+
 /** Ends `res` with the error, unless headers already went out (then the connection is cut). */
-export function sendError(res: ServerResponse, provider: ProviderKind, error: GatewayError): void {
+export function sendError(res: ServerResponse, dialect: Dialect, error: GatewayError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const body = errorBody(provider, error.kind, error.message);
-  res.writeHead(error.statusFor(provider), {
+  const body = errorBody(dialect, error.kind, error.message);
+  res.writeHead(error.statusFor(dialect), {
     ...error.headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
@@ -105,8 +108,8 @@ export function sendError(res: ServerResponse, provider: ProviderKind, error: Ga
 }
 
 /** One SSE event that tells a streaming client the upstream failed mid-stream. */
-export function streamErrorEvent(provider: ProviderKind, message: string): string {
-  if (provider === 'anthropic') {
+export function streamErrorEvent(dialect: Dialect, message: string): string {
+  if (dialect === 'anthropic') {
     return `event: error\ndata: ${errorBody('anthropic', 'upstream_failed', message)}\n\n`;
   }
   return `data: ${errorBody('openai', 'upstream_failed', message)}\n\n`;

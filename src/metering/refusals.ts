@@ -2,7 +2,7 @@
 // 400, 403, 404, 405, 413, 415, 429, 402...) costs a parse, an answer and an audit record, and counts
 // toward nothing else; past `maxRefusalsPerMinute` the key's next requests are refused at once,
 // before their body is read, until the count falls back under the limit.
-import { GatewayError } from './errors.ts';
+import { GatewayError } from '../wire/errors.ts';
 
 /** Refusals per key per minute when the key's limits do not set `maxRefusalsPerMinute`. */
 export const DEFAULT_MAX_REFUSALS_PER_MINUTE = 120;

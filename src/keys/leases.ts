@@ -2,8 +2,8 @@
 // directory and containers that mounted it carry on. A lease holds no secret: the socket is the
 // identity. The journal is append-only (one line per mint or revoke) and compacted when opened.
 import { appendFile, readFile, rename, writeFile } from 'node:fs/promises';
-import type { Owner } from './keys.ts';
-import type { KeyLimits } from './metering/accounting.ts';
+import type { Owner } from './store.ts';
+import type { KeyLimits } from './limits.ts';
 
 export interface Lease {
   id: string;

@@ -2,7 +2,7 @@
 // (undici holds them until the response is done, and a retry may resend them), so without a bound
 // one key's concurrent 32 MiB bodies could take the host's memory. Each key also has a share of the
 // pool, so one key cannot take all of it from the others.
-import { GatewayError } from './errors.ts';
+import { GatewayError } from '../wire/errors.ts';
 
 export interface BodyMemoryLimits {
   /** All keys together. */

@@ -3,8 +3,8 @@
 // below makes it fall back to plain HTTP + SSE.
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { errorBody } from './errors.ts';
-import { dialectOf } from './routes.ts';
+import { errorBody } from '../wire/errors.ts';
+import { dialectOf } from '../wire/dialect.ts';
 
 export function refuseUpgrade(req: IncomingMessage, socket: Socket): void {
   const url = req.url ?? '/';

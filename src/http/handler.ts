@@ -3,31 +3,50 @@
 // meter what comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from './attempts.ts';
+import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from '../upstream/retry.ts';
 import type { BodyHold, BodyMemory } from './body-memory.ts';
-import { ClientGone, isJsonContentType, readBody, RequestFieldsReader, type RequestFields } from './body.ts';
-import type { CallRecord } from './calls.ts';
-import { GatewayError, sendError } from './errors.ts';
+import { isJsonContentType, readBody } from './body.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { ClientGone, GatewayError, sendError } from '../wire/errors.ts';
+import { RequestFieldsReader, type RequestFields } from '../wire/request-fields.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
-import { handleGitHub, isGitHubPath, type GitHubRelay } from './github/relay.ts';
-import { headersForUpstream, type HeaderMap } from './headers.ts';
-import { replaceTopLevelString, setTopLevelField } from './json-splice.ts';
-import type { KeyRecord } from './keys.ts';
-import type { Accounting, Admission, KeyAccount } from './metering/accounting.ts';
-import { askForStreamUsage, UsageChunkRemover } from './metering/include-usage.ts';
-import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from './metering/server-tools.ts';
-import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from './metering/usage.ts';
-import type { Router } from './model-routes.ts';
-import type { Refusals } from './refusals.ts';
-import { authenticate } from './providers.ts';
-import { relay, type EarlyFailure } from './relay.ts';
-import { dialectOf, resolveRoute, type Route } from './routes.ts';
+import { headersForUpstream, type HeaderMap } from '../wire/headers.ts';
+import { replaceTopLevelString, setTopLevelField } from '../wire/json-splice.ts';
+import type { KeyRecord } from '../keys/store.ts';
+import type { Accounting, Admission, KeyAccount } from '../metering/accounting.ts';
+import type { KeyLimits } from '../keys/limits.ts';
+import { askForStreamUsage, UsageChunkRemover } from '../metering/include-usage.ts';
+import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from '../metering/server-tools.ts';
+import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from '../metering/usage.ts';
+import type { Router } from '../upstream/router.ts';
+import type { Refusals } from '../metering/refusals.ts';
+import { authenticate } from '../upstream/providers.ts';
+import { relay, type EarlyFailure } from '../upstream/relay.ts';
+import { dialectOf } from '../wire/dialect.ts';
+import { resolveRoute, type Route } from '../wire/endpoints.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
   router: Router;
   health: Health;
   retry: RetryPolicy;
+}
+
+/** One request a path handler serves: the key it came on, that key's limits, and where its record goes. */
+export interface PathCall {
+  key: KeyRecord;
+  limits: KeyLimits;
+  onCall(record: CallRecord): void;
+}
+
+/**
+ * A path outside the provider endpoints, served on the same socket by a handler the composition root
+ * gives (gateway.ts passes the GitHub relay's), so this module knows none of them.
+ */
+export interface PathHandler {
+  matches(path: string): boolean;
+  /** Answers the request and reports exactly one record through `call.onCall`. */
+  handle(call: PathCall, req: IncomingMessage, res: ServerResponse, started: number): void;
 }
 
 export interface ProxyContext {
@@ -42,8 +61,8 @@ export interface ProxyContext {
   refusals: Refusals;
   onCall(record: CallRecord): void;
   onInternalError(error: unknown): void;
-  /** Git smart HTTP and the GitHub API, when configured. */
-  github?(): GitHubRelay | undefined;
+  /** Paths served by something other than the LLM relay (git and the GitHub API), tried in order. */
+  pathHandlers?: readonly PathHandler[];
   /** Server tool classes per group, on top of each key's `serverTools`. */
   groupServerTools?(): Record<string, readonly string[]>;
 }
@@ -75,10 +94,10 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
   if (overRefused) {
     const refused = new CallTracker(context, key, req, res, path, started);
-    const provider = dialectOf(path, req.headers);
+    const dialect = dialectOf(path, req.headers);
     res.shouldKeepAlive = false;
-    sendError(res, provider, overRefused);
-    return refused.finish('rejected', overRefused.statusFor(provider), overRefused);
+    sendError(res, dialect, overRefused);
+    return refused.finish('rejected', overRefused.statusFor(dialect), overRefused);
   }
 
   // Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
@@ -89,9 +108,8 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     return;
   }
 
-  if (isGitHubPath(path)) {
-    return handleGitHub({ relay: context.github?.(), key, scope: account.limits.github, onCall: context.onCall }, req, res, started);
-  }
+  const other = context.pathHandlers?.find((handler) => handler.matches(path));
+  if (other) return other.handle({ key, limits: account.limits, onCall: context.onCall }, req, res, started);
 
   const call = new CallTracker(context, key, req, res, path, started);
   try {
@@ -132,7 +150,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       }
     }
     const routing = context.routing();
-    const candidates = routing.router.candidates(route.provider, model);
+    const candidates = routing.router.candidates(route.dialect, model);
     if (res.destroyed) return call.finish('client_closed', 0);
     // A call waiting for budget leaves the queue when its client hangs up.
     const gone = new AbortController();
@@ -159,9 +177,9 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     if (!(error instanceof GatewayError)) throw error;
     // A refusal does not drain a body it never read: the connection closes instead.
     if (error.headers.connection === 'close' || hasUnreadBody(req)) res.shouldKeepAlive = false;
-    const provider = call.route?.provider ?? dialectOf(path, req.headers);
-    sendError(res, provider, error);
-    call.finish('rejected', error.statusFor(provider), error);
+    const dialect = call.route?.dialect ?? dialectOf(path, req.headers);
+    sendError(res, dialect, error);
+    call.finish('rejected', error.statusFor(dialect), error);
   }
 }
 
@@ -287,7 +305,7 @@ class CallTracker extends Exchange {
     this.context.onCall({
       ...fields,
       sessionId: Array.isArray(session) ? session[0] : session,
-      provider: this.route?.provider,
+      dialect: this.route?.dialect,
       endpoint: this.route?.endpoint,
       model: this.model,
       upstream: this.upstream,

@@ -4,8 +4,8 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { GatewayError, sendError, streamErrorEvent } from './errors.ts';
-import { headersForClient, type HeaderMap } from './headers.ts';
+import { GatewayError, sendError, streamErrorEvent } from '../wire/errors.ts';
+import { headersForClient, type HeaderMap } from '../wire/headers.ts';
 import { upstreamPath, type Upstream } from './providers.ts';
 
 export type RelayOutcome = 'complete' | 'client_closed' | 'upstream_failed';

@@ -2,10 +2,10 @@
 // close() drains on), the timings and byte counts every audit record carries, and the guarantee
 // that the exchange is reported exactly once. LLM calls and GitHub calls each add their own fields.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { CallRecord } from './calls.ts';
-import type { GatewayError } from './errors.ts';
-import type { KeyRecord } from './keys.ts';
-import type { RelayControl, RelayOutcome, ResponseObserver } from './relay.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import type { GatewayError } from '../wire/errors.ts';
+import type { KeyRecord } from '../keys/store.ts';
+import type { RelayControl, RelayOutcome, ResponseObserver } from '../upstream/relay.ts';
 
 /** The fields every call record has, measured by the exchange itself. */
 export type ExchangeFields = Pick<

@@ -2,9 +2,9 @@
 // model names, session ids and labels come from clients: every value is escaped before it reaches
 // the operator's terminal, so no client can send it control sequences (clipboard writes, screen
 // clears, reordered text).
-import type { CallRecord } from './calls.ts';
-import { formatDuration } from './duration.ts';
-import type { GroupSnapshot, KeySnapshot } from './gateway.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { formatDuration } from '../util/duration.ts';
+import type { GroupSnapshot, KeySnapshot } from '../gateway.ts';
 
 // C0 controls, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;

@@ -3,18 +3,18 @@
 // demo check failed), 2 usage or configuration error.
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, loadConfig } from './config.ts';
-import { callControl, DaemonUnreachable } from './control.ts';
-import { serve } from './daemon.ts';
+import { ConfigError, loadConfig } from '../config/load.ts';
+import { callControl, DaemonUnreachable } from '../control/socket.ts';
+import { serve } from '../control/daemon.ts';
 import { runDemo } from './demo.ts';
-import { parseDuration } from './duration.ts';
-import type { GatewaySnapshot, KeySnapshot } from './gateway.ts';
+import { parseDuration } from '../util/duration.ts';
+import type { GatewaySnapshot, KeySnapshot } from '../gateway.ts';
 import { printableJson, renderKey, renderKeys, type KeyRow } from './inspect-view.ts';
-import { scopeFromFlags } from './github/config.ts';
-import { embeddedGateway } from './runner/embedded.ts';
-import { daemonMinter, runContainer } from './runner/run.ts';
-import type { Runtime } from './runner/render.ts';
-import type { Mount } from './runner/contribute.ts';
+import { scopeFromFlags } from '../config/github.ts';
+import { embeddedGateway } from '../runner/embedded.ts';
+import { daemonMinter, runContainer } from '../runner/run.ts';
+import type { Runtime } from '../runner/render.ts';
+import type { Mount } from '../runner/contribute.ts';
 
 class UsageError extends Error {}
 

@@ -1,9 +1,10 @@
 // The record of one call through the gateway: what the audit trail and `inspect` are built from.
 // Many of its strings come from the client (path, model, session id) or the upstream (request id):
 // boundRecord cuts each to a fixed length before the record is stored, logged or handed on.
-import type { ErrorKind } from './errors.ts';
-import type { PriceSource } from './metering/pricing.ts';
-import type { Endpoint, ProviderKind } from './routes.ts';
+import type { ErrorKind } from '../wire/errors.ts';
+import type { PriceSource } from './pricing.ts';
+import type { Dialect } from '../wire/dialect.ts';
+import type { Endpoint } from '../wire/endpoints.ts';
 
 export interface CallRecord {
   /** Epoch milliseconds when the request arrived. */
@@ -13,7 +14,8 @@ export interface CallRecord {
   label?: string;
   /** Claude Code's `x-claude-code-session-id`, or the OpenAI SDKs' session header, when sent. */
   sessionId?: string;
-  provider?: ProviderKind | 'github';
+  /** The API the client spoke (`github` for git and GitHub API calls). */
+  dialect?: Dialect | 'github';
   /** `git` (smart HTTP) and `github_api` calls cost nothing and carry `repo` and `service`. */
   endpoint?: Endpoint | 'git' | 'github_api';
   /** GitHub calls: `owner/name` the request names, when it names one. */

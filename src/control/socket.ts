@@ -4,9 +4,9 @@
 import { chmod, unlink } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
-import type { Gateway, MintRequest } from './gateway.ts';
-import { githubEnv } from './github/env.ts';
-import { clientEnv, SHIM_PORT } from './runner/env.ts';
+import type { Gateway, MintRequest } from '../gateway.ts';
+import { githubEnv } from '../github/env.ts';
+import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
 
 export const CONTROL_SOCKET = 'control.sock';
 

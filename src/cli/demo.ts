@@ -8,11 +8,11 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import type { CallRecord } from './calls.ts';
-import { createGateway } from './gateway.ts';
-import { SseSplitter } from './metering/sse.ts';
-import { providersFromEnv, type ProvidersConfig } from './providers.ts';
-import { startStandin, type Standin } from './standin.ts';
+import type { CallRecord } from '../metering/call-record.ts';
+import { createGateway } from '../gateway.ts';
+import { SseSplitter } from '../wire/sse.ts';
+import { providersFromEnv, type ProvidersConfig } from '../upstream/providers.ts';
+import { startStandin, type Standin } from '../dev/standin.ts';
 
 export interface DemoOptions {
   /** Use the local stand-in provider even when real keys are in the environment. */

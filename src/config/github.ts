@@ -2,10 +2,9 @@
 // the token read from where the section says (env var, file or command; never a literal, never argv).
 import { homedir } from 'node:os';
 import path from 'node:path';
-import type { CredentialSource } from '../config.ts';
-import { resolveCredentials } from '../credentials.ts';
-import type { GitHubOptions } from './relay.ts';
-import type { GitHubScope } from './scope.ts';
+import { resolveCredentials, type CredentialSource } from './credentials.ts';
+import type { GitHubOptions } from '../github/relay.ts';
+import type { GitHubScope } from '../keys/limits.ts';
 
 export interface GitHubSource {
   webUrl?: string;

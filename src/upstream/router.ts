@@ -1,10 +1,10 @@
 // Model routing: which upstream serves a model, under which name, and where to fall back. Routes
 // come from configuration; without any, each client's requests go to its own provider by name
 // (`anthropic`, `openai`), so every model Claude Code asks for (main, small/fast) just works.
-import { GatewayError } from './errors.ts';
-import { globToRegExp } from './glob.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { globToRegExp } from '../util/glob.ts';
 import type { Upstream } from './providers.ts';
-import type { ProviderKind } from './routes.ts';
+import type { Dialect } from '../wire/dialect.ts';
 
 export interface RouteConfig {
   /** Model names or globs this route serves (`claude-*`, `fast`). */
@@ -50,7 +50,7 @@ export class Router {
   }
 
   /** Where a request of `dialect` for `model` may go, first choice first. */
-  candidates(dialect: ProviderKind, model: string | undefined): Candidate[] {
+  candidates(dialect: Dialect, model: string | undefined): Candidate[] {
     if (model !== undefined) {
       for (const route of this.routes) {
         if (!route.patterns.some((pattern) => pattern.test(model))) continue;

@@ -1,16 +1,16 @@
 // `gateway serve`: the gateway as a host daemon. Loads the config and credentials, restores the
 // keys that were live before a restart, serves the control socket, follows credential changes,
 // reloads on SIGHUP and drains on SIGTERM/SIGINT.
-import { readFile, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { pino, type Logger } from 'pino';
 import pretty from 'pino-pretty';
-import { ConfigError, loadConfig, type GatewayConfig } from './config.ts';
-import { controlSocketPath, startControlServer } from './control.ts';
-import { CredentialWatcher, resolveCredentials } from './credentials.ts';
-import { createGateway, type Gateway, type Reconfigurable } from './gateway.ts';
-import { githubCredentialSources, githubOptions } from './github/config.ts';
-import type { NetworkOptions, ProvidersConfig } from './providers.ts';
+import { loadConfig, type GatewayConfig } from '../config/load.ts';
+import { controlSocketPath, startControlServer } from './socket.ts';
+import { CredentialWatcher, resolveCredentials } from '../config/credentials.ts';
+import { createGateway, type Gateway } from '../gateway.ts';
+import { githubCredentialSources, githubOptions } from '../config/github.ts';
+import { settingsFrom } from '../config/settings.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -109,39 +109,6 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       return stopping;
     },
   };
-}
-
-/**
- * What a config file sets on a gateway, with its credentials resolved: for createGateway, and
- * again for reconfigure() on SIGHUP. (Without a [github] section, `github` stays as it was.)
- */
-export async function settingsFrom(config: GatewayConfig, providers: ProvidersConfig, githubToken: string | undefined): Promise<Reconfigurable> {
-  return {
-    providers,
-    routes: config.routes,
-    retry: config.retry,
-    network: await networkOptions(config),
-    defaultLimits: config.defaultLimits,
-    groupBudgets: config.groupBudgets,
-    groupModels: config.groupModels,
-    groupServerTools: config.groupServerTools,
-    serverToolPrices: config.serverToolPrices,
-    prices: config.prices,
-    unknownModelPrice: config.unknownModelPrice,
-    budgetWaitMs: config.budgetWaitMs,
-    github: config.github ? githubOptions(config.github, githubToken) : undefined,
-  };
-}
-
-/** The outbound proxy and the extra CA file's certificates. */
-export async function networkOptions(config: GatewayConfig): Promise<NetworkOptions> {
-  const { proxyUrl, caFile } = config.network;
-  if (!caFile) return { proxyUrl };
-  try {
-    return { proxyUrl, extraCaPem: await readFile(caFile, 'utf8') };
-  } catch (error) {
-    throw new ConfigError(`${config.file ?? '(defaults)'}: network.ca_file: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code})`);
-  }
 }
 
 /** Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads. */

@@ -1,40 +1,29 @@
-// Which requests the gateway serves, and for which provider. Everything else is a 404:
+// Which requests the gateway serves, and in which dialect. Everything else is a 404:
 // the gateway forwards only the endpoints it knows how to meter.
 import type { IncomingHttpHeaders } from 'node:http';
+import { dialectOf, type Dialect } from './dialect.ts';
 import { GatewayError } from './errors.ts';
-
-export type ProviderKind = 'anthropic' | 'openai';
 
 export type Endpoint = 'messages' | 'count_tokens' | 'models' | 'chat_completions' | 'responses';
 
 export interface Route {
-  provider: ProviderKind;
+  dialect: Dialect;
   endpoint: Endpoint;
   /** A JSON request body is expected (and read for routing and metering). */
   hasBody: boolean;
 }
 
 const POST_ROUTES: ReadonlyMap<string, Route> = new Map([
-  ['/v1/messages', { provider: 'anthropic', endpoint: 'messages', hasBody: true }],
-  ['/v1/messages/count_tokens', { provider: 'anthropic', endpoint: 'count_tokens', hasBody: true }],
-  ['/v1/chat/completions', { provider: 'openai', endpoint: 'chat_completions', hasBody: true }],
-  ['/v1/responses', { provider: 'openai', endpoint: 'responses', hasBody: true }],
+  ['/v1/messages', { dialect: 'anthropic', endpoint: 'messages', hasBody: true }],
+  ['/v1/messages/count_tokens', { dialect: 'anthropic', endpoint: 'count_tokens', hasBody: true }],
+  ['/v1/chat/completions', { dialect: 'openai', endpoint: 'chat_completions', hasBody: true }],
+  ['/v1/responses', { dialect: 'openai', endpoint: 'responses', hasBody: true }],
 ]);
 
 // A model id as the providers spell them: `claude-sonnet-4-5-20250929`, `gpt-5.1`, `ft:gpt-4o:org::id`.
 // It starts with an alphanumeric, so `.` and `..` (which an upstream or a proxy on the way would
 // resolve as dot segments) are no model id; no `%`, so no encoded slash or dot either.
 const MODEL_ID = /^\/v1\/models\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/;
-
-/**
- * Which provider's dialect a request speaks, judged from its path and headers.
- * Anthropic clients always send `anthropic-version`; OpenAI clients never do.
- */
-export function dialectOf(path: string, headers: IncomingHttpHeaders): ProviderKind {
-  if (path.startsWith('/v1/messages')) return 'anthropic';
-  if (headers['anthropic-version'] !== undefined || headers['x-api-key'] !== undefined) return 'anthropic';
-  return 'openai';
-}
 
 /**
  * The route for a request, or a GatewayError (400/404/405) saying why there is none. `target` is the
@@ -49,7 +38,7 @@ export function resolveRoute(method: string, path: string, headers: IncomingHttp
     throw new GatewayError('method_not_allowed', `${method} is not allowed on ${path}; use POST`, { allow: 'POST' });
   }
   if (path === '/v1/models' || MODEL_ID.test(path)) {
-    if (method === 'GET') return { provider: dialectOf(path, headers), endpoint: 'models', hasBody: false };
+    if (method === 'GET') return { dialect: dialectOf(path, headers), endpoint: 'models', hasBody: false };
     throw new GatewayError('method_not_allowed', `${method} is not allowed on ${path}; use GET`, { allow: 'GET' });
   }
   throw new GatewayError('not_found', `${method} ${truncate(path)} is not an endpoint this gateway serves`);

@@ -1,6 +1,6 @@
 // The audit trail: one JSON line per call, to a file under the state dir and/or stdout, plus
 // each key's most recent calls in memory for `inspect`. Records carry no bodies and no credentials:
-// they are built field by field from what the gateway measured (calls.ts), never from headers, so
+// they are built field by field from what the gateway measured (call-record.ts), never from headers, so
 // there is nothing to redact (tests grep the file for the real keys). Their volume is bounded
 // whatever a client sends: records arrive with their strings cut (boundRecord), a line has a hard
 // size cap, and past a per-key rate refusals are counted in one summary line instead of written
@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { pino } from 'pino';
-import { cut, RECORD_STRING_LIMITS, type CallRecord } from './calls.ts';
+import { cut, RECORD_STRING_LIMITS, type CallRecord } from './call-record.ts';
 
 export interface AuditOptions {
   /** JSON-lines file. Default `<stateDir>/audit.jsonl`; false for none. */

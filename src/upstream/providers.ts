@@ -3,9 +3,9 @@
 // connection pool. Upstream addresses come from configuration only, never from a client.
 import { rootCertificates } from 'node:tls';
 import { Agent, ProxyAgent, type Dispatcher } from 'undici';
-import { GatewayError } from './errors.ts';
-import { dropBetas, mergeBeta, type HeaderMap } from './headers.ts';
-import type { ProviderKind } from './routes.ts';
+import { GatewayError } from '../wire/errors.ts';
+import { dropBetas, mergeBeta, type HeaderMap } from '../wire/headers.ts';
+import type { Dialect } from '../wire/dialect.ts';
 
 /** What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and `api-version`. */
 export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai';
@@ -68,7 +68,7 @@ export interface Upstream {
   name: string;
   kind: UpstreamKind;
   /** Which clients' requests it can serve. */
-  dialect: ProviderKind;
+  dialect: Dialect;
   origin: string;
   pathPrefix: string;
   /** Added to every path's query (Azure's api-version). */

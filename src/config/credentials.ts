@@ -8,8 +8,27 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import type { CredentialSource, GatewayConfig } from './config.ts';
-import type { ProvidersConfig } from './providers.ts';
+import type { ProvidersConfig, UpstreamKind, UpstreamTimeouts } from '../upstream/providers.ts';
+
+/** Where one credential comes from. Exactly one field is set. */
+export type CredentialSource = { env: string } | { file: string } | { command: string };
+
+export interface ProviderSource {
+  kind?: UpstreamKind;
+  baseUrl?: string;
+  /** Tried in order; the first that yields a value is used. */
+  apiKey: CredentialSource[];
+  /** More keys, each its own source, all used (spread and failover). */
+  apiKeys: CredentialSource[];
+  oauthToken: CredentialSource[];
+  dropBetas?: string[];
+  apiVersion?: string;
+  timeouts?: UpstreamTimeouts;
+}
+
+/** Each provider's sources, by provider name. */
+export type ProviderSources = Record<string, ProviderSource>;
+
 
 const run = promisify(execFile);
 
@@ -92,7 +111,7 @@ export interface CredentialState {
   expiresAt?: number;
 }
 
-export async function resolveCredentials(sources: GatewayConfig['providers']): Promise<CredentialState> {
+export async function resolveCredentials(sources: ProviderSources): Promise<CredentialState> {
   const providers: ProvidersConfig = {};
   const summary: Record<string, string> = {};
   let expiresAt: number | undefined;
@@ -130,11 +149,11 @@ export class CredentialWatcher {
   private timer: NodeJS.Timeout | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private current: string;
-  private sources: GatewayConfig['providers'];
+  private sources: ProviderSources;
   private readonly onChange: (state: CredentialState) => void;
   private readonly logger: Logger;
 
-  constructor(sources: GatewayConfig['providers'], initial: CredentialState, onChange: (state: CredentialState) => void, logger: Logger) {
+  constructor(sources: ProviderSources, initial: CredentialState, onChange: (state: CredentialState) => void, logger: Logger) {
     this.sources = sources;
     this.current = fingerprint(initial);
     this.onChange = onChange;
@@ -144,7 +163,7 @@ export class CredentialWatcher {
   }
 
   /** After a config reload: new sources, same watcher. */
-  replace(sources: GatewayConfig['providers'], state: CredentialState): void {
+  replace(sources: ProviderSources, state: CredentialState): void {
     this.close();
     this.sources = sources;
     this.current = fingerprint(state);

@@ -2,7 +2,7 @@
 // says the call was not done (connect failure, 429, 529, 5xx). Each attempt picks an upstream and a
 // credential: candidates in route order, credentials round-robin, skipping those cooling down
 // after repeated failures. See docs/resilience.md for what is retried and why.
-import type { Candidate } from './model-routes.ts';
+import type { Candidate } from './router.ts';
 import type { Credential, Upstream } from './providers.ts';
 
 export interface RetryPolicy {

@@ -5,32 +5,17 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
-import type { AuditOptions } from './audit.ts';
-import { parseDuration } from './duration.ts';
-import { parseGitHubSection, type GitHubSource } from './github/config.ts';
-import type { Owner } from './keys.ts';
-import type { KeyLimits } from './metering/accounting.ts';
-import type { Price, PriceTable } from './metering/pricing.ts';
-import { SERVER_TOOL_CLASSES, type PerUsePrices, type ServerToolClass } from './metering/server-tools.ts';
-import type { RetryPolicy } from './attempts.ts';
-import type { RouteConfig } from './model-routes.ts';
-import type { UpstreamKind, UpstreamTimeouts } from './providers.ts';
-
-/** Where one credential comes from. Exactly one field is set. */
-export type CredentialSource = { env: string } | { file: string } | { command: string };
-
-export interface ProviderSource {
-  kind?: UpstreamKind;
-  baseUrl?: string;
-  /** Tried in order; the first that yields a value is used. */
-  apiKey: CredentialSource[];
-  /** More keys, each its own source, all used (spread and failover). */
-  apiKeys: CredentialSource[];
-  oauthToken: CredentialSource[];
-  dropBetas?: string[];
-  apiVersion?: string;
-  timeouts?: UpstreamTimeouts;
-}
+import type { AuditOptions } from '../metering/audit.ts';
+import { parseDuration } from '../util/duration.ts';
+import { parseGitHubSection, type GitHubSource } from './github.ts';
+import type { Owner } from '../keys/store.ts';
+import { SERVER_TOOL_CLASSES, type KeyLimits, type ServerToolClass } from '../keys/limits.ts';
+import type { Price, PriceTable } from '../metering/pricing.ts';
+import type { PerUsePrices } from '../metering/server-tools.ts';
+import type { RetryPolicy } from '../upstream/retry.ts';
+import type { RouteConfig } from '../upstream/router.ts';
+import type { UpstreamKind } from '../upstream/providers.ts';
+import type { CredentialSource, ProviderSource } from './credentials.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */

@@ -13,7 +13,7 @@ const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
 export const SOCKET_NAME = 'gateway.sock';
 export const SHIM_NAME = 'shim.mjs';
 /** The in-container relay shipped with this package, copied into every key's directory. */
-export const SHIM_SOURCE = fileURLToPath(new URL('../shim/shim.mjs', import.meta.url));
+export const SHIM_SOURCE = fileURLToPath(new URL('../../shim/shim.mjs', import.meta.url));
 // Linux sun_path holds 107 bytes plus the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 // setTimeout fires at once beyond this many milliseconds; longer TTLs re-arm.

@@ -1,0 +1,40 @@
+// What a config file sets on a running gateway, with its credentials resolved: built whole from one
+// loaded config, for createGateway at start (daemon and `gateway run`) and for reconfigure() on SIGHUP.
+import { readFile } from 'node:fs/promises';
+import type { Reconfigurable } from '../gateway.ts';
+import type { NetworkOptions, ProvidersConfig } from '../upstream/providers.ts';
+import { githubOptions } from './github.ts';
+import { ConfigError, type GatewayConfig } from './load.ts';
+
+/**
+ * What a config file sets on a gateway, with its credentials resolved: for createGateway, and
+ * again for reconfigure() on SIGHUP. (Without a [github] section, `github` stays as it was.)
+ */
+export async function settingsFrom(config: GatewayConfig, providers: ProvidersConfig, githubToken: string | undefined): Promise<Reconfigurable> {
+  return {
+    providers,
+    routes: config.routes,
+    retry: config.retry,
+    network: await networkOptions(config),
+    defaultLimits: config.defaultLimits,
+    groupBudgets: config.groupBudgets,
+    groupModels: config.groupModels,
+    groupServerTools: config.groupServerTools,
+    serverToolPrices: config.serverToolPrices,
+    prices: config.prices,
+    unknownModelPrice: config.unknownModelPrice,
+    budgetWaitMs: config.budgetWaitMs,
+    github: config.github ? githubOptions(config.github, githubToken) : undefined,
+  };
+}
+
+/** The outbound proxy and the extra CA file's certificates. */
+async function networkOptions(config: GatewayConfig): Promise<NetworkOptions> {
+  const { proxyUrl, caFile } = config.network;
+  if (!caFile) return { proxyUrl };
+  try {
+    return { proxyUrl, extraCaPem: await readFile(caFile, 'utf8') };
+  } catch (error) {
+    throw new ConfigError(`${config.file ?? '(defaults)'}: network.ca_file: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code})`);
+  }
+}

@@ -1,0 +1,90 @@
+// What one key may do: the limits a key is minted with (or the gateway's defaults), and their
+// validation. The vocabulary of the GitHub scope and of server-tool classes lives here too, so that
+// the keys, the metering and the GitHub relay all read one definition of what a key was given.
+
+/** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
+export interface KeyLimits {
+  /** USD this key may spend over its life. */
+  budgetUsd?: number;
+  /** Requests per minute. */
+  rpm?: number;
+  /** Tokens (input, output and cache) per minute. */
+  tpm?: number;
+  /** Requests in flight at once. */
+  maxConcurrent?: number;
+  /** Glob patterns (`*`, `?`) of the models this key may call. Default: any. */
+  models?: string[];
+  /** Largest request body, in bytes. */
+  maxBodyBytes?: number;
+  /** Git and GitHub API access through the socket (`{ read, push, api }`). Default: none. */
+  github?: GitHubScope;
+  /**
+   * Refused requests (any status the gateway answers itself) per minute; past it, the key's
+   * requests are answered 429 at once, before their body is read, and the connection closed.
+   * Default 120 (src/metering/refusals.ts).
+   */
+  maxRefusalsPerMinute?: number;
+  /** Server-side tools (run by the provider) requests may declare. Default: `['web_search']`. */
+  serverTools?: ServerToolClass[];
+}
+
+/** A key's GitHub scope (`mint({ github: ... })`). Absent: no GitHub access at all. */
+export interface GitHubScope {
+  /** `owner/name` globs the key may clone and fetch (and read through the API). */
+  read?: string[];
+  /** `owner/name` globs the key may push to (and write through the API). Implies read. */
+  push?: string[];
+  /** Whether the key may call the REST API at all. Default false. */
+  api?: boolean;
+}
+
+/** The classes of server tool a policy names. */
+export const SERVER_TOOL_CLASSES = [
+  'web_search',
+  'web_fetch',
+  'mcp',
+  'code_execution',
+  'file_search',
+  'image_generation',
+  'advisor',
+] as const;
+export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
+
+/** The limits, checked; throws a TypeError naming the first field that is wrong. */
+export function validateLimits(limits: KeyLimits): KeyLimits {
+  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute'] as const) {
+    const value = limits[name];
+    if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
+      throw new TypeError(`limit \`${name}\` must be a non-negative number`);
+    }
+  }
+  if (limits.models !== undefined && !(Array.isArray(limits.models) && limits.models.every((m) => typeof m === 'string'))) {
+    throw new TypeError('limit `models` must be an array of glob patterns');
+  }
+  if (limits.github !== undefined) validateGitHubScope(limits.github);
+  if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'serverTools');
+  return limits;
+}
+
+function validateGitHubScope(value: unknown): GitHubScope {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError('limit `github` must be an object { read?, push?, api? }');
+  const scope = value as Record<string, unknown>;
+  for (const field of Object.keys(scope)) {
+    if (!['read', 'push', 'api'].includes(field)) throw new TypeError(`limit \`github.${field}\` is unknown (expected read, push, api)`);
+  }
+  for (const field of ['read', 'push'] as const) {
+    const globs = scope[field];
+    if (globs === undefined) continue;
+    if (!Array.isArray(globs) || !globs.every((g) => typeof g === 'string' && /^[^/\s]+\/[^/\s]+$/.test(g))) {
+      throw new TypeError(`limit \`github.${field}\` must be an array of owner/name globs, e.g. ["acme/*"]`);
+    }
+  }
+  if (scope.api !== undefined && typeof scope.api !== 'boolean') throw new TypeError('limit `github.api` must be true or false');
+  return value as GitHubScope;
+}
+
+export function validateServerTools(value: unknown, field: string): asserts value is ServerToolClass[] {
+  if (!Array.isArray(value) || !value.every((item) => (SERVER_TOOL_CLASSES as readonly unknown[]).includes(item))) {
+    throw new TypeError(`\`${field}\` must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')})`);
+  }
+}

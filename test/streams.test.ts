@@ -8,7 +8,7 @@ import net from 'node:net';
 import { test } from 'node:test';
 import { SseSplitter } from '../src/wire/sse.ts';
 import { createUsageMeter } from '../src/metering/usage.ts';
-import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture } from './support/fixture.ts';
+import { providersAt, startFixture } from './support/fixture.ts';
 
 const CHUNK = Buffer.alloc(64 * 1024, 'a');
 const TOTAL_CHUNKS = 2048; // 128 MiB, far more than every socket buffer on the way holds
@@ -32,10 +32,7 @@ test('a client that stops reading pauses the upstream; reading again delivers ev
   await once(upstream, 'listening');
   const { port } = upstream.address() as net.AddressInfo;
   const fx = await startFixture({}, {
-    providers: {
-      anthropic: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_ANTHROPIC_KEY },
-      openai: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_OPENAI_KEY },
-    },
+    providers: providersAt(port),
   });
   try {
     const { socketPath } = await fx.gateway.mint({ group: 'g' });

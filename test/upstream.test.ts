@@ -4,7 +4,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, deadPort, startFixture } from './support/fixture.ts';
+import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, deadPort, providersAt, startFixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 
 const message = (extra: object = {}) =>
@@ -18,10 +18,7 @@ describe('upstream failures and configuration', () => {
   test('an unreachable upstream is a 502 in the provider shape, naming no secret', async () => {
     const port = await deadPort();
     const fx = await startFixture({}, {
-      providers: {
-        anthropic: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_ANTHROPIC_KEY },
-        openai: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_OPENAI_KEY },
-      },
+      providers: providersAt(port),
     });
     try {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });

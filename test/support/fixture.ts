@@ -51,6 +51,14 @@ export async function startFixture(
 }
 
 /** Resolves once `predicate` holds, polling; fails after `timeoutMs`. */
+/** Both providers pointed at one local upstream on `port`, with the real keys the tests look for. */
+export function providersAt(port: number) {
+  return {
+    anthropic: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_ANTHROPIC_KEY },
+    openai: { baseUrl: `http://127.0.0.1:${port}`, apiKey: REAL_OPENAI_KEY },
+  };
+}
+
 export async function eventually(predicate: () => boolean, timeoutMs = 2000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {

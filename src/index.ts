@@ -21,7 +21,7 @@ export type { CallRecord } from './metering/call-record.ts';
 export type { Dialect } from './wire/dialect.ts';
 export type { Endpoint } from './wire/endpoints.ts';
 export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
-export { render, type LaunchSpec, type Runtime } from './runner/render.ts';
+export { render, type LaunchSpec, type RenderHost, type Runtime } from './runner/render.ts';
 export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';
 export { clientEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/client-env.ts';
 export { loadConfig, ConfigError, type GatewayConfig } from './config/load.ts';

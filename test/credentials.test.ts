@@ -69,3 +69,55 @@ test("the watcher follows the host's token refresh of the credentials file", asy
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('an OAuth token is re-read 5 minutes before it expires, then every minute until it changes (injected clock)', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gw-cred-'));
+  const T0 = 1_700_000_000_000;
+  const MINUTE = 60_000;
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'], now: T0 });
+  try {
+    const file = path.join(dir, '.credentials.json');
+    await writeFile(file, claudeCredentials('oauth-token-1', T0 + 60 * MINUTE));
+    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } };
+    const initial = await resolveCredentials(sources);
+    // The host refreshed its token while nothing watched (the watcher starts below): only the
+    // expiry timer can notice.
+    await writeFile(file, claudeCredentials('oauth-token-2', T0 + 120 * MINUTE));
+    const seen: CredentialState[] = [];
+    const watcher = new CredentialWatcher(sources, initial, (state) => seen.push(state), pino({ level: 'silent' }));
+    // Count the re-reads the timer starts, and keep each one to await it.
+    const reads: Promise<void>[] = [];
+    const reload = watcher.reload.bind(watcher);
+    watcher.reload = () => {
+      const read = reload();
+      reads.push(read);
+      return read;
+    };
+    try {
+      t.mock.timers.tick(55 * MINUTE - 1);
+      assert.equal(reads.length, 0, 'not re-read before 5 minutes ahead of expiry');
+      t.mock.timers.tick(1);
+      assert.equal(reads.length, 1, 're-read exactly 5 minutes ahead of expiry');
+      await reads[0];
+      assert.deepEqual(seen.map((state) => [state.providers.anthropic?.oauthToken, state.expiresAt]), [['oauth-token-2', T0 + 120 * MINUTE]]);
+
+      // The new token is re-read 5 minutes ahead of its own expiry (T0 + 115 min).
+      t.mock.timers.tick(60 * MINUTE - 1);
+      assert.equal(reads.length, 1);
+      t.mock.timers.tick(1);
+      assert.equal(reads.length, 2);
+      await reads[1];
+      assert.equal(seen.length, 1, 'an unchanged token is not reported again');
+      // Unchanged and this close to expiry: once a minute until the host refreshes it.
+      t.mock.timers.tick(MINUTE - 1);
+      assert.equal(reads.length, 2);
+      t.mock.timers.tick(1);
+      assert.equal(reads.length, 3);
+      await reads[2];
+    } finally {
+      watcher.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

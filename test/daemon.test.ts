@@ -227,6 +227,61 @@ describe('the daemon', () => {
     assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
   });
 
+  test('SIGHUP reloads prices, default limits (for keys minted after) and providers (base URL and credential)', async () => {
+    const inspectKey = async (id: string) =>
+      JSON.parse((await cli(['inspect', id, '--json', '--config', configFile])).stdout) as {
+        limits: { rpm?: number };
+        recentCalls: { costUsd: number; inputTokens: number; outputTokens: number; priceEntry?: string }[];
+      };
+    const HUP_KEY = 'real-daemon-key-after-hup-0b6d';
+    const moved = await startStandin({ anthropicApiKey: HUP_KEY });
+    const hupKeyFile = path.join(dir, 'anthropic-hup.key');
+    await writeFile(hupKeyFile, `${HUP_KEY}\n`, { mode: 0o600 });
+    const original = await readFile(configFile, 'utf8');
+    const live = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { id: string; socketPath: string };
+    try {
+      assert.equal((await request({ socketPath: live.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
+      const before = (await inspectKey(live.id)).recentCalls[0]!;
+      assert.ok(Math.abs(before.costUsd - (before.inputTokens * 3 + before.outputTokens * 15) / 1e6) < 1e-12, 'the shipped price first');
+      const movedBefore = moved.requests.length;
+
+      const edited = original.replace(`base_url = "${standin.url}"\napi_key_file = "${keyFile}"`, `base_url = "${moved.url}"\napi_key_file = "${hupKeyFile}"`);
+      assert.notEqual(edited, original);
+      await writeFile(configFile, `${edited}[prices."claude-sonnet-4-5"]\ninput = 1000\noutput = 2000\n[limits]\nrpm = 1\n`);
+      const reloads = logs.split('configuration reloaded').length;
+      daemon!.kill('SIGHUP');
+      await eventually(() => logs.split('configuration reloaded').length > reloads, 5000);
+
+      // The live key: the new provider with its new credential, the new price, its own old limits.
+      const standinBefore = standin.requests.length;
+      for (let i = 0; i < 2; i++) {
+        assert.equal((await request({ socketPath: live.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
+      }
+      assert.equal(standin.requests.length, standinBefore, 'the old base URL is not called');
+      assert.equal(moved.requests.length, movedBefore + 2);
+      assert.equal(moved.requests.at(-1)!.headers['x-api-key'], HUP_KEY);
+      const after = await inspectKey(live.id);
+      assert.equal(after.limits.rpm, undefined, 'a live key keeps the limits it was minted with');
+      const charged = after.recentCalls[0]!;
+      assert.ok(Math.abs(charged.costUsd - (charged.inputTokens * 1000 + charged.outputTokens * 2000) / 1e6) < 1e-12, `the new price: ${charged.costUsd}`);
+      assert.equal(charged.priceEntry, 'claude-sonnet-4-5');
+
+      // A key minted after the reload gets the new default rpm of 1.
+      const fresh = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { id: string; socketPath: string };
+      assert.equal((await inspectKey(fresh.id)).limits.rpm, 1);
+      assert.equal((await request({ socketPath: fresh.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
+      assert.equal((await request({ socketPath: fresh.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 429);
+      await cli(['keys', 'revoke', fresh.id, '--config', configFile]);
+    } finally {
+      await cli(['keys', 'revoke', live.id, '--config', configFile]);
+      await writeFile(configFile, original);
+      const reloads = logs.split('configuration reloaded').length;
+      daemon!.kill('SIGHUP');
+      await eventually(() => logs.split('configuration reloaded').length > reloads, 5000);
+      await moved.close();
+    }
+  });
+
   test('SIGTERM drains a stream in flight; the next start brings the key back in the same directory', async () => {
     const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { id: string; dir: string; socketPath: string };
     const inode = (await stat(key.dir)).ino;

@@ -133,6 +133,17 @@ describe('prices', () => {
     assert.equal(match.source, 'default');
     assert.equal(match.price.cacheRead, 1.5);
   });
+
+  test("the clients' default models (docs/clients.md): claude-opus-5-5 by its family entry, gpt-6.2-sol unknown", () => {
+    const lenient = new Pricing(DEFAULT_PRICES, { input: 15, output: 75 });
+    const opus = lenient.lookup('claude-opus-5-5')!;
+    assert.deepEqual([opus.source, opus.entry, opus.price.input, opus.price.output, opus.price.maxOutputTokens], ['table', 'claude-opus', 5, 25, 64_000]);
+    const codex = lenient.lookup('gpt-6.2-sol')!;
+    assert.deepEqual([codex.source, codex.entry, codex.price.input, codex.price.output], ['default', undefined, 15, 75]);
+    const strict = new Pricing(DEFAULT_PRICES);
+    assert.equal(strict.lookup('claude-opus-5-5')?.entry, 'claude-opus', 'deny does not refuse it');
+    assert.equal(strict.lookup('gpt-6.2-sol'), undefined, 'deny refuses it');
+  });
 });
 
 describe('chat stream usage on the client behalf', () => {

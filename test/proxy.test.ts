@@ -1,6 +1,7 @@
 // The proxy through real Unix sockets against the stand-in provider: credential swap, byte-exact
 // pass-through, streaming, header hygiene and every error the gateway answers itself.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture, type Fixture } from './support/fixture.ts';
@@ -20,7 +21,7 @@ describe('proxy', () => {
   let socketPath: string;
 
   before(async () => {
-    fx = await startFixture({ eventDelayMs: 25 });
+    fx = await startFixture();
     socketPath = (await fx.gateway.mint({ group: 'tests' })).socketPath;
   });
   after(() => fx.close());
@@ -55,22 +56,62 @@ describe('proxy', () => {
     assert.deepEqual(fx.standin.requests.at(-1)!.body, Buffer.from(body));
   });
 
-  test('Anthropic streaming: events reach the client one by one, as sent', async () => {
-    const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hi' }] });
-    const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body });
-    assert.equal(res.status, 200);
-    assert.match(String(res.headers['content-type']), /^text\/event-stream/);
-    const types = sseData(res.body).map((event) => (event as { type: string }).type);
-    assert.deepEqual(types.slice(0, 3), ['message_start', 'content_block_start', 'ping']);
-    assert.equal(types.at(-1), 'message_stop');
-    // The stand-in pauses 25 ms between events: each must arrive in its own chunk, spread over time.
-    assert.ok(res.chunks.length >= types.length, `expected ${types.length} separate chunks, got ${res.chunks.length}`);
-    const spanMs = res.chunks.at(-1)!.at - res.chunks[0]!.at;
-    assert.ok(spanMs >= 25 * (types.length - 2), `events arrived within ${spanMs} ms: coalesced`);
-    const text = sseData(res.body)
-      .map((event) => (event as { delta?: { text?: string } }).delta?.text ?? '')
-      .join('');
-    assert.equal(text, STANDIN_REPLY);
+  test('Anthropic streaming: events reach the client one by one, as sent', { timeout: 10_000 }, async () => {
+    // Lockstep: the upstream sends the next event only once the client has received the previous
+    // one, so a gateway that held an event back (buffering, coalescing) would stall the stream and
+    // time the test out, however loaded the machine is; no timing is involved.
+    const words = STANDIN_REPLY.split(' ').map((word, i) => (i === 0 ? word : ` ${word}`));
+    const usage = { input_tokens: 12, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+    const events = [
+      ['message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, stop_sequence: null, usage: { ...usage, output_tokens: 1 } } }],
+      ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+      ['ping', { type: 'ping' }],
+      ...words.map((text) => ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }] as const),
+      ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+      ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: words.length } }],
+      ['message_stop', { type: 'message_stop' }],
+    ].map(([type, data]) => `event: ${type as string}\ndata: ${JSON.stringify(data)}\n\n`);
+    let received: () => void = () => undefined;
+    const lockstep = await startFixture({
+      override: async (_request, res) => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.flushHeaders();
+        for (const event of events) {
+          const delivered = new Promise<void>((resolve) => (received = resolve));
+          res.write(event);
+          await delivered;
+        }
+        res.end();
+        return true;
+      },
+    });
+    try {
+      const key = await lockstep.gateway.mint({ group: 'tests' });
+      const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hi' }] });
+      const arrivals: string[] = [];
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request({ socketPath: key.socketPath, method: 'POST', path: '/v1/messages', headers: anthropicHeaders(), agent: false }, (res) => {
+          res.setEncoding('utf8');
+          res.on('data', (text: string) => {
+            arrivals.push(text);
+            received();
+          });
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+      assert.equal(status, 200);
+      assert.deepEqual(arrivals, events, 'each event arrived alone, unchanged, in order');
+      const text = sseData(arrivals.join(''))
+        .map((event) => (event as { delta?: { text?: string } }).delta?.text ?? '')
+        .join('');
+      assert.equal(text, STANDIN_REPLY);
+      await eventually(() => lockstep.calls.length === 1);
+      assert.deepEqual([lockstep.calls[0]!.inputTokens, lockstep.calls[0]!.outputTokens], [12, words.length], 'and metered from the stream');
+    } finally {
+      await lockstep.close();
+    }
   });
 
   test('count_tokens and Anthropic models', async () => {

@@ -41,7 +41,8 @@ describe('upstream failures and configuration', () => {
   });
 
   test('a provider without a credential answers 503 and is never called', async () => {
-    const fx = await startFixture({}, { providers: { anthropic: {}, openai: {} } });
+    // The stand-in as base URL: were the provider called anyway, the stand-in would count it.
+    const fx = await startFixture({}, (url) => ({ providers: { anthropic: { baseUrl: url }, openai: { baseUrl: url } } }));
     try {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });

@@ -74,8 +74,14 @@ function envPairs(contribution: Contribution, spec: LaunchSpec): [string, string
   return Object.entries({ ...spec.env, ...contribution.env });
 }
 
+/** The host a container is launched from: whose process runs the runtime. */
+export interface RenderHost {
+  /** Our uid; rootless podman (any uid but 0) needs `--userns=keep-id`. Default `process.getuid()`. */
+  uid?: number;
+}
+
 /** podman and docker share their flags; SELinux relabelling (`Z`: private to this container) too. */
-function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: LaunchSpec): string[] {
+function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: LaunchSpec, host: RenderHost): string[] {
   if (!spec.image) throw new TypeError(`${runtime} needs an image`);
   const argv = [runtime, 'run', '--rm', '--network=none'];
   if (spec.name) argv.push('--name', spec.name);
@@ -87,7 +93,7 @@ function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: Lau
   for (const [name, value] of envPairs(contribution, spec)) argv.push('-e', `${name}=${value}`);
   if (spec.user) argv.push('--user', spec.user);
   // Rootless podman maps the container's user to ours, so it owns the key's socket as we do.
-  if (runtime === 'podman' && spec.user && process.getuid?.() !== 0) argv.push('--userns=keep-id');
+  if (runtime === 'podman' && spec.user && host.uid !== 0) argv.push('--userns=keep-id');
   // `--`: whatever the image is called, it is the image, never a flag.
   argv.push(...(spec.extraArgs ?? []), '--', spec.image, ...command(contribution, spec));
   return argv;
@@ -116,12 +122,12 @@ function bwrap(contribution: Contribution, spec: LaunchSpec): string[] {
 }
 
 /** The argv; a TypeError for a spec a runtime could misparse (`checkSpec`). */
-export function render(runtime: Runtime, contribution: Contribution, spec: LaunchSpec): string[] {
+export function render(runtime: Runtime, contribution: Contribution, spec: LaunchSpec, host: RenderHost = { uid: process.getuid?.() }): string[] {
   checkSpec(contribution, spec);
   switch (runtime) {
     case 'podman':
     case 'docker':
-      return oci(runtime, contribution, spec);
+      return oci(runtime, contribution, spec, host);
     case 'bwrap':
       return bwrap(contribution, spec);
   }

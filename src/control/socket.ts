@@ -144,7 +144,7 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
           } catch {
             return reject(new Error(`the daemon answered HTTP ${res.statusCode} with no JSON`));
           }
-          if ((res.statusCode ?? 500) >= 300) return reject(new Error((value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
+          if ((res.statusCode ?? 500) >= 300) return reject(new ControlError(res.statusCode ?? 500, (value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
           resolve(value as T);
         });
       },
@@ -161,3 +161,12 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
 }
 
 export class DaemonUnreachable extends Error {}
+
+/** The daemon's non-2xx answer: `status` 400 is the caller's mistake, 404 an unknown key, 500 a bug. */
+export class ControlError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}

@@ -17,7 +17,8 @@ import { Accounting } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
 import { DEFAULT_PRICES, Pricing, type Price, type PriceTable } from './metering/pricing.ts';
 import { DEFAULT_PER_USE_PRICES, type PerUsePrices } from './metering/server-tools.ts';
-import { validateServerTools, type KeyLimits, type ServerToolClass } from './keys/limits.ts';
+import { validateLimits, validateServerTools, type KeyLimits, type ServerToolClass } from './keys/limits.ts';
+import { checkNonNegative, ValidationError } from './util/validation.ts';
 import { DEFAULT_RETRY, Health, type RetryPolicy } from './upstream/retry.ts';
 import { createGitHubRelay, gitHubPathHandler, type GitHubOptions } from './github/relay.ts';
 import { Router, type RouteConfig } from './upstream/router.ts';
@@ -87,10 +88,17 @@ export interface GatewayOptions {
   github?: GitHubOptions;
 }
 
-/** What `reconfigure` can change on a running gateway. */
+/**
+ * What `reconfigure` can change on a running gateway. Each field given replaces the old value whole
+ * (`groupBudgets: {}` removes every group budget; an explicit `undefined` restores the default); a
+ * field left out keeps its value.
+ */
 export type Reconfigurable = Partial<
   Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github' | 'groupServerTools' | 'serverToolPrices'>
 >;
+
+/** Every reconfigurable setting named (a config reload hands these over, so none keeps a stale value). */
+export type CompleteSettings = Reconfigurable & Record<keyof Reconfigurable, unknown>;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
 export type MintRequest = MintOptions & KeyLimits;
@@ -138,7 +146,8 @@ export interface Gateway {
   /**
    * Applies new settings without dropping live keys (config reload, token refresh): providers and
    * credentials for the next calls (calls in flight keep theirs), default limits for keys minted
-   * from now on, group budgets, prices.
+   * from now on, group budgets, prices. Every field given replaces the old one whole, and all of
+   * them are checked first: on a ValidationError nothing has changed.
    */
   reconfigure(settings: Reconfigurable): void;
   /** Sets (or with undefined, removes) a group's shared USD budget. */
@@ -156,7 +165,7 @@ const UNKNOWN_MODEL_PRICE: Price = { input: 15, output: 75 };
 
 export async function createGateway(userOptions: GatewayOptions): Promise<Gateway> {
   const options = { ...userOptions };
-  validateGroupServerTools(options.groupServerTools);
+  checkSettings(options);
   const stateDir = path.resolve(options.stateDir);
   const keysDir = path.join(stateDir, 'keys');
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
@@ -292,40 +301,36 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     revoke: (id) => store.revoke(id, 'revoked'),
     keys: () => store.list().map(keyInfo),
     reconfigure(settings) {
-      // Validate everything before changing anything.
-      const merged = { ...options, ...settings };
-      validateGroupServerTools(settings.groupServerTools);
-      const rebuild = settings.providers !== undefined || settings.network !== undefined;
-      const nextUpstreams = rebuild ? resolveUpstreams(merged.providers ?? providersFromEnv(), merged.network) : upstreams;
-      let nextRouting: Routing;
-      try {
-        nextRouting = rebuild || settings.routes || settings.retry ? routingFor(nextUpstreams, merged) : routing;
-      } catch (error) {
-        if (rebuild) void closeUpstreams(nextUpstreams);
-        throw error;
-      }
+      const given = (field: keyof Reconfigurable) => Object.hasOwn(settings, field);
+      const next: GatewayOptions = { ...options, ...settings };
+      // Check and build everything before changing anything; what was opened for nothing is closed.
+      checkSettings(next);
+      const rebuild = given('providers') || given('network');
+      const regitHub = given('github') || (given('network') && next.github !== undefined);
+      let nextUpstreams = upstreams;
       let nextGitHub = github;
+      let nextRouting = routing;
       try {
-        if (settings.github !== undefined || (settings.network !== undefined && merged.github)) {
-          nextGitHub = merged.github ? createGitHubRelay(merged.github, merged.network) : undefined;
-        }
+        if (rebuild) nextUpstreams = resolveUpstreams(next.providers ?? providersFromEnv(), next.network);
+        if (rebuild || given('routes') || given('retry')) nextRouting = routingFor(nextUpstreams, next);
+        if (regitHub) nextGitHub = next.github ? createGitHubRelay(next.github, next.network) : undefined;
       } catch (error) {
-        if (rebuild) void closeUpstreams(nextUpstreams);
+        if (nextUpstreams !== upstreams) void closeUpstreams(nextUpstreams);
         throw error;
       }
+      const pricing = pricingFor(next);
+      // Swap. Calls in flight finish on the old pools; close() waits for them.
+      if (nextUpstreams !== upstreams) void closeUpstreams(upstreams);
       if (nextGitHub !== github) void github?.close();
-      github = nextGitHub;
-      const pricing = settings.prices || settings.unknownModelPrice || settings.serverToolPrices ? pricingFor(merged) : undefined;
-      // Calls in flight finish on the old pools; close() waits for them.
-      if (rebuild) void closeUpstreams(upstreams);
       upstreams = nextUpstreams;
       routing = nextRouting;
-      if (pricing) accounting.setPricing(pricing);
-      if (settings.defaultLimits) accounting.setDefaults(withDefaultLimits(settings.defaultLimits));
-      for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) accounting.setGroupBudget(group, usd);
-      if (settings.groupModels) accounting.setGroupModels(settings.groupModels);
-      if (settings.budgetWaitMs !== undefined) accounting.setBudgetWait(settings.budgetWaitMs);
+      github = nextGitHub;
       Object.assign(options, settings);
+      if (given('prices') || given('unknownModelPrice') || given('serverToolPrices')) accounting.setPricing(pricing);
+      if (given('defaultLimits')) accounting.setDefaults(withDefaultLimits(next.defaultLimits));
+      if (given('groupBudgets')) accounting.setGroupBudgets(next.groupBudgets ?? {});
+      if (given('groupModels')) accounting.setGroupModels(next.groupModels ?? {});
+      if (given('budgetWaitMs')) accounting.setBudgetWait(next.budgetWaitMs);
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
     inspect() {
@@ -385,8 +390,27 @@ function pricingFor(options: Pick<GatewayOptions, 'prices' | 'unknownModelPrice'
   );
 }
 
-function validateGroupServerTools(groups: Record<string, ServerToolClass[]> | undefined): void {
-  for (const [group, classes] of Object.entries(groups ?? {})) validateServerTools(classes, `groupServerTools.${group}`);
+/** The settings that are plain values, checked (the others are checked as they are built). */
+function checkSettings(settings: GatewayOptions): void {
+  validateLimits({ ...settings.defaultLimits });
+  for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) checkNonNegative(usd, `groupBudgets.${group}`);
+  for (const [group, globs] of Object.entries(settings.groupModels ?? {})) {
+    if (!Array.isArray(globs) || !globs.every((glob) => typeof glob === 'string')) throw new ValidationError(`groupModels.${group}`, 'must be an array of model globs');
+  }
+  for (const [group, classes] of Object.entries(settings.groupServerTools ?? {})) validateServerTools(classes, `groupServerTools.${group}`);
+  for (const [model, price] of Object.entries(settings.prices ?? {})) checkPrice(price, `prices.${model}`);
+  if (settings.unknownModelPrice !== undefined && settings.unknownModelPrice !== 'deny') checkPrice(settings.unknownModelPrice, 'unknownModelPrice');
+  for (const [tool, usd] of Object.entries(settings.serverToolPrices ?? {})) checkNonNegative(usd, `serverToolPrices.${tool}`);
+  if (settings.budgetWaitMs !== undefined) checkNonNegative(settings.budgetWaitMs, 'budgetWaitMs');
+}
+
+/** Every rate and token count of a price (and of its `longContext` tier) is a non-negative number. */
+function checkPrice(price: unknown, field: string): void {
+  if (price === null || typeof price !== 'object') throw new ValidationError(field, 'must be a price { input, output, ... } in USD per million tokens');
+  for (const [name, value] of Object.entries(price)) {
+    if (typeof value === 'object' && value !== null) checkPrice(value, `${field}.${name}`);
+    else if (value !== undefined) checkNonNegative(value, `${field}.${name}`);
+  }
 }
 
 function keyInfo(record: KeyRecord): KeyInfo {

@@ -25,4 +25,5 @@ export { render, type LaunchSpec, type RenderHost, type Runtime } from './runner
 export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';
 export { clientEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/client-env.ts';
 export { loadConfig, ConfigError, type GatewayConfig } from './config/load.ts';
+export { ValidationError } from './util/validation.ts';
 export { startDaemon, type Daemon } from './control/daemon.ts';

@@ -93,6 +93,7 @@ describe('PUT /v1/groups/G/budget on the control socket', () => {
       ['{"usd":"5"}', /non-negative number/],
       ['{"usd":-1}', /non-negative number/],
       ['{"usd":1e999}', /non-negative number/],
+      ['{}', /body must be \{"usd": number\} or \{"usd": null\}/],
     ] as const) {
       const res = await put('guarded', body);
       assert.equal(res.status, 400, body);

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // The `gateway` command line. Exit codes: 0 success, 1 failure (daemon unreachable, unknown key,
-// demo check failed), 2 usage or configuration error.
+// demo check failed), 2 usage or configuration error. The program is built by `createProgram(io)`,
+// so tests run commands in-process; the module runs it only when it is the process's main script.
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, loadConfig } from '../config/load.ts';
-import { callControl, DaemonUnreachable } from '../control/socket.ts';
+import { loadConfig, type GatewayConfig } from '../config/load.ts';
+import { callControl, ControlError } from '../control/socket.ts';
 import { serve } from '../control/daemon.ts';
 import { runDemo } from './demo.ts';
 import { parseDuration } from '../util/duration.ts';
@@ -15,6 +18,8 @@ import { embeddedGateway } from '../runner/embedded.ts';
 import { daemonMinter, runContainer } from '../runner/run.ts';
 import type { Runtime } from '../runner/render.ts';
 import type { Mount } from '../runner/contribute.ts';
+import type { ServerToolClass } from '../keys/limits.ts';
+import { ValidationError } from '../util/validation.ts';
 
 class UsageError extends Error {}
 
@@ -23,20 +28,13 @@ interface GlobalOptions {
   stateDir?: string;
 }
 
-const program = new Command()
-  .name('gateway')
-  .description('LLM access for network-isolated agents: one Unix socket per ephemeral key; real keys stay on the host.')
-  .addOption(new Option('-c, --config <path>', 'TOML config file').env('GATEWAY_CONFIG'))
-  .addOption(new Option('-s, --state-dir <dir>', 'state directory (sockets, control socket, ledger, audit)').env('GATEWAY_STATE_DIR'))
-  .showHelpAfterError()
-  .exitOverride();
-
-/** The state dir every command agrees on: flag or env, else the config file's, else the default. */
-async function stateDirOf(options: GlobalOptions): Promise<string> {
-  return (await loadConfig(options.config, options.stateDir)).stateDir;
+/** Where a command writes: the process's streams, or a test's. */
+export interface CliIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  /** Set by commands that end with a status of their own (`run`: the container's; `demo`: 1 on a failed check). */
+  exitCode?: number;
 }
-
-const globals = () => program.opts<GlobalOptions>();
 
 function positive(name: string, integer = false) {
   return (value: string): number => {
@@ -62,12 +60,53 @@ function duration(value: string): number {
   return ms;
 }
 
-program
-  .command('serve')
-  .description('Run the gateway as a host daemon with a control socket in the state dir.')
-  .addHelpText(
-    'after',
-    `
+/** A list flag: repeatable, and each value may be a comma-separated list (`--model a --model b,c`). */
+function list(value: string, previous: string[] = []): string[] {
+  return [...previous, ...value.split(',').map((item) => item.trim()).filter(Boolean)];
+}
+
+/** The list flags of `keys mint` and `run`, one spelling for both (plus the old `keys mint` plurals, hidden). */
+function addListFlags(command: Command): Command {
+  return command
+    .option('--model <globs>', 'models the key may use (repeatable or comma-separated), e.g. --model "claude-*"', list)
+    .option('--server-tool <classes>', 'server tools the provider may run for the key (repeatable or comma-separated; default web_search; "" for none), e.g. --server-tool web_search,web_fetch', list)
+    .option('--github-read <globs>', 'GitHub repositories (owner/name globs, repeatable or comma-separated) the key may clone and fetch', list)
+    .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', list)
+    .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
+    .addOption(new Option('--models <globs>').argParser(list).hideHelp())
+    .addOption(new Option('--server-tools <classes>').argParser(list).hideHelp());
+}
+
+/** The list flags' values, the hidden plurals merged in (the gateway checks the class names). */
+function lists(options: { model?: string[]; models?: string[]; serverTool?: string[]; serverTools?: string[] }): { models?: string[]; serverTools?: ServerToolClass[] } {
+  const merge = (a?: string[], b?: string[]) => (a || b ? [...(a ?? []), ...(b ?? [])] : undefined);
+  return { models: merge(options.model, options.models), serverTools: merge(options.serverTool, options.serverTools) as ServerToolClass[] | undefined };
+}
+
+/** The `gateway` program, writing to `io`; `parseAsync` it, or use `runCli`. */
+export function createProgram(io: CliIo): Command {
+  const program = new Command()
+    .name('gateway')
+    .description('LLM access for network-isolated agents: one Unix socket per ephemeral key; real keys stay on the host.')
+    .addOption(new Option('-c, --config <path>', 'TOML config file').env('GATEWAY_CONFIG'))
+    .addOption(new Option('-s, --state-dir <dir>', 'state directory (sockets, control socket, ledger, audit)').env('GATEWAY_STATE_DIR'))
+    .configureOutput({ writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) })
+    .showHelpAfterError()
+    .exitOverride();
+
+  const globals = () => program.opts<GlobalOptions>();
+  /** The config every command agrees on (flag or env, else defaults), loaded once per command. */
+  const config = (): Promise<GatewayConfig> => loadConfig(globals().config, globals().stateDir);
+  /** The state dir: flag or env, else the config file's, else the default. */
+  const stateDirOf = async (): Promise<string> => (await config()).stateDir;
+  const print = (text: string): void => void io.stdout.write(`${text}\n`);
+
+  program
+    .command('serve')
+    .description('Run the gateway as a host daemon with a control socket in the state dir.')
+    .addHelpText(
+      'after',
+      `
 Signals: SIGTERM/SIGINT drain calls in flight, then stop (live keys are kept for the next start);
 SIGHUP reloads the config and credentials without dropping live keys.
 
@@ -75,182 +114,177 @@ Examples:
   gateway serve
   gateway serve --config /etc/llm-gateway.toml
   GATEWAY_STATE_DIR=/run/llm-gateway gateway serve`,
-  )
-  .action(async () => {
-    const { config, stateDir } = globals();
-    await serve({ configFile: config, stateDir });
-  });
+    )
+    .action(async () => {
+      const { config: configFile, stateDir } = globals();
+      await serve({ configFile, stateDir });
+    });
 
-const keys = program.command('keys').description('Mint, list and revoke keys on the running daemon.');
+  const keys = program.command('keys').description('Mint, list and revoke keys on the running daemon.');
 
-keys
-  .command('mint')
-  .description('Mint a key: prints its id, socket directory and the env a container needs.')
-  .requiredOption('-g, --group <group>', 'the group the key belongs to (shares its budget)')
-  .option('-l, --label <label>', 'a label for inspect and the audit trail')
-  .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
-  .option('--ttl <duration>', 'revoke by itself after this long (e.g. 2h)', duration)
-  .option('--rpm <n>', 'requests per minute', positive('--rpm', true))
-  .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
-  .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true))
-  .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--server-tools <classes>', 'comma-separated server tools the provider may run for the key (default web_search; "" for none), e.g. "web_search,web_fetch"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
-  .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
-  .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
-  .option('--json', 'print JSON')
-  .addHelpText('after', '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --models "claude-*" --json')
-  .action(async (options) => {
-    const stateDir = await stateDirOf(globals());
-    const body = {
-      group: options.group,
-      label: options.label,
-      budgetUsd: options.budgetUsd,
-      ttlMs: options.ttl,
-      rpm: options.rpm,
-      tpm: options.tpm,
-      maxConcurrent: options.maxConcurrent,
-      models: options.models,
-      serverTools: options.serverTools,
-      github: scopeFromFlags(options),
-      owner: options.uid === undefined ? undefined : { uid: options.uid, gid: options.gid ?? options.uid },
+  const mint = keys
+    .command('mint')
+    .description('Mint a key: prints its id, socket directory and the env a container needs.')
+    .requiredOption('-g, --group <group>', 'the group the key belongs to (shares its budget)')
+    .option('-l, --label <label>', 'a label for inspect and the audit trail')
+    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+    .option('--ttl <duration>', 'revoke by itself after this long (e.g. 2h)', duration)
+    .option('--rpm <n>', 'requests per minute', positive('--rpm', true))
+    .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
+    .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true));
+  addListFlags(mint)
+    .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
+    .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --model "claude-*" --model "gpt-5*" --json')
+    .action(async (options) => {
+      const stateDir = await stateDirOf();
+      const body = {
+        group: options.group,
+        label: options.label,
+        budgetUsd: options.budgetUsd,
+        ttlMs: options.ttl,
+        rpm: options.rpm,
+        tpm: options.tpm,
+        maxConcurrent: options.maxConcurrent,
+        ...lists(options),
+        github: scopeFromFlags(options),
+        owner: options.uid === undefined ? undefined : { uid: options.uid, gid: options.gid ?? options.uid },
+      };
+      const key = await callControl<KeySnapshot & { env: Record<string, string> }>(stateDir, 'POST', '/v1/keys', body);
+      if (options.json) return print(JSON.stringify(key, null, 2));
+      print(`key     ${key.id}\ngroup   ${key.group}\ndir     ${key.dir}   (bind-mount at /run/gateway)\nsocket  ${key.socketPath}\nenv:`);
+      for (const [name, value] of Object.entries(key.env)) print(`  ${name}=${value}`);
+    });
+
+  keys
+    .command('revoke <id>')
+    .description('Revoke a key: closes its socket and connections and removes its directory.')
+    .action(async (id: string) => {
+      await callControl(await stateDirOf(), 'DELETE', `/v1/keys/${encodeURIComponent(id)}`);
+      print(`revoked ${id}`);
+    });
+
+  keys
+    .command('list')
+    .description('List live keys (same as `gateway inspect`).')
+    .option('--json', 'print JSON')
+    .action(async (options: { json?: boolean }) => inspect(undefined, { json: options.json }));
+
+  program
+    .command('inspect [key]')
+    .description('Live keys with spend, limits and last call; with KEY, that key and its recent calls.')
+    .option('--json', 'print JSON')
+    .option('-w, --watch', 'refresh every second, like top (Ctrl-C to stop)')
+    .addHelpText('after', '\nExamples:\n  gateway inspect\n  gateway inspect --watch\n  gateway inspect 3k9x0f2m7q1c8v4b --json')
+    .action(inspect);
+
+  async function inspect(key: string | undefined, options: { json?: boolean; watch?: boolean }): Promise<void> {
+    const stateDir = await stateDirOf();
+    const render = async (): Promise<string> => {
+      if (key) {
+        const snapshot = await callControl<KeySnapshot>(stateDir, 'GET', `/v1/keys/${encodeURIComponent(key)}`);
+        return options.json ? printableJson(JSON.stringify(snapshot, null, 2)) : renderKey(snapshot);
+      }
+      const [rows, status] = await Promise.all([
+        callControl<KeyRow[]>(stateDir, 'GET', '/v1/keys'),
+        callControl<Omit<GatewaySnapshot, 'keys'>>(stateDir, 'GET', '/v1/status'),
+      ]);
+      return options.json ? printableJson(JSON.stringify({ keys: rows, ...status }, null, 2)) : renderKeys(rows, status.groups);
     };
-    const key = await callControl<KeySnapshot & { env: Record<string, string> }>(stateDir, 'POST', '/v1/keys', body);
-    if (options.json) return print(JSON.stringify(key, null, 2));
-    print(`key     ${key.id}\ngroup   ${key.group}\ndir     ${key.dir}   (bind-mount at /run/gateway)\nsocket  ${key.socketPath}\nenv:`);
-    for (const [name, value] of Object.entries(key.env)) print(`  ${name}=${value}`);
-  });
-
-keys
-  .command('revoke <id>')
-  .description('Revoke a key: closes its socket and connections and removes its directory.')
-  .action(async (id: string) => {
-    await callControl(await stateDirOf(globals()), 'DELETE', `/v1/keys/${encodeURIComponent(id)}`);
-    print(`revoked ${id}`);
-  });
-
-keys
-  .command('list')
-  .description('List live keys (same as `gateway inspect`).')
-  .option('--json', 'print JSON')
-  .action(async (options: { json?: boolean }) => inspect(undefined, { json: options.json }));
-
-program
-  .command('inspect [key]')
-  .description('Live keys with spend, limits and last call; with KEY, that key and its recent calls.')
-  .option('--json', 'print JSON')
-  .option('-w, --watch', 'refresh every second, like top (Ctrl-C to stop)')
-  .addHelpText('after', '\nExamples:\n  gateway inspect\n  gateway inspect --watch\n  gateway inspect 3k9x0f2m7q1c8v4b --json')
-  .action(inspect);
-
-async function inspect(key: string | undefined, options: { json?: boolean; watch?: boolean }): Promise<void> {
-  const stateDir = await stateDirOf(globals());
-  const render = async (): Promise<string> => {
-    if (key) {
-      const snapshot = await callControl<KeySnapshot>(stateDir, 'GET', `/v1/keys/${encodeURIComponent(key)}`);
-      return options.json ? printableJson(JSON.stringify(snapshot, null, 2)) : renderKey(snapshot);
+    if (!options.watch) return print(await render());
+    for (;;) {
+      const screen = await render();
+      io.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  gateway inspect --watch (Ctrl-C to stop)\n\n${screen}\n`);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
     }
-    const [rows, status] = await Promise.all([
-      callControl<KeyRow[]>(stateDir, 'GET', '/v1/keys'),
-      callControl<Omit<GatewaySnapshot, 'keys'>>(stateDir, 'GET', '/v1/status'),
-    ]);
-    return options.json ? printableJson(JSON.stringify({ keys: rows, ...status }, null, 2)) : renderKeys(rows, status.groups);
-  };
-  if (!options.watch) return print(await render());
-  for (;;) {
-    const screen = await render();
-    process.stdout.write(`\x1b[H\x1b[2J${new Date().toISOString()}  gateway inspect --watch (Ctrl-C to stop)\n\n${screen}\n`);
-    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
-}
 
-program
-  .command('run')
-  .description('Mint a key, run one container with it and no network, revoke the key when the container exits.')
-  .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker; CMD... for bwrap')
-  .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices(['podman', 'docker', 'bwrap']).default('podman'))
-  .option('-g, --group <group>', 'the group the key belongs to', 'default')
-  .option('-l, --label <label>', 'a label for inspect and the audit trail')
-  .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
-  .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration)
-  .option('--model <glob...>', 'models the key may use (repeatable), e.g. --model "claude-*"')
-  .option('--server-tool <class...>', 'server tools the provider may run for the key (repeatable; default web_search), e.g. --server-tool web_fetch')
-  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
-  .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
-  .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
-  .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
-  .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
-  .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")
-  .addHelpText(
-    'after',
-    `
+  const run = program
+    .command('run')
+    .description('Mint a key, run one container with it and no network, revoke the key when the container exits.')
+    .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker; CMD... for bwrap')
+    .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices(['podman', 'docker', 'bwrap']).default('podman'))
+    .option('-g, --group <group>', 'the group the key belongs to', 'default')
+    .option('-l, --label <label>', 'a label for inspect and the audit trail')
+    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+    .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration);
+  addListFlags(run)
+    .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
+    .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
+    .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
+    .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
+    .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")
+    .addHelpText(
+      'after',
+      `
 Uses the running daemon (gateway serve) for the key when there is one, else an embedded gateway in
 this process. The container gets the key's directory read-only at /run/gateway, --network=none, and
 the env its clients need; CMD runs under the shim (node /run/gateway/shim.mjs -- CMD), so the image
 needs Node. Exits with the container's status.
 
 Examples:
-  gateway run --group family --budget-usd 2 -- localhost/agent claude -p "fix the failing test"
+  gateway run --group family --budget-usd 2 --model "claude-*" -- localhost/agent claude -p "fix the failing test"
   gateway run --runtime bwrap --workdir . -- claude -p "summarize README.md"`,
-  )
-  .action(async (args: string[], options) => {
-    const runtime = options.runtime as Runtime;
-    const image = runtime === 'bwrap' ? undefined : args[0];
-    const rest = runtime === 'bwrap' ? args : args.slice(1);
-    if (rest.length === 0 && options.shim) throw new UsageError('give a command to run under the shim, or --no-shim');
-    const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
-    if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
-    const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
-    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, serverTools: options.serverTool, owner, port: options.port,
-      github: scopeFromFlags(options), githubHost: scopeFromFlags(options) ? (await loadConfig(globals().config, globals().stateDir)).github?.host : undefined };
-    const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
-    const stateDir = await stateDirOf(globals());
-    const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);
-    const embedded = daemonUp ? undefined : await embeddedGateway(globals().config, globals().stateDir);
-    try {
-      process.exitCode = await runContainer({
-        runtime,
-        request,
-        launch,
-        minter: embedded ?? daemonMinter(stateDir),
-        onLaunch: (key) => process.stderr.write(`gateway: key ${key.id} (${daemonUp ? 'daemon' : 'embedded gateway'}), ${runtime} starting\n`),
-      });
-    } finally {
-      await embedded?.close();
-    }
-  });
+    )
+    .action(async (args: string[], options) => {
+      const runtime = options.runtime as Runtime;
+      const image = runtime === 'bwrap' ? undefined : args[0];
+      const rest = runtime === 'bwrap' ? args : args.slice(1);
+      if (rest.length === 0 && options.shim) throw new UsageError('give a command to run under the shim, or --no-shim');
+      const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
+      if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
+      const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
+      const loaded = await config();
+      const github = scopeFromFlags(options);
+      const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, ...lists(options), owner, port: options.port, github, githubHost: github ? loaded.github?.host : undefined };
+      const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
+      const stateDir = loaded.stateDir;
+      const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);
+      const embedded = daemonUp ? undefined : await embeddedGateway(loaded);
+      try {
+        io.exitCode = await runContainer({
+          runtime,
+          request,
+          launch,
+          minter: embedded ?? daemonMinter(stateDir),
+          onLaunch: (key) => io.stderr.write(`gateway: key ${key.id} (${daemonUp ? 'daemon' : 'embedded gateway'}), ${runtime} starting\n`),
+        });
+      } finally {
+        await embedded?.close();
+      }
+    });
 
-program
-  .command('demo')
-  .description('Run the whole path once in this process: mint a key, stream one Anthropic and one OpenAI call through its socket.')
-  .option('--standin', 'use the local stand-in provider even if real keys are in the environment')
-  .addHelpText('after', '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
-  .action(async (options: { standin?: boolean }) => {
-    const ok = await runDemo({ standin: Boolean(options.standin), out: process.stdout });
-    if (!ok) process.exitCode = 1;
-  });
+  program
+    .command('demo')
+    .description('Run the whole path once in this process: mint a key, stream one Anthropic and one OpenAI call through its socket.')
+    .option('--standin', 'use the local stand-in provider even if real keys are in the environment')
+    .addHelpText('after', '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
+    .action(async (options: { standin?: boolean }) => {
+      const ok = await runDemo({ standin: Boolean(options.standin), out: io.stdout });
+      if (!ok) io.exitCode = 1;
+    });
 
-function print(text: string): void {
-  process.stdout.write(`${text}\n`);
+  return program;
 }
 
-try {
-  await program.parseAsync();
-} catch (error) {
-  if (error instanceof CommanderError) {
+/** Runs one command line (`args` without node and the script) and returns its exit code. */
+export async function runCli(args: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  try {
+    await createProgram(io).parseAsync(args, { from: 'user' });
+    return io.exitCode ?? 0;
+  } catch (error) {
     // Help and version exit 0; every other parse error is a usage error.
-    process.exitCode = error.exitCode === 0 ? 0 : 2;
-  } else if (error instanceof UsageError || error instanceof ConfigError) {
-    process.stderr.write(`gateway: ${error.message}\n`);
-    process.exitCode = 2;
-  } else if (error instanceof DaemonUnreachable || error instanceof Error) {
-    process.stderr.write(`gateway: ${error.message}\n`);
-    process.exitCode = 1;
-  } else {
-    throw error;
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if (!(error instanceof Error)) throw error;
+    io.stderr.write(`gateway: ${error.message}\n`);
+    // A bad flag, config or limit is a usage error; anything else (no daemon, unknown key) a failure.
+    const usage = error instanceof UsageError || error instanceof ValidationError || (error instanceof ControlError && error.status === 400);
+    return usage ? 2 : 1;
   }
+}
+
+// Run as the `gateway` binary (or `node src/cli/main.ts`), not when imported by a test.
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await runCli(process.argv.slice(2));
 }

@@ -215,7 +215,7 @@ export class CredentialWatcher {
       }
       this.schedule(state.expiresAt);
     } catch (error) {
-      this.logger.warn({ error: (error as Error).message }, 'credential re-read failed; keeping the current ones');
+      this.logger.warn({ err: error }, 'credential re-read failed; keeping the current ones');
       this.schedule(Date.now() + REFRESH_AHEAD_MS + RETRY_MS);
     }
   }

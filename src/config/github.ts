@@ -5,6 +5,7 @@ import path from 'node:path';
 import { resolveCredentials, type CredentialSource } from './credentials.ts';
 import type { GitHubOptions } from '../github/relay.ts';
 import type { GitHubScope } from '../keys/limits.ts';
+import { checked, checkHostName, httpUrl } from '../util/validation.ts';
 
 export interface GitHubSource {
   webUrl?: string;
@@ -32,19 +33,11 @@ export function parseGitHubSection(value: unknown, fail: (field: string, message
   };
   const url = (field: string): string | undefined => {
     const raw = text(field);
-    if (raw === undefined) return undefined;
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(raw);
-    } catch {
-      // reported below
-    }
-    if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) fail(`github.${field}`, `must be an http(s) URL, got "${raw}"`);
-    if (parsed.username || parsed.password || parsed.search) fail(`github.${field}`, 'must not carry credentials or a query');
+    if (raw !== undefined) checked(() => httpUrl(raw, `github.${field}`), fail);
     return raw;
   };
   const host = text('host');
-  if (host !== undefined && !/^[A-Za-z0-9.-]+(?::\d+)?$/.test(host)) fail('github.host', `must be a host name such as github.com, got "${host}"`);
+  if (host !== undefined) checked(() => checkHostName(host, 'github.host'), fail);
   const token: CredentialSource[] = [];
   const env = text('token_env');
   const file = text('token_file');

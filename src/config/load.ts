@@ -7,9 +7,10 @@ import path from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import type { AuditOptions } from '../metering/audit.ts';
 import { parseDuration } from '../util/duration.ts';
+import { checked, dropUndefined, httpUrl, ValidationError } from '../util/validation.ts';
 import { parseGitHubSection, type GitHubSource } from './github.ts';
 import type { Owner } from '../keys/store.ts';
-import { SERVER_TOOL_CLASSES, type KeyLimits, type ServerToolClass } from '../keys/limits.ts';
+import { validateServerTools, type KeyLimits, type ServerToolClass } from '../keys/limits.ts';
 import type { Price, PriceTable } from '../metering/pricing.ts';
 import type { PerUsePrices } from '../metering/server-tools.ts';
 import type { RetryPolicy } from '../upstream/retry.ts';
@@ -47,7 +48,16 @@ export interface GatewayConfig {
   github?: GitHubSource;
 }
 
-export class ConfigError extends Error {}
+/** A config file that cannot be used: its message names the file and, when there is one, the field. */
+export class ConfigError extends ValidationError {
+  override readonly name = 'ConfigError';
+  readonly file: string;
+  constructor(file: string, field: string | undefined, problem: string) {
+    super(field ?? '', problem);
+    this.file = file;
+    this.message = field ? `${file}: ${field}: ${problem}` : `${file}: ${problem}`;
+  }
+}
 
 export const CLAUDE_CREDENTIALS_FILE = path.join(homedir(), '.claude', '.credentials.json');
 
@@ -79,12 +89,12 @@ export async function loadConfig(file: string | undefined, stateDirOverride?: st
     try {
       text = await readFile(file, 'utf8');
     } catch (error) {
-      throw new ConfigError(`${file}: cannot read the config file (${(error as NodeJS.ErrnoException).code ?? error})`);
+      throw new ConfigError(file, undefined, `cannot read the config file (${(error as NodeJS.ErrnoException).code ?? error})`);
     }
     try {
       raw = parseToml(text) as Record<string, unknown>;
     } catch (error) {
-      throw new ConfigError(`${file}: not valid TOML: ${(error as Error).message.split('\n')[0]}`);
+      throw new ConfigError(file, undefined, `not valid TOML: ${(error as Error).message.split('\n')[0]}`);
     }
   }
   const config = new Reader(file ?? '(defaults)').config(raw);
@@ -102,8 +112,13 @@ class Reader {
     this.file = file;
   }
 
+  /** A check shared with the library (util/validation.ts, keys/limits.ts), its error re-worded as this file's. */
+  private check<T>(run: () => T): T {
+    return checked(run, (field, message) => this.fail(field, message));
+  }
+
   private fail(field: string, message: string): never {
-    throw new ConfigError(`${this.file}: ${field}: ${message}`);
+    throw new ConfigError(this.file, field, message);
   }
 
   private table(value: unknown, field: string, known: string[]): Table {
@@ -186,14 +201,7 @@ class Reader {
     if (!kind) this.fail(`${field}.kind`, 'is required for a provider not named anthropic or openai');
     const baseUrl = this.string(table.base_url, `${field}.base_url`);
     if (baseUrl !== undefined) {
-      let url: URL | undefined;
-      try {
-        url = new URL(baseUrl);
-      } catch {
-        // reported below
-      }
-      if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) this.fail(`${field}.base_url`, `must be an http(s) URL, got "${baseUrl}"`);
-      if (url.username || url.password || url.search) this.fail(`${field}.base_url`, 'must not carry credentials or a query');
+      this.check(() => httpUrl(baseUrl, `${field}.base_url`));
     } else if (kind === 'azure-openai') {
       this.fail(`${field}.base_url`, 'is required for azure-openai (https://RESOURCE.openai.azure.com/openai)');
     }
@@ -312,7 +320,7 @@ class Reader {
       serverTools: this.serverTools(table.server_tools, 'limits.server_tools'),
     };
     return {
-      defaultLimits: Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)),
+      defaultLimits: dropUndefined(limits),
       defaultTtlMs: this.duration(table.ttl, 'limits.ttl'),
       budgetWaitMs: this.duration(table.budget_wait, 'limits.budget_wait'),
     };
@@ -320,10 +328,10 @@ class Reader {
 
   private serverTools(value: unknown, field: string): ServerToolClass[] | undefined {
     if (value === undefined) return undefined;
-    if (!Array.isArray(value) || !value.every((item) => (SERVER_TOOL_CLASSES as readonly unknown[]).includes(item))) {
-      this.fail(field, `must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')}), e.g. ["web_search"]`);
-    }
-    return value as ServerToolClass[];
+    return this.check(() => {
+      validateServerTools(value, field);
+      return value;
+    });
   }
 
   private serverToolPrices(value: unknown): Partial<PerUsePrices> {
@@ -389,10 +397,6 @@ class Reader {
       refusalLinesPerMinute: this.number(table.refusal_lines_per_minute, 'audit.refusal_lines_per_minute', true),
     };
   }
-}
-
-function dropUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
 function expandHome(file: string): string {

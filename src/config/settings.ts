@@ -1,16 +1,17 @@
 // What a config file sets on a running gateway, with its credentials resolved: built whole from one
 // loaded config, for createGateway at start (daemon and `gateway run`) and for reconfigure() on SIGHUP.
 import { readFile } from 'node:fs/promises';
-import type { Reconfigurable } from '../gateway.ts';
+import type { CompleteSettings } from '../gateway.ts';
 import type { NetworkOptions, ProvidersConfig } from '../upstream/providers.ts';
 import { githubOptions } from './github.ts';
 import { ConfigError, type GatewayConfig } from './load.ts';
 
 /**
  * What a config file sets on a gateway, with its credentials resolved: for createGateway, and
- * again for reconfigure() on SIGHUP. (Without a [github] section, `github` stays as it was.)
+ * again for reconfigure() on SIGHUP. Every setting is named, so a reload replaces all of them: what
+ * the file no longer sets goes back to its default (a removed [budgets] entry, a removed [github]).
  */
-export async function settingsFrom(config: GatewayConfig, providers: ProvidersConfig, githubToken: string | undefined): Promise<Reconfigurable> {
+export async function settingsFrom(config: GatewayConfig, providers: ProvidersConfig, githubToken: string | undefined): Promise<CompleteSettings> {
   return {
     providers,
     routes: config.routes,
@@ -35,6 +36,6 @@ async function networkOptions(config: GatewayConfig): Promise<NetworkOptions> {
   try {
     return { proxyUrl, extraCaPem: await readFile(caFile, 'utf8') };
   } catch (error) {
-    throw new ConfigError(`${config.file ?? '(defaults)'}: network.ca_file: cannot read ${caFile} (${(error as NodeJS.ErrnoException).code})`);
+    throw new ConfigError(config.file ?? '(defaults)', 'network.ca_file', `cannot read ${caFile} (${(error as NodeJS.ErrnoException).code})`);
   }
 }

@@ -64,6 +64,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     control = await startControlServer(gateway, {
       defaultTtlMs: config.defaultTtlMs,
       githubHost: config.github?.host,
+      logger,
       info: () => ({ pid: process.pid, startedAt, config: config.file ?? null, stateDir: config.stateDir, credentials: summary }),
     });
   } catch (error) {
@@ -116,7 +117,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   const logger = options.logger ?? daemonLogger();
   const daemon = await startDaemon({ ...options, logger });
   process.on('SIGHUP', () => {
-    daemon.reload().catch((error: Error) => logger.error({ error: error.message }, 'reload failed; the previous configuration stays'));
+    daemon.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed; the previous configuration stays'));
   });
   await new Promise<void>((resolve) => {
     let signals = 0;

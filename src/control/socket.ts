@@ -4,7 +4,9 @@
 import { chmod, unlink } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import type { Gateway, MintRequest } from '../gateway.ts';
+import { ValidationError } from '../util/validation.ts';
 import { githubEnv } from '../github/env.ts';
 import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
 
@@ -24,12 +26,23 @@ class HttpError extends Error {
 
 const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'maxRefusalsPerMinute', 'github', 'serverTools']);
 
+interface ControlExtras {
+  defaultTtlMs?: number;
+  githubHost?: string;
+  info(): object;
+  /** Where a 500 (a bug, not the caller's mistake) is logged with its stack. */
+  logger: Logger;
+}
+
 /** Serves the control API for `gateway` on `<stateDir>/control.sock`. */
-export async function startControlServer(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }): Promise<http.Server> {
+export async function startControlServer(gateway: Gateway, extras: ControlExtras): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     route(gateway, extras, req, res).catch((error: unknown) => {
-      const status = error instanceof HttpError ? error.status : error instanceof TypeError ? 400 : 500;
-      send(res, status, { error: (error as Error).message });
+      // The caller's mistakes are 4xx with their message; anything else is a bug in the gateway.
+      if (error instanceof HttpError) return send(res, error.status, { error: error.message });
+      if (error instanceof ValidationError) return send(res, 400, { error: error.message });
+      extras.logger.error({ err: error, method: req.method, url: req.url }, 'control API request failed');
+      send(res, 500, { error: `internal error: ${(error as Error)?.message ?? String(error)}` });
     });
   });
   const socketPath = controlSocketPath(gateway.stateDir);
@@ -42,7 +55,7 @@ export async function startControlServer(gateway: Gateway, extras: { defaultTtlM
   return server;
 }
 
-async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter(Boolean);
   const method = req.method ?? 'GET';
@@ -75,8 +88,10 @@ async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHo
     }
   }
   if (resource === 'groups' && id !== undefined && sub === 'budget' && method === 'PUT') {
-    const { usd } = (await readJson(req)) as { usd?: number | null };
-    gateway.setGroupBudget(decodeURIComponent(id), usd ?? undefined);
+    const body = (await readJson(req)) as { usd?: number | null };
+    // `usd: null` removes the budget; a body without `usd` is a mistake, not a removal.
+    if (body === null || typeof body !== 'object' || !('usd' in body)) throw new HttpError(400, 'body must be {"usd": number} or {"usd": null}');
+    gateway.setGroupBudget(decodeURIComponent(id), body.usd ?? undefined);
     return send(res, 200, gateway.inspect().groups.find((g) => g.group === decodeURIComponent(id)));
   }
   throw new HttpError(404, `no such endpoint ${method} ${url.pathname}`);
@@ -131,7 +146,7 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
           } catch {
             return reject(new Error(`the daemon answered HTTP ${res.statusCode} with no JSON`));
           }
-          if ((res.statusCode ?? 500) >= 300) return reject(new Error((value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
+          if ((res.statusCode ?? 500) >= 300) return reject(new ControlError(res.statusCode ?? 500, (value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
           resolve(value as T);
         });
       },
@@ -148,3 +163,12 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
 }
 
 export class DaemonUnreachable extends Error {}
+
+/** The daemon's non-2xx answer: `status` 400 is the caller's mistake, 404 an unknown key, 500 a bug. */
+export class ControlError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}

@@ -10,10 +10,11 @@ import { headersForUpstream } from '../wire/headers.ts';
 import { Exchange, type ExchangeFields } from '../http/exchange.ts';
 import type { PathHandler } from '../http/handler.ts';
 import type { KeyRecord } from '../keys/store.ts';
-import { createDispatcher, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../upstream/providers.ts';
+import { createDispatcher, parseBaseUrl, upstreamTimeouts, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../upstream/providers.ts';
 import { relay } from '../upstream/relay.ts';
 import { authorize, classifyApi, classifyGit, GitHubRefusal, type GitHubAccess } from './scope.ts';
 import type { GitHubScope } from '../keys/limits.ts';
+import { checkHostName, httpUrl } from '../util/validation.ts';
 
 /** `createGateway({ github })`: where GitHub is, and the host's token. */
 export interface GitHubOptions {
@@ -42,22 +43,13 @@ export interface GitHubRelay {
 }
 
 function upstreamFor(name: string, raw: string, timeouts: UpstreamTimeouts | undefined, network: NetworkOptions | undefined): Upstream {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new TypeError(`github.${name} is not a valid URL`);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new TypeError(`github.${name} must be http(s), got ${url.protocol}`);
-  if (url.username || url.password || url.search) throw new TypeError(`github.${name} must not carry credentials or a query`);
-  const merged = { connectMs: 10_000, firstByteMs: 600_000, idleMs: 300_000, ...timeouts };
+  const merged = upstreamTimeouts(timeouts);
   return {
     name: name === 'webUrl' ? 'github' : 'github-api',
     // Only the relay's plumbing is used: errors are answered in git's or GitHub's own shape.
     kind: 'openai',
     dialect: 'openai',
-    origin: url.origin,
-    pathPrefix: url.pathname.replace(/\/+$/, ''),
+    ...parseBaseUrl(raw, `github.${name}`),
     credentials: [],
     dropBetas: new Set(),
     timeouts: merged,
@@ -67,10 +59,11 @@ function upstreamFor(name: string, raw: string, timeouts: UpstreamTimeouts | und
 
 export function createGitHubRelay(options: GitHubOptions, network?: NetworkOptions): GitHubRelay {
   const webUrl = options.webUrl ?? 'https://github.com';
-  const host = options.host ?? new URL(webUrl).host;
-  if (!/^[A-Za-z0-9.-]+(?::\d+)?$/.test(host)) throw new TypeError(`github.host must be a host name, got "${host}"`);
+  const host = checkHostName(options.host ?? httpUrl(webUrl, 'github.webUrl').host, 'github.host');
+  const apiUrl = options.apiUrl ?? 'https://api.github.com';
+  httpUrl(apiUrl, 'github.apiUrl'); // before any pool is opened
   const web = upstreamFor('webUrl', webUrl, options.timeouts, network);
-  const api = upstreamFor('apiUrl', options.apiUrl ?? 'https://api.github.com', options.timeouts, network);
+  const api = upstreamFor('apiUrl', apiUrl, options.timeouts, network);
   return {
     host,
     web,

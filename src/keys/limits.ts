@@ -1,6 +1,7 @@
 // What one key may do: the limits a key is minted with (or the gateway's defaults), and their
 // validation. The vocabulary of the GitHub scope and of server-tool classes lives here too, so that
 // the keys, the metering and the GitHub relay all read one definition of what a key was given.
+import { ValidationError } from '../util/validation.ts';
 
 /** Per-key limits. Every field is optional; `mint` options override the gateway's defaults. */
 export interface KeyLimits {
@@ -50,41 +51,41 @@ export const SERVER_TOOL_CLASSES = [
 ] as const;
 export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
 
-/** The limits, checked; throws a TypeError naming the first field that is wrong. */
+/** The limits, checked; throws a ValidationError naming the first field that is wrong. */
 export function validateLimits(limits: KeyLimits): KeyLimits {
   for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute'] as const) {
     const value = limits[name];
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
-      throw new TypeError(`limit \`${name}\` must be a non-negative number`);
+      throw new ValidationError(`limit \`${name}\``, 'must be a non-negative number');
     }
   }
   if (limits.models !== undefined && !(Array.isArray(limits.models) && limits.models.every((m) => typeof m === 'string'))) {
-    throw new TypeError('limit `models` must be an array of glob patterns');
+    throw new ValidationError('limit `models`', 'must be an array of glob patterns');
   }
   if (limits.github !== undefined) validateGitHubScope(limits.github);
-  if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'serverTools');
+  if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'limit `serverTools`');
   return limits;
 }
 
 function validateGitHubScope(value: unknown): GitHubScope {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError('limit `github` must be an object { read?, push?, api? }');
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ValidationError('limit `github`', 'must be an object { read?, push?, api? }');
   const scope = value as Record<string, unknown>;
   for (const field of Object.keys(scope)) {
-    if (!['read', 'push', 'api'].includes(field)) throw new TypeError(`limit \`github.${field}\` is unknown (expected read, push, api)`);
+    if (!['read', 'push', 'api'].includes(field)) throw new ValidationError(`limit \`github.${field}\``, 'is unknown (expected read, push, api)');
   }
   for (const field of ['read', 'push'] as const) {
     const globs = scope[field];
     if (globs === undefined) continue;
     if (!Array.isArray(globs) || !globs.every((g) => typeof g === 'string' && /^[^/\s]+\/[^/\s]+$/.test(g))) {
-      throw new TypeError(`limit \`github.${field}\` must be an array of owner/name globs, e.g. ["acme/*"]`);
+      throw new ValidationError(`limit \`github.${field}\``, 'must be an array of owner/name globs, e.g. ["acme/*"]');
     }
   }
-  if (scope.api !== undefined && typeof scope.api !== 'boolean') throw new TypeError('limit `github.api` must be true or false');
+  if (scope.api !== undefined && typeof scope.api !== 'boolean') throw new ValidationError('limit `github.api`', 'must be true or false');
   return value as GitHubScope;
 }
 
 export function validateServerTools(value: unknown, field: string): asserts value is ServerToolClass[] {
   if (!Array.isArray(value) || !value.every((item) => (SERVER_TOOL_CLASSES as readonly unknown[]).includes(item))) {
-    throw new TypeError(`\`${field}\` must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')})`);
+    throw new ValidationError(field, `must be an array of server tool classes (${SERVER_TOOL_CLASSES.join(', ')}), e.g. ["web_search"]`);
   }
 }

@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { customAlphabet } from 'nanoid';
+import { ValidationError } from '../util/validation.ts';
 
 // Lower-case alphanumerics: safe in paths, container names and labels. 16 chars = 82 bits.
 const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
@@ -96,10 +97,10 @@ export class KeyStore {
    */
   async mint(options: MintOptions, restore?: { id: string; createdAt: number; expiresAt?: number }): Promise<KeyRecord> {
     if (typeof options.group !== 'string' || options.group.length === 0) {
-      throw new TypeError('mint: `group` must be a non-empty string');
+      throw new ValidationError('mint `group`', 'must be a non-empty string');
     }
     if (options.ttlMs !== undefined && !(Number.isFinite(options.ttlMs) && options.ttlMs > 0)) {
-      throw new TypeError('mint: `ttlMs` must be a positive number of milliseconds');
+      throw new ValidationError('mint `ttlMs`', 'must be a positive number of milliseconds');
     }
     const id = restore?.id ?? newKeyId();
     const dir = path.join(this.options.keysDir, id);

@@ -5,6 +5,7 @@
 import type { OutputLimitField } from '../wire/request-fields.ts';
 import { ClientGone, GatewayError } from '../wire/errors.ts';
 import { globToRegExp } from '../util/glob.ts';
+import { checkNonNegative, dropUndefined } from '../util/validation.ts';
 import { validateLimits, type KeyLimits } from '../keys/limits.ts';
 import type { Endpoint } from '../wire/endpoints.ts';
 import type { Ledger } from './ledger.ts';
@@ -136,12 +137,12 @@ export class Accounting {
     this.options = options;
   }
 
-  setBudgetWait(ms: number): void {
+  setBudgetWait(ms: number | undefined): void {
     this.options.budgetWaitMs = ms;
   }
 
   open(keyId: string, group: string, overrides: KeyLimits): KeyAccount {
-    const limits = validateLimits({ ...this.options.defaults, ...stripUndefined(overrides) });
+    const limits = validateLimits({ ...this.options.defaults, ...dropUndefined(overrides) });
     const account: KeyAccount = {
       keyId,
       group,
@@ -193,7 +194,7 @@ export class Accounting {
   group(name: string): Account {
     let account = this.groups.get(name);
     if (!account) {
-      account = new Account(this.options.groupBudgets[name], this.options.ledger.spent(name));
+      account = new Account(Object.hasOwn(this.options.groupBudgets, name) ? this.options.groupBudgets[name] : undefined, this.options.ledger.spent(name));
       this.groups.set(name, account);
     }
     return account;
@@ -204,8 +205,15 @@ export class Accounting {
   }
 
   setGroupBudget(name: string, usd: number | undefined): void {
-    if (usd !== undefined && !(Number.isFinite(usd) && usd >= 0)) throw new TypeError('group budget must be a non-negative number of USD');
+    if (usd !== undefined) checkNonNegative(usd, `budget of group ${name} (USD)`);
     this.group(name).limitUsd = usd;
+    this.pump();
+  }
+
+  /** Replaces every group's budget (checked by the caller): a group `budgets` does not name has none from now on. */
+  setGroupBudgets(budgets: Record<string, number>): void {
+    this.options.groupBudgets = budgets;
+    for (const [name, account] of this.groups) account.limitUsd = Object.hasOwn(budgets, name) ? budgets[name] : undefined;
     this.pump();
   }
 
@@ -464,6 +472,3 @@ function budgetExhausted(which: string, account: Account): GatewayError {
   return new GatewayError('budget_exhausted', `budget exhausted for ${which}: spent $${spent} of $${limit} (including calls in flight)`);
 }
 
-function stripUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
-}

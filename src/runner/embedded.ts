@@ -4,14 +4,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { loadConfig } from '../config/load.ts';
+import type { GatewayConfig } from '../config/load.ts';
 import { resolveCredentials } from '../config/credentials.ts';
 import { settingsFrom } from '../config/settings.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { resolveGitHubOptions } from '../config/github.ts';
 
-export async function embeddedGateway(configFile: string | undefined, stateDir: string | undefined): Promise<Gateway> {
-  const config = await loadConfig(configFile, stateDir);
+/** The gateway for `config` (loaded once by the caller). */
+export async function embeddedGateway(config: GatewayConfig): Promise<Gateway> {
   const credentials = await resolveCredentials(config.providers);
   // Private: sharing the daemon's state dir would race with a daemon started later.
   const privateDir = await mkdtemp(path.join(tmpdir(), 'gw-run-'));

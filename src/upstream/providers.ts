@@ -6,6 +6,7 @@ import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 import { GatewayError } from '../wire/errors.ts';
 import { dropBetas, mergeBeta, type HeaderMap } from '../wire/headers.ts';
 import type { Dialect } from '../wire/dialect.ts';
+import { dropUndefined, httpUrl, ValidationError } from '../util/validation.ts';
 
 /** What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and `api-version`. */
 export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai';
@@ -97,26 +98,21 @@ export function providersFromEnv(env: NodeJS.ProcessEnv = process.env): Provider
   };
 }
 
-function parseBaseUrl(name: string, raw: string): { origin: string; pathPrefix: string } {
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new TypeError(`providers.${name}.baseUrl is not a valid URL`);
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new TypeError(`providers.${name}.baseUrl must be http(s), got ${url.protocol}`);
-  }
-  if (url.username || url.password || url.search) {
-    throw new TypeError(`providers.${name}.baseUrl must not carry credentials or a query`);
-  }
+/** Where an upstream is: the origin and the path prefix every call's path goes under. */
+export function parseBaseUrl(raw: string, field: string): { origin: string; pathPrefix: string } {
+  const url = httpUrl(raw, field);
   return { origin: url.origin, pathPrefix: url.pathname.replace(/\/+$/, '') };
+}
+
+/** The timeouts of an upstream (a provider or GitHub) with the defaults filled in. */
+export function upstreamTimeouts(timeouts: UpstreamTimeouts | undefined): Upstream['timeouts'] {
+  return { connectMs: 10_000, firstByteMs: 600_000, idleMs: 300_000, ...dropUndefined(timeouts ?? {}) };
 }
 
 function kindOf(name: string, config: ProviderConfig): UpstreamKind {
   if (config.kind) return config.kind;
   if (name === 'anthropic' || name === 'openai') return name;
-  throw new TypeError(`providers.${name}.kind is required (anthropic, openai or azure-openai)`);
+  throw new ValidationError(`providers.${name}.kind`, 'is required (anthropic, openai or azure-openai)');
 }
 
 function credentialsOf(name: string, kind: UpstreamKind, config: ProviderConfig): Credential[] {
@@ -155,15 +151,15 @@ export function resolveUpstreams(config: ProvidersConfig, network: NetworkOption
   for (const [name, provider] of Object.entries(config)) {
     if (!provider) continue;
     const kind = kindOf(name, provider);
-    if (provider.oauthToken && kind !== 'anthropic') throw new TypeError(`providers.${name}.oauthToken is for Anthropic only`);
+    if (provider.oauthToken && kind !== 'anthropic') throw new ValidationError(`providers.${name}.oauthToken`, 'is for Anthropic only');
     const base = provider.baseUrl ?? (kind === 'azure-openai' ? undefined : DEFAULT_BASE_URLS[kind]);
-    if (!base) throw new TypeError(`providers.${name}.baseUrl is required for ${kind}`);
-    const timeouts = { connectMs: 10_000, firstByteMs: 600_000, idleMs: 300_000, ...provider.timeouts };
+    if (!base) throw new ValidationError(`providers.${name}.baseUrl`, `is required for ${kind}`);
+    const timeouts = upstreamTimeouts(provider.timeouts);
     upstreams.set(name, {
       name,
       kind,
       dialect: kind === 'anthropic' ? 'anthropic' : 'openai',
-      ...parseBaseUrl(name, base),
+      ...parseBaseUrl(base, `providers.${name}.baseUrl`),
       query: provider.apiVersion ? `api-version=${encodeURIComponent(provider.apiVersion)}` : undefined,
       credentials: credentialsOf(name, kind, provider),
       dropBetas: new Set(provider.dropBetas ?? []),

@@ -3,6 +3,7 @@
 // (`anthropic`, `openai`), so every model Claude Code asks for (main, small/fast) just works.
 import { GatewayError } from '../wire/errors.ts';
 import { globToRegExp } from '../util/glob.ts';
+import { ValidationError } from '../util/validation.ts';
 import type { Upstream } from './providers.ts';
 import type { Dialect } from '../wire/dialect.ts';
 
@@ -43,7 +44,7 @@ export class Router {
         }),
       ];
       for (const candidate of candidates) {
-        if (!upstreams.has(candidate.provider)) throw new TypeError(`routes[${index}]: no provider named ${candidate.provider}`);
+        if (!upstreams.has(candidate.provider)) throw new ValidationError(`routes[${index}]`, `no provider named ${candidate.provider}`);
       }
       return { patterns: route.models.map(globToRegExp), candidates };
     });

@@ -7,6 +7,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
+import { loadConfig } from '../../src/config/load.ts';
 import { createGateway } from '../../src/gateway.ts';
 import { contribute } from '../../src/runner/contribute.ts';
 import { embeddedGateway } from '../../src/runner/embedded.ts';
@@ -107,7 +108,7 @@ test('directories the gateway creates are 0700: gateway run\'s state dir, the da
     const configFile = path.join(dir, 'gateway.toml');
     await writeFile(configFile, `state_dir = "${dir}/run-state"\n[providers.anthropic]\nbase_url = "http://127.0.0.1:9"\napi_key_env = "SMALLS_TEST_KEY"\n`);
     process.env.SMALLS_TEST_KEY = 'not-a-real-key';
-    const embedded = await embeddedGateway(configFile, undefined);
+    const embedded = await embeddedGateway(await loadConfig(configFile));
     await embedded.close();
     assert.equal(await modeOf(path.join(dir, 'run-state')), 0o700);
 

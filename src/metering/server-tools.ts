@@ -143,8 +143,6 @@ export function serverToolPolicy(keyClasses: readonly string[] | undefined, grou
 
 const list = (classes: readonly string[]): string => (classes.length === 0 ? 'none' : classes.join(', '));
 
-/** Throws a TypeError unless `value` is a list of server tool class names. */
-
 /** Uses of the per-use priced server tools. */
 export interface ToolUses {
   webSearch: number;

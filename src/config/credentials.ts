@@ -43,7 +43,7 @@ interface Resolved {
   expiresAt?: number;
 }
 
-export function describeSource(source: CredentialSource): string {
+function describeSource(source: CredentialSource): string {
   if ('env' in source) return `env ${source.env}`;
   if ('file' in source) return `file ${source.file}`;
   return `command \`${source.command}\``;
@@ -77,7 +77,7 @@ async function read(source: CredentialSource): Promise<Resolved | undefined> {
 }
 
 /** A plain token file, or Claude Code's credentials JSON (`claudeAiOauth.accessToken`, `expiresAt`). */
-export function parseCredentialFile(text: string, from: string): Resolved | undefined {
+function parseCredentialFile(text: string, from: string): Resolved | undefined {
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
     try {

@@ -49,9 +49,9 @@ export interface GatewayConfig {
 
 export class ConfigError extends Error {}
 
-export const CLAUDE_CREDENTIALS_FILE = path.join(homedir(), '.claude', '.credentials.json');
+const CLAUDE_CREDENTIALS_FILE = path.join(homedir(), '.claude', '.credentials.json');
 
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   const base = env.XDG_STATE_HOME || path.join(homedir(), '.local', 'state');
   return path.join(base, 'llm-gateway');
 }

@@ -26,7 +26,7 @@ export interface Daemon {
 }
 
 /** Human-readable logs on a terminal, JSON lines otherwise. */
-export function daemonLogger(): Logger {
+function daemonLogger(): Logger {
   const level = process.env.GATEWAY_LOG_LEVEL ?? 'info';
   return process.stderr.isTTY
     ? pino({ level }, pretty({ colorize: true, destination: 2, ignore: 'pid,hostname' }))

@@ -8,7 +8,7 @@ import type { Gateway, MintRequest } from '../gateway.ts';
 import { githubEnv } from '../github/env.ts';
 import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
 
-export const CONTROL_SOCKET = 'control.sock';
+const CONTROL_SOCKET = 'control.sock';
 
 export function controlSocketPath(stateDir: string): string {
   return path.join(stateDir, CONTROL_SOCKET);

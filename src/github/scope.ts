@@ -4,7 +4,7 @@
 import type { GitHubScope } from '../keys/limits.ts';
 import { globToRegExp } from '../util/glob.ts';
 
-export type GitService = 'git-upload-pack' | 'git-receive-pack';
+type GitService = 'git-upload-pack' | 'git-receive-pack';
 
 /** What a request asks for, once its path is understood. */
 export type GitHubAccess =
@@ -36,7 +36,7 @@ function matches(globs: string[] | undefined, repo: string): boolean {
 }
 
 /** Whether `scope` allows reading (`write` false) or writing `repo` (`owner/name`). */
-export function allows(scope: GitHubScope | undefined, repo: string, write: boolean): boolean {
+function allows(scope: GitHubScope | undefined, repo: string, write: boolean): boolean {
   if (!scope) return false;
   if (matches(scope.push, repo)) return true;
   return !write && matches(scope.read, repo);

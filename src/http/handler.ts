@@ -33,7 +33,7 @@ export interface Routing {
 }
 
 /** One request a path handler serves: the key it came on, that key's limits, and where its record goes. */
-export interface PathCall {
+interface PathCall {
   key: KeyRecord;
   limits: KeyLimits;
   onCall(record: CallRecord): void;

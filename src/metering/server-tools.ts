@@ -12,7 +12,7 @@ import type { Endpoint } from '../wire/endpoints.ts';
  * Codex's web_search run as the provider's server web search; nothing that fetches a URL the
  * request names (web_fetch, mcp) is allowed unless the operator says so.
  */
-export const DEFAULT_SERVER_TOOLS: readonly ServerToolClass[] = ['web_search'];
+const DEFAULT_SERVER_TOOLS: readonly ServerToolClass[] = ['web_search'];
 
 /** USD per use of a server tool, for those the provider bills per use (on top of tokens). */
 export interface PerUsePrices {
@@ -25,7 +25,7 @@ export interface PerUsePrices {
 export const DEFAULT_PER_USE_PRICES: PerUsePrices = Object.freeze({ webSearch: 10 / 1000, webFetch: 0 });
 
 /** Uses assumed for a server tool declared without `max_uses` when bounding a call's worst case. */
-export const DEFAULT_MAX_USES = 20;
+const DEFAULT_MAX_USES = 20;
 
 /** What one declared tool is: run by the client (always allowed), a server tool, or unknown. */
 export type ToolKind = { kind: 'client' } | { kind: 'server'; class: ServerToolClass } | { kind: 'unknown' };

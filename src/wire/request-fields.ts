@@ -49,7 +49,7 @@ export interface RequestFields {
 export type OutputLimitField = 'max_tokens' | 'max_completion_tokens' | 'max_output_tokens';
 
 /** Model names longer than this are refused: real ones are under 100 characters. */
-export const MAX_MODEL_CHARS = 256;
+const MAX_MODEL_CHARS = 256;
 /** Longest tool `type`/`name` kept (longer ones are cut: they only need to be recognised). */
 const MAX_FIELD_CHARS = 128;
 /** Most completions one chat request may ask for (OpenAI's own limit). */

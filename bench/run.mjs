@@ -11,7 +11,7 @@
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
 import { fork, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -114,11 +114,6 @@ function machineBusyMs() {
   return ((user + nice + system + irq + softirq + steal) * 1000) / CLK_TCK;
 }
 
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
 async function freePort() {
   const server = net.createServer();
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -132,7 +127,10 @@ async function waitForPort(port, timeoutMs) {
   while (Date.now() < deadline) {
     const ok = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => (socket.destroy(), resolve(true)));
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
       socket.once('error', () => resolve(false));
     });
     if (ok) return true;
@@ -323,7 +321,7 @@ async function main() {
 
   let upstreamStats = (await request(upstream, { type: 'stats' }, 'stats')).stats;
 
-  async function measure(workload, pathName, spec, extra = {}) {
+  async function measure(workload, pathName, extra = {}) {
     const p = paths[pathName];
     const headers = { ...p.headers, ...(extra.headers ?? {}) };
     const cmd = {
@@ -384,7 +382,7 @@ async function main() {
       // Portkey's own limits: its Anthropic /v1/messages stream fails on Node 22 (see README); its
       // JSON path is what the issue compares against.
       if (name === 'portkey' && workload.mode !== 'json') continue;
-      await measure(workload, name, paths[name], extra);
+      await measure(workload, name, extra);
     }
   }
   if (portkey.available) {
@@ -407,7 +405,7 @@ async function main() {
       const j = Math.floor(Math.random() * (i + 1));
       [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
     }
-    const row = await measure({ name: `keys ${target} c16`, mode: 'json', concurrency: 16 }, 'socket', paths.socket, { target: { socketPaths: shuffled.slice(0, SUBSET) } });
+    const row = await measure({ name: `keys ${target} c16`, mode: 'json', concurrency: 16 }, 'socket', { target: { socketPaths: shuffled.slice(0, SUBSET) } });
     row.liveKeys = target;
   }
   results.keys.mintUnderLoadGateway = { n: manyMintTimes.length, p50Ms: quantile(manyMintTimes, 0.5), p99Ms: quantile(manyMintTimes, 0.99) };
@@ -448,7 +446,7 @@ async function main() {
   await stop(upstream);
 
   const report = render(results);
-  console.log('\n' + report);
+  console.log(`\n${report}`);
   writeFileSync(path.join(here, 'results.json'), JSON.stringify({ ...results, report }, null, 2));
   console.log(`\nbench: wrote bench/results.json`);
 }
@@ -476,7 +474,7 @@ function render(r) {
       json.push([
         w, p, f(x.rps, 0), p === 'direct' ? '1' : f(x.rps / d.rps, 2), f(x.latency.p50), f(x.latency.p99),
         p === 'direct' ? '' : fs(x.latency.p50 - d.latency.p50), p === 'direct' ? '' : fs(x.latency.p99 - d.latency.p99),
-        gwCpu(x), f((x.cpuCoresBusy.loadgen ?? 0) * 100, 0) + '%', x.errors + (x.keyMismatches ? ` / ${x.keyMismatches} key` : ''),
+        gwCpu(x), `${f((x.cpuCoresBusy.loadgen ?? 0) * 100, 0)}%`, x.errors + (x.keyMismatches ? ` / ${x.keyMismatches} key` : ''),
       ]);
     }
   }

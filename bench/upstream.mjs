@@ -24,7 +24,7 @@ const START = ev('message_start', { type: 'message_start', message: { id: 'msg_b
 const BLOCK_START = ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
 const DELTA = ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'tok ' } });
 const BLOCK_STOP = ev('content_block_stop', { type: 'content_block_stop', index: 0 });
-const stopEvents = (n) => ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: n } }) + '';
+const stopEvents = (n) => ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: n } });
 const STOP = ev('message_stop', { type: 'message_stop' });
 // Paced deltas carry their send time: `"t":"<ns>"` right after `"type"` so the client finds it cheaply.
 const pacedDelta = () => `event: content_block_delta\ndata: {"type":"content_block_delta","t":"${process.hrtime.bigint()}","index":0,"delta":{"type":"text_delta","text":"tok "}}\n\n`;
@@ -39,7 +39,10 @@ const eventCache = new Map();
 
 function streamFast(res, n) {
   let list = eventCache.get(n);
-  if (!list) eventCache.set(n, (list = events(n)));
+  if (!list) {
+    list = events(n);
+    eventCache.set(n, list);
+  }
   let i = 0;
   const pump = () => {
     while (i < list.length) {

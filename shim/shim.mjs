@@ -234,7 +234,7 @@ function checkIsolation() {
 async function runCheck(socketPath) {
   const gateway = await checkGateway(socketPath);
   const isolation = checkIsolation();
-  process.stdout.write([gateway.line, ...isolation.lines].join('\n') + '\n');
+  process.stdout.write(`${[gateway.line, ...isolation.lines].join('\n')}\n`);
   process.exit(gateway.ok && isolation.ok ? 0 : 1);
 }
 

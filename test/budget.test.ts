@@ -70,7 +70,7 @@ describe('metering through the gateway', () => {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}';
       const plain = await request({ socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body });
-      assert.equal(fx.standin.requests.at(-1)!.body.toString(), body.slice(0, -1) + ',"stream_options":{"include_usage":true}}');
+      assert.equal(fx.standin.requests.at(-1)!.body.toString(), `${body.slice(0, -1)},"stream_options":{"include_usage":true}}`);
       const chunks = sseData(plain.body) as { choices: unknown[]; usage?: unknown }[];
       assert.ok(chunks.every((chunk) => chunk.choices.length > 0), 'no usage-only chunk reached the client');
       assert.ok(plain.body.endsWith('data: [DONE]\n\n'));

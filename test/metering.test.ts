@@ -62,7 +62,7 @@ describe('usage from recorded responses', () => {
   });
 
   test('a JSON answer larger than a megabyte: usage is read from its tail', () => {
-    const text = '{"id":"msg_1","type":"message","content":[{"type":"text","text":"' + 'y'.repeat(3 * 1024 * 1024) + '"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":900000}}';
+    const text = `{"id":"msg_1","type":"message","content":[{"type":"text","text":"${'y'.repeat(3 * 1024 * 1024)}"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":900000}}`;
     const { usage, reported } = meter('messages', false, Buffer.from(text), 64 * 1024)!;
     assert.equal(reported, true);
     assert.deepEqual([usage.inputTokens, usage.cacheReadTokens, usage.outputTokens], [7, 3, 900000]);

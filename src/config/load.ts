@@ -266,7 +266,9 @@ class Reader {
       };
       known(provider, `${field}.provider`);
       const fallbacks = this.strings(table.fallbacks, `${field}.fallbacks`);
-      fallbacks?.forEach((fallback, j) => known(fallback.split(':', 1)[0]!, `${field}.fallbacks[${j}]`));
+      fallbacks?.forEach((fallback, j) => {
+        known(fallback.split(':', 1)[0]!, `${field}.fallbacks[${j}]`);
+      });
       return dropUndefined({ models, provider, rename: this.string(table.rename, `${field}.rename`), fallbacks }) as RouteConfig;
     });
   }

@@ -215,7 +215,8 @@ function sendAttempt(context: AttemptContext): void {
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
     sendError(res, upstream.dialect, error);
-    return call.finish('rejected', error.statusFor(upstream.dialect), error);
+    call.finish('rejected', error.statusFor(upstream.dialect), error);
+    return;
   }
   if (body && rename !== undefined && rename !== context.model) body = replaceTopLevelString(body, 'model', rename) ?? body;
   if (body) headers['content-length'] = String(body.length);

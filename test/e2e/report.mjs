@@ -88,9 +88,19 @@ scan.dirs = scan.dirs.length;
 // container's own loopback, so this must fail (nothing else is ever tried: traffic stays on loopback).
 const direct = await new Promise((resolve) => {
   const socket = net.connect(Number(process.env.E2E_DIRECT_PORT), '127.0.0.1');
-  const timer = setTimeout(() => (socket.destroy(), resolve('TIMEOUT')), 5000);
-  socket.on('connect', () => (clearTimeout(timer), socket.destroy(), resolve('CONNECTED')));
-  socket.on('error', (e) => (clearTimeout(timer), resolve(e.code)));
+  const timer = setTimeout(() => {
+    socket.destroy();
+    resolve('TIMEOUT');
+  }, 5000);
+  socket.on('connect', () => {
+    clearTimeout(timer);
+    socket.destroy();
+    resolve('CONNECTED');
+  });
+  socket.on('error', (e) => {
+    clearTimeout(timer);
+    resolve(e.code);
+  });
 });
 
 const out = (name) => readFileSync(`/tmp/e2e-out/${name}`, 'utf8');

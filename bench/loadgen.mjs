@@ -9,6 +9,8 @@ import { Pool } from 'undici';
 const now = () => performance.now();
 const NL2 = Buffer.from('\n\n');
 const T_MARK = Buffer.from('"t":"');
+// Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
+const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
 function makePools(target, concurrency) {
   if (target.origin) return [new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 30_000 })];
@@ -63,7 +65,7 @@ async function run(cmd) {
         while (i !== -1) { k++; i = chunk.indexOf(NL2, i + 2); }
         tail = chunk[chunk.length - 1];
         for (let e = 0; e < k; e++) {
-          if (lastEventAt >= 0 && nGaps < GAP_CAP) gaps[nGaps++] = at - lastEventAt;
+          if (lastEventAt >= 0 && nGaps < GAP_CAP) /** @type {Float64Array} */ (gaps)[nGaps++] = at - lastEventAt; // streaming, so not null
           lastEventAt = at;
         }
         evCount += k;
@@ -97,7 +99,7 @@ async function run(cmd) {
     let active = 0;
     const next = () => {
       if (now() < deadline && started < maxRequests) { active++; one(finished); }
-      else if (active === 0) resolve();
+      else if (active === 0) resolve(undefined);
     };
     const finished = () => { active--; next(); };
     for (let w = 0; w < concurrency; w++) next();
@@ -117,12 +119,12 @@ async function run(cmd) {
   };
 }
 
-process.on('message', async (msg) => {
+process.on('message', async (/** @type {any} */ msg) => {
   if (msg.type === 'run') {
-    try { process.send({ type: 'result', result: await run(msg) }); }
-    catch (error) { process.send({ type: 'error', message: String(error?.stack ?? error) }); }
+    try { send({ type: 'result', result: await run(msg) }); }
+    catch (error) { send({ type: 'error', message: String(/** @type {Error} */ (error)?.stack ?? error) }); }
   }
   if (msg.type === 'exit') process.exit(0);
 });
 process.on('disconnect', () => process.exit(0));
-process.send({ type: 'ready' });
+send({ type: 'ready' });

@@ -39,6 +39,7 @@ const SUBSET = 200;
 const CLK_TCK = 100;
 const WATCHDOG_MS = 15 * 60_000;
 
+/** @type {import('node:child_process').ChildProcess[]} */
 const children = [];
 const watchdog = setTimeout(() => {
   console.error(`bench: watchdog: still running after ${WATCHDOG_MS / 1000} s, giving up`);
@@ -53,6 +54,10 @@ process.on('exit', () => {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
+/**
+ * @param {string} file
+ * @param {{ env?: Record<string, string>, execArgv?: string[], stdio?: import('node:child_process').StdioOptions }} [options]
+ */
 function start(file, { env = {}, execArgv = [], stdio } = {}) {
   const child = fork(file, [], {
     cwd: root,
@@ -116,8 +121,8 @@ function machineBusyMs() {
 
 async function freePort() {
   const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {net.AddressInfo} */ (server.address());
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
@@ -139,6 +144,12 @@ async function waitForPort(port, timeoutMs) {
   return false;
 }
 
+/** @typedef {{ available: false, reason: string }} Unavailable */
+
+/**
+ * @param {string} socketPath
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcessByStdio<null, null, import('node:stream').Readable>, port: number, file: string }>}
+ */
 async function startShim(socketPath) {
   // BENCH_SHIM points at another copy (e.g. from a branch not merged yet); default: this tree's.
   const shimFile = process.env.BENCH_SHIM || path.join(root, 'shim', 'shim.mjs');
@@ -168,6 +179,9 @@ async function startShim(socketPath) {
   return { available: true, child, port, file: shimFile };
 }
 
+/**
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcessByStdio<null, null, import('node:stream').Readable>, port: number, stderr: () => string, logFile: string }>}
+ */
 async function startPortkey() {
   const bin = path.join(root, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js');
   if (!existsSync(bin)) return { available: false, reason: '@portkey-ai/gateway is not installed (npm ci)' };
@@ -241,6 +255,7 @@ async function main() {
   const { port: upstreamPort } = await request(upstream, null, 'ready', 10_000);
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
   const gatewayEnv = { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_REAL_KEY: REAL_KEY };
+  /** @type {Record<string, any>} */
   const results = { startedAt: startedAt.toISOString(), machine, settings: { durationMs: DURATION, warmupMs: WARMUP, streamEvents: STREAM_EVENTS, pacedEvents: PACED_EVENTS, paceMs: PACE_MS, subset: SUBSET }, paths: {}, workloads: [], keys: {} };
 
   // --- Memory, mint and revoke: a fresh gateway that has never served a request. -------------
@@ -297,6 +312,7 @@ async function main() {
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
 
+  /** @type {Record<string, { target: object, headers: Record<string, string>, pids: [string, number | undefined][] }>} */
   const paths = {
     direct: { target: { origin: upstreamUrl }, headers: { ...BASE_HEADERS, 'x-api-key': REAL_KEY }, pids: [] },
     socket: { target: { socketPaths: [mainKey.socketPath] }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['gateway', gw.pid]] },

@@ -8,7 +8,9 @@
 import http from 'node:http';
 
 const EXPECTED_KEY = process.env.BENCH_REAL_KEY;
-const stats = { requests: 0, streams: 0, keyMismatches: 0, mismatchSamples: [] };
+const stats = { requests: 0, streams: 0, keyMismatches: 0, mismatchSamples: /** @type {{ url?: string, headers: string[] }[]} */ ([]) };
+// Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
+const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
 const MESSAGE = Buffer.from(JSON.stringify({
   id: 'msg_bench01', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
@@ -76,7 +78,7 @@ const server = http.createServer({ keepAliveTimeout: 60_000, noDelay: true }, (r
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    if (req.method !== 'POST' || !req.url.startsWith('/v1/messages')) {
+    if (req.method !== 'POST' || !req.url?.startsWith('/v1/messages')) {
       res.writeHead(404, { 'content-type': 'application/json' });
       return void res.end('{"type":"error","error":{"type":"not_found_error","message":"bench upstream"}}');
     }
@@ -96,10 +98,10 @@ const server = http.createServer({ keepAliveTimeout: 60_000, noDelay: true }, (r
 });
 
 server.listen(0, '127.0.0.1', () => {
-  process.send({ type: 'ready', port: server.address().port });
+  send({ type: 'ready', port: /** @type {import('node:net').AddressInfo} */ (server.address()).port });
 });
-process.on('message', (msg) => {
-  if (msg.type === 'stats') process.send({ type: 'stats', stats, cpu: process.cpuUsage() });
+process.on('message', (/** @type {any} */ msg) => {
+  if (msg.type === 'stats') send({ type: 'stats', stats, cpu: process.cpuUsage() });
   if (msg.type === 'reset') { stats.requests = 0; stats.streams = 0; }
   if (msg.type === 'exit') server.close(() => process.exit(0));
 });

@@ -12,24 +12,43 @@ const stats = { requests: 0, streams: 0, keyMismatches: 0, mismatchSamples: /** 
 // Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
 const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
-const MESSAGE = Buffer.from(JSON.stringify({
-  id: 'msg_bench01', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
-  content: [{ type: 'text', text: 'Hello from the bench upstream.' }],
-  stop_reason: 'end_turn', stop_sequence: null,
-  usage: { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
-}));
+const MESSAGE = Buffer.from(
+  JSON.stringify({
+    id: 'msg_bench01',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude-sonnet-4-5',
+    content: [{ type: 'text', text: 'Hello from the bench upstream.' }],
+    stop_reason: 'end_turn',
+    stop_sequence: null,
+    usage: { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+  }),
+);
 const JSON_HEADERS = { 'content-type': 'application/json', 'content-length': MESSAGE.length, 'request-id': 'req_bench' };
 const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_bench' };
 
 const ev = (name, data) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-const START = ev('message_start', { type: 'message_start', message: { id: 'msg_bench01', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 12, output_tokens: 1 } } });
+const START = ev('message_start', {
+  type: 'message_start',
+  message: {
+    id: 'msg_bench01',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude-sonnet-4-5',
+    content: [],
+    stop_reason: null,
+    stop_sequence: null,
+    usage: { input_tokens: 12, output_tokens: 1 },
+  },
+});
 const BLOCK_START = ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
 const DELTA = ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'tok ' } });
 const BLOCK_STOP = ev('content_block_stop', { type: 'content_block_stop', index: 0 });
 const stopEvents = (n) => ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: n } });
 const STOP = ev('message_stop', { type: 'message_stop' });
 // Paced deltas carry their send time: `"t":"<ns>"` right after `"type"` so the client finds it cheaply.
-const pacedDelta = () => `event: content_block_delta\ndata: {"type":"content_block_delta","t":"${process.hrtime.bigint()}","index":0,"delta":{"type":"text_delta","text":"tok "}}\n\n`;
+const pacedDelta = () =>
+  `event: content_block_delta\ndata: {"type":"content_block_delta","t":"${process.hrtime.bigint()}","index":0,"delta":{"type":"text_delta","text":"tok "}}\n\n`;
 
 function events(n) {
   const out = [START, BLOCK_START];
@@ -102,7 +121,10 @@ server.listen(0, '127.0.0.1', () => {
 });
 process.on('message', (/** @type {any} */ msg) => {
   if (msg.type === 'stats') send({ type: 'stats', stats, cpu: process.cpuUsage() });
-  if (msg.type === 'reset') { stats.requests = 0; stats.streams = 0; }
+  if (msg.type === 'reset') {
+    stats.requests = 0;
+    stats.streams = 0;
+  }
   if (msg.type === 'exit') server.close(() => process.exit(0));
 });
 process.on('disconnect', () => process.exit(0));

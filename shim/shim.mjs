@@ -112,7 +112,8 @@ function relay(client, socketPath) {
     upstream.pipe(client);
   });
   upstream.on('error', (err) => {
-    if (connected) client.destroy(); // the gateway went away mid-connection: reset the client too
+    if (connected)
+      client.destroy(); // the gateway went away mid-connection: reset the client too
     else answerUnreachable(client, socketPath, err);
   });
   client.on('error', () => upstream.destroy());

@@ -89,7 +89,22 @@ export interface GatewayOptions {
 
 /** What `reconfigure` can change on a running gateway. */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github' | 'groupServerTools' | 'serverToolPrices'>
+  Pick<
+    GatewayOptions,
+    | 'providers'
+    | 'routes'
+    | 'retry'
+    | 'network'
+    | 'defaultLimits'
+    | 'groupBudgets'
+    | 'groupModels'
+    | 'prices'
+    | 'unknownModelPrice'
+    | 'budgetWaitMs'
+    | 'github'
+    | 'groupServerTools'
+    | 'serverToolPrices'
+  >
 >;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
@@ -280,7 +295,15 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
       try {
         const account = accounting.open(record.id, record.group, limits);
-        const lease: Lease = { id: record.id, group, label, createdAt: record.createdAt, expiresAt: record.expiresAt, owner: owner ?? options.socketOwner, limits: account.limits };
+        const lease: Lease = {
+          id: record.id,
+          group,
+          label,
+          createdAt: record.createdAt,
+          expiresAt: record.expiresAt,
+          owner: owner ?? options.socketOwner,
+          limits: account.limits,
+        };
         await leases?.journal.minted(lease);
       } catch (error) {
         await store.revoke(record.id);

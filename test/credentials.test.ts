@@ -43,7 +43,10 @@ test('sources are tried in order: env, then Claude Code credentials file', async
 
 test('a failing credential command is reported without its output', async () => {
   await assert.rejects(
-    resolveCredentials({ anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], apiKeys: [], oauthToken: [] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } }),
+    resolveCredentials({
+      anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], apiKeys: [], oauthToken: [] },
+      openai: { apiKey: [], apiKeys: [], oauthToken: [] },
+    }),
     (error: Error) => /exit 3/.test(error.message) && !error.message.includes('42-output'),
   );
 });
@@ -53,7 +56,10 @@ test("the watcher follows the host's token refresh of the credentials file", asy
   try {
     const file = path.join(dir, '.credentials.json');
     await writeFile(file, claudeCredentials('oauth-token-old', Date.now() + 3_600_000));
-    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } };
+    const sources: GatewayConfig['providers'] = {
+      anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] },
+      openai: { apiKey: [], apiKeys: [], oauthToken: [] },
+    };
     const seen: CredentialState[] = [];
     const watcher = new CredentialWatcher(sources, await resolveCredentials(sources), (state) => seen.push(state), pino({ level: 'silent' }));
     try {

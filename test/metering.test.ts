@@ -74,7 +74,7 @@ describe('usage from recorded responses', () => {
     const { usage, reported } = meter('messages', true, cut, 3)!;
     assert.equal(reported, false);
     assert.equal(usage.cacheWrite1hTokens, 16024, 'input known from message_start is kept');
-    const delivered = 'The user wants the tests run. I\'ll use Bash.'.length + "I'll run the test suite.".length;
+    const delivered = "The user wants the tests run. I'll use Bash.".length + "I'll run the test suite.".length;
     assert.equal(usage.outputTokens, Math.ceil(delivered / 4));
   });
 

@@ -139,10 +139,11 @@ export async function runDemo({ standin: forceStandin, out }: DemoOptions): Prom
 
 const mark = (good: boolean) => (good ? 'ok  ' : 'FAIL');
 
-const gone = (file: string) => access(file).then(
-  () => false,
-  () => true,
-);
+const gone = (file: string) =>
+  access(file).then(
+    () => false,
+    () => true,
+  );
 
 /** True when nothing answers on the socket path any more. */
 function refused(socketPath: string): Promise<boolean> {

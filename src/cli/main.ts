@@ -93,15 +93,41 @@ keys
   .option('--rpm <n>', 'requests per minute', positive('--rpm', true))
   .option('--tpm <n>', 'tokens per minute', positive('--tpm', true))
   .option('--max-concurrent <n>', 'requests in flight at once', positive('--max-concurrent', true))
-  .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--server-tools <classes>', 'comma-separated server tools the provider may run for the key (default web_search; "" for none), e.g. "web_search,web_fetch"', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--models <globs>', 'comma-separated model globs, e.g. "claude-*,gpt-5*"', (value: string) =>
+    value
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean),
+  )
+  .option(
+    '--server-tools <classes>',
+    'comma-separated server tools the provider may run for the key (default web_search; "" for none), e.g. "web_search,web_fetch"',
+    (value: string) =>
+      value
+        .split(',')
+        .map((m) => m.trim())
+        .filter(Boolean),
+  )
+  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) =>
+    value
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean),
+  )
+  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) =>
+    value
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean),
+  )
   .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
   .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
   .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
   .option('--json', 'print JSON')
-  .addHelpText('after', '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --models "claude-*" --json')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --models "claude-*" --json',
+  )
   .action(async (options) => {
     const stateDir = await stateDirOf(globals());
     const body = {
@@ -177,8 +203,18 @@ program
   .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration)
   .option('--model <glob...>', 'models the key may use (repeatable), e.g. --model "claude-*"')
   .option('--server-tool <class...>', 'server tools the provider may run for the key (repeatable; default web_search), e.g. --server-tool web_fetch')
-  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
-  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) => value.split(',').map((m) => m.trim()).filter(Boolean))
+  .option('--github-read <globs>', 'GitHub repositories (owner/name globs, comma-separated) the key may clone and fetch', (value: string) =>
+    value
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean),
+  )
+  .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', (value: string) =>
+    value
+      .split(',')
+      .map((m) => m.trim())
+      .filter(Boolean),
+  )
   .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
   .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
   .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
@@ -205,11 +241,31 @@ Examples:
     const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
     if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
     const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
-    const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, models: options.model, serverTools: options.serverTool, owner, port: options.port,
-      github: scopeFromFlags(options), githubHost: scopeFromFlags(options) ? (await loadConfig(globals().config, globals().stateDir)).github?.host : undefined };
-    const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
+    const request = {
+      group: options.group,
+      label: options.label,
+      budgetUsd: options.budgetUsd,
+      ttlMs: options.ttl,
+      models: options.model,
+      serverTools: options.serverTool,
+      owner,
+      port: options.port,
+      github: scopeFromFlags(options),
+      githubHost: scopeFromFlags(options) ? (await loadConfig(globals().config, globals().stateDir)).github?.host : undefined,
+    };
+    const launch = {
+      image,
+      command: rest,
+      shim: options.shim as boolean,
+      user: options.user as string | undefined,
+      workdir: options.workdir as string | undefined,
+      mounts: options.mount as Mount[] | undefined,
+    };
     const stateDir = await stateDirOf(globals());
-    const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);
+    const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(
+      () => true,
+      () => false,
+    );
     const embedded = daemonUp ? undefined : await embeddedGateway(globals().config, globals().stateDir);
     try {
       process.exitCode = await runContainer({
@@ -228,7 +284,10 @@ program
   .command('demo')
   .description('Run the whole path once in this process: mint a key, stream one Anthropic and one OpenAI call through its socket.')
   .option('--standin', 'use the local stand-in provider even if real keys are in the environment')
-  .addHelpText('after', '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider',
+  )
   .action(async (options: { standin?: boolean }) => {
     const ok = await runDemo({ standin: Boolean(options.standin), out: process.stdout });
     if (!ok) process.exitCode = 1;

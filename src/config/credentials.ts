@@ -29,7 +29,6 @@ export interface ProviderSource {
 /** Each provider's sources, by provider name. */
 export type ProviderSources = Record<string, ProviderSource>;
 
-
 const run = promisify(execFile);
 
 // Re-read an OAuth token this long before it expires, then every minute until it changes.
@@ -131,11 +130,12 @@ export async function resolveCredentials(sources: ProviderSources): Promise<Cred
       timeouts: source.timeouts,
     };
     const keys = [apiKey, ...more].filter((resolved): resolved is Resolved => resolved !== undefined);
-    summary[name] = keys.length > 0
-      ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
-      : oauthToken
-        ? `OAuth token from ${oauthToken.from}`
-        : 'no credential found';
+    summary[name] =
+      keys.length > 0
+        ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
+        : oauthToken
+          ? `OAuth token from ${oauthToken.from}`
+          : 'no credential found';
   }
   return { providers, summary, expiresAt };
 }

@@ -142,7 +142,24 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'group_models', 'group_server_tools', 'server_tool_prices', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
+    const root = this.table(raw, '', [
+      'state_dir',
+      'providers',
+      'routes',
+      'retry',
+      'network',
+      'limits',
+      'budgets',
+      'group_models',
+      'group_server_tools',
+      'server_tool_prices',
+      'prices',
+      'unknown_model',
+      'sockets',
+      'audit',
+      'server',
+      'github',
+    ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
@@ -162,7 +179,10 @@ class Reader {
         Object.entries(this.table(root.group_models, 'group_models', [])).map(([group, globs]) => [group, this.strings(globs, `group_models.${group}`)!]),
       ),
       groupServerTools: Object.fromEntries(
-        Object.entries(this.table(root.group_server_tools, 'group_server_tools', [])).map(([group, classes]) => [group, this.serverTools(classes, `group_server_tools.${group}`)!]),
+        Object.entries(this.table(root.group_server_tools, 'group_server_tools', [])).map(([group, classes]) => [
+          group,
+          this.serverTools(classes, `group_server_tools.${group}`)!,
+        ]),
       ),
       serverToolPrices: this.serverToolPrices(root.server_tool_prices),
       prices: this.prices(root.prices),
@@ -295,7 +315,18 @@ class Reader {
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number; budgetWaitMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'server_tools', 'ttl', 'budget_wait']);
+    const table = this.table(value, 'limits', [
+      'budget_usd',
+      'rpm',
+      'tpm',
+      'max_concurrent',
+      'models',
+      'max_body_bytes',
+      'max_refusals_per_minute',
+      'server_tools',
+      'ttl',
+      'budget_wait',
+    ]);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {

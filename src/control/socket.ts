@@ -22,7 +22,21 @@ class HttpError extends Error {
   }
 }
 
-const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'maxRefusalsPerMinute', 'github', 'serverTools']);
+const MINT_FIELDS = new Set([
+  'group',
+  'label',
+  'ttlMs',
+  'owner',
+  'budgetUsd',
+  'rpm',
+  'tpm',
+  'maxConcurrent',
+  'models',
+  'maxBodyBytes',
+  'maxRefusalsPerMinute',
+  'github',
+  'serverTools',
+]);
 
 /** Serves the control API for `gateway` on `<stateDir>/control.sock`. */
 export async function startControlServer(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }): Promise<http.Server> {
@@ -42,7 +56,12 @@ export async function startControlServer(gateway: Gateway, extras: { defaultTtlM
   return server;
 }
 
-async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHost?: string; info(): object }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function route(
+  gateway: Gateway,
+  extras: { defaultTtlMs?: number; githubHost?: string; info(): object },
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
   const parts = url.pathname.split('/').filter(Boolean);
   const method = req.method ?? 'GET';
@@ -54,7 +73,12 @@ async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHo
     return send(res, 200, { ...rest, ...extras.info() });
   }
   if (resource === 'keys' && id === undefined) {
-    if (method === 'GET') return send(res, 200, gateway.inspect().keys.map(({ recentCalls: _recent, ...key }) => key));
+    if (method === 'GET')
+      return send(
+        res,
+        200,
+        gateway.inspect().keys.map(({ recentCalls: _recent, ...key }) => key),
+      );
     if (method === 'POST') {
       const body = (await readJson(req)) as Record<string, unknown>;
       for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
@@ -77,7 +101,11 @@ async function route(gateway: Gateway, extras: { defaultTtlMs?: number; githubHo
   if (resource === 'groups' && id !== undefined && sub === 'budget' && method === 'PUT') {
     const { usd } = (await readJson(req)) as { usd?: number | null };
     gateway.setGroupBudget(decodeURIComponent(id), usd ?? undefined);
-    return send(res, 200, gateway.inspect().groups.find((g) => g.group === decodeURIComponent(id)));
+    return send(
+      res,
+      200,
+      gateway.inspect().groups.find((g) => g.group === decodeURIComponent(id)),
+    );
   }
   throw new HttpError(404, `no such endpoint ${method} ${url.pathname}`);
 }

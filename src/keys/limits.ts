@@ -39,15 +39,7 @@ export interface GitHubScope {
 }
 
 /** The classes of server tool a policy names. */
-export const SERVER_TOOL_CLASSES = [
-  'web_search',
-  'web_fetch',
-  'mcp',
-  'code_execution',
-  'file_search',
-  'image_generation',
-  'advisor',
-] as const;
+export const SERVER_TOOL_CLASSES = ['web_search', 'web_fetch', 'mcp', 'code_execution', 'file_search', 'image_generation', 'advisor'] as const;
 export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
 
 /** The limits, checked; throws a TypeError naming the first field that is wrong. */

@@ -62,8 +62,19 @@ const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = ['max_tokens', 'max_com
 
 const PLAN: ScanPlan = {
   fields: new Set([
-    'model', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'n', 'stream', 'stream_options',
-    'tools', 'mcp_servers', 'background', 'service_tier', 'thinking', 'web_search_options',
+    'model',
+    'max_tokens',
+    'max_completion_tokens',
+    'max_output_tokens',
+    'n',
+    'stream',
+    'stream_options',
+    'tools',
+    'mcp_servers',
+    'background',
+    'service_tier',
+    'thinking',
+    'web_search_options',
   ]),
   objects: new Map([['thinking', new Set(['budget_tokens'])]]),
   arrays: new Map([

@@ -9,13 +9,13 @@ import { Pool } from 'undici';
 const now = () => performance.now();
 const NL2 = Buffer.from('\n\n');
 const T_MARK = Buffer.from('"t":"');
+// Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
+const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
 function makePools(target, concurrency) {
   if (target.origin) return [new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 30_000 })];
   const perSocket = Math.max(1, Math.ceil(concurrency / Math.min(concurrency, target.socketPaths.length)));
-  return target.socketPaths.map(
-    (socketPath) => new Pool('http://localhost', { socketPath, connections: perSocket, pipelining: 1, keepAliveTimeout: 30_000 }),
-  );
+  return target.socketPaths.map((socketPath) => new Pool('http://localhost', { socketPath, connections: perSocket, pipelining: 1, keepAliveTimeout: 30_000 }));
 }
 
 function quantiles(values, n = values.length) {
@@ -38,7 +38,14 @@ async function run(cmd) {
   const GAP_CAP = 3_000_000;
   const gaps = streaming ? new Float64Array(GAP_CAP) : null;
   const delays = mode === 'paced' ? new Float64Array(GAP_CAP) : null;
-  let nLat = 0, nGaps = 0, nDelays = 0, errors = 0, started = 0, events = 0, reads = 0, streams = 0;
+  let nLat = 0,
+    nGaps = 0,
+    nDelays = 0,
+    errors = 0,
+    started = 0,
+    events = 0,
+    reads = 0,
+    streams = 0;
   const statuses = {};
   let errorSample;
   const t0 = now();
@@ -48,65 +55,96 @@ async function run(cmd) {
     started++;
     const pool = pools.length === 1 ? pools[0] : pools[(Math.random() * pools.length) | 0];
     const start = now();
-    let status = 0, ttfb = 0, lastEventAt = -1, tail = 0, evCount = 0;
-    pool.dispatch({ path: cmd.path, method: 'POST', headers, body }, {
-      onRequestStart() {},
-      onResponseStart(_c, statusCode) { status = statusCode; ttfb = now() - start; },
-      onResponseData(_c, chunk) {
-        if (!streaming) return;
-        const at = now();
-        reads++;
-        // Count complete events ("\n\n"), including one split across reads.
-        let k = 0;
-        if (tail === 0x0a && chunk[0] === 0x0a) { k++; }
-        let i = chunk.indexOf(NL2);
-        while (i !== -1) { k++; i = chunk.indexOf(NL2, i + 2); }
-        tail = chunk[chunk.length - 1];
-        for (let e = 0; e < k; e++) {
-          if (lastEventAt >= 0 && nGaps < GAP_CAP) gaps[nGaps++] = at - lastEventAt;
-          lastEventAt = at;
-        }
-        evCount += k;
-        if (delays) {
-          const recv = process.hrtime.bigint();
-          let j = chunk.indexOf(T_MARK);
-          while (j !== -1 && nDelays < GAP_CAP) {
-            const s = j + T_MARK.length;
-            const e = chunk.indexOf(0x22, s);
-            delays[nDelays++] = Number(recv - BigInt(chunk.toString('latin1', s, e))) / 1e6;
-            j = chunk.indexOf(T_MARK, e);
+    let status = 0,
+      ttfb = 0,
+      lastEventAt = -1,
+      tail = 0,
+      evCount = 0;
+    pool.dispatch(
+      { path: cmd.path, method: 'POST', headers, body },
+      {
+        onRequestStart() {},
+        onResponseStart(_c, statusCode) {
+          status = statusCode;
+          ttfb = now() - start;
+        },
+        onResponseData(_c, chunk) {
+          if (!streaming) return;
+          const at = now();
+          reads++;
+          // Count complete events ("\n\n"), including one split across reads.
+          let k = 0;
+          if (tail === 0x0a && chunk[0] === 0x0a) {
+            k++;
           }
-        }
+          let i = chunk.indexOf(NL2);
+          while (i !== -1) {
+            k++;
+            i = chunk.indexOf(NL2, i + 2);
+          }
+          tail = chunk[chunk.length - 1];
+          for (let e = 0; e < k; e++) {
+            if (lastEventAt >= 0 && nGaps < GAP_CAP) /** @type {Float64Array} */ (gaps)[nGaps++] = at - lastEventAt; // streaming, so not null
+            lastEventAt = at;
+          }
+          evCount += k;
+          if (delays) {
+            const recv = process.hrtime.bigint();
+            let j = chunk.indexOf(T_MARK);
+            while (j !== -1 && nDelays < GAP_CAP) {
+              const s = j + T_MARK.length;
+              const e = chunk.indexOf(0x22, s);
+              delays[nDelays++] = Number(recv - BigInt(chunk.toString('latin1', s, e))) / 1e6;
+              j = chunk.indexOf(T_MARK, e);
+            }
+          }
+        },
+        onResponseEnd() {
+          statuses[status] = (statuses[status] ?? 0) + 1;
+          if (status !== 200) errors++;
+          if (nLat < latencies.length) {
+            ttfbs[nLat] = ttfb;
+            latencies[nLat++] = now() - start;
+          }
+          if (streaming) {
+            events += evCount;
+            streams++;
+          }
+          done();
+        },
+        onResponseError(_c, err) {
+          errors++;
+          errorSample ??= String(err?.code ?? err?.message ?? err);
+          done();
+        },
       },
-      onResponseEnd() {
-        statuses[status] = (statuses[status] ?? 0) + 1;
-        if (status !== 200) errors++;
-        if (nLat < latencies.length) { ttfbs[nLat] = ttfb; latencies[nLat++] = now() - start; }
-        if (streaming) { events += evCount; streams++; }
-        done();
-      },
-      onResponseError(_c, err) {
-        errors++;
-        errorSample ??= String(err?.code ?? err?.message ?? err);
-        done();
-      },
-    });
+    );
   }
 
   await new Promise((resolve) => {
     let active = 0;
     const next = () => {
-      if (now() < deadline && started < maxRequests) { active++; one(finished); }
-      else if (active === 0) resolve();
+      if (now() < deadline && started < maxRequests) {
+        active++;
+        one(finished);
+      } else if (active === 0) resolve(undefined);
     };
-    const finished = () => { active--; next(); };
+    const finished = () => {
+      active--;
+      next();
+    };
     for (let w = 0; w < concurrency; w++) next();
   });
   const elapsed = now() - t0;
   const cpu = process.cpuUsage();
   await Promise.all(pools.map((p) => p.close()));
   return {
-    requests: nLat, errors, statuses, errorSample, elapsedMs: elapsed, rps: (nLat * 1000) / elapsed,
+    requests: nLat,
+    errors,
+    statuses,
+    errorSample,
+    elapsedMs: elapsed,
+    rps: (nLat * 1000) / elapsed,
     latency: quantiles(latencies, nLat),
     ttfb: streaming ? quantiles(ttfbs, nLat) : undefined,
     gaps: gaps ? quantiles(gaps, nGaps) : undefined,
@@ -117,12 +155,15 @@ async function run(cmd) {
   };
 }
 
-process.on('message', async (msg) => {
+process.on('message', async (/** @type {any} */ msg) => {
   if (msg.type === 'run') {
-    try { process.send({ type: 'result', result: await run(msg) }); }
-    catch (error) { process.send({ type: 'error', message: String(error?.stack ?? error) }); }
+    try {
+      send({ type: 'result', result: await run(msg) });
+    } catch (error) {
+      send({ type: 'error', message: String(/** @type {Error} */ (error)?.stack ?? error) });
+    }
   }
   if (msg.type === 'exit') process.exit(0);
 });
 process.on('disconnect', () => process.exit(0));
-process.send({ type: 'ready' });
+send({ type: 'ready' });

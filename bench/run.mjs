@@ -11,7 +11,7 @@
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
 import { fork, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -39,6 +39,7 @@ const SUBSET = 200;
 const CLK_TCK = 100;
 const WATCHDOG_MS = 15 * 60_000;
 
+/** @type {import('node:child_process').ChildProcess[]} */
 const children = [];
 const watchdog = setTimeout(() => {
   console.error(`bench: watchdog: still running after ${WATCHDOG_MS / 1000} s, giving up`);
@@ -53,6 +54,10 @@ process.on('exit', () => {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
+/**
+ * @param {string} file
+ * @param {{ env?: Record<string, string>, execArgv?: string[], stdio?: import('node:child_process').StdioOptions }} [options]
+ */
 function start(file, { env = {}, execArgv = [], stdio } = {}) {
   const child = fork(file, [], {
     cwd: root,
@@ -114,15 +119,10 @@ function machineBusyMs() {
   return ((user + nice + system + irq + softirq + steal) * 1000) / CLK_TCK;
 }
 
-function rssKiB(pid) {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
 async function freePort() {
   const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {net.AddressInfo} */ (server.address());
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
@@ -132,7 +132,10 @@ async function waitForPort(port, timeoutMs) {
   while (Date.now() < deadline) {
     const ok = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => (socket.destroy(), resolve(true)));
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
       socket.once('error', () => resolve(false));
     });
     if (ok) return true;
@@ -141,6 +144,12 @@ async function waitForPort(port, timeoutMs) {
   return false;
 }
 
+/** @typedef {{ available: false, reason: string }} Unavailable */
+
+/**
+ * @param {string} socketPath
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcessByStdio<null, null, import('node:stream').Readable>, port: number, file: string }>}
+ */
 async function startShim(socketPath) {
   // BENCH_SHIM points at another copy (e.g. from a branch not merged yet); default: this tree's.
   const shimFile = process.env.BENCH_SHIM || path.join(root, 'shim', 'shim.mjs');
@@ -170,6 +179,9 @@ async function startShim(socketPath) {
   return { available: true, child, port, file: shimFile };
 }
 
+/**
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcessByStdio<null, null, import('node:stream').Readable>, port: number, stderr: () => string, logFile: string }>}
+ */
 async function startPortkey() {
   const bin = path.join(root, 'node_modules', '@portkey-ai', 'gateway', 'build', 'start-server.js');
   if (!existsSync(bin)) return { available: false, reason: '@portkey-ai/gateway is not installed (npm ci)' };
@@ -243,7 +255,15 @@ async function main() {
   const { port: upstreamPort } = await request(upstream, null, 'ready', 10_000);
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
   const gatewayEnv = { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_REAL_KEY: REAL_KEY };
-  const results = { startedAt: startedAt.toISOString(), machine, settings: { durationMs: DURATION, warmupMs: WARMUP, streamEvents: STREAM_EVENTS, pacedEvents: PACED_EVENTS, paceMs: PACE_MS, subset: SUBSET }, paths: {}, workloads: [], keys: {} };
+  /** @type {Record<string, any>} */
+  const results = {
+    startedAt: startedAt.toISOString(),
+    machine,
+    settings: { durationMs: DURATION, warmupMs: WARMUP, streamEvents: STREAM_EVENTS, pacedEvents: PACED_EVENTS, paceMs: PACE_MS, subset: SUBSET },
+    paths: {},
+    workloads: [],
+    keys: {},
+  };
 
   // --- Memory, mint and revoke: a fresh gateway that has never served a request. -------------
   const maxKeys = Math.max(...MANY_KEYS);
@@ -299,12 +319,20 @@ async function main() {
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
 
+  /** @type {Record<string, { target: object, headers: Record<string, string>, pids: [string, number | undefined][] }>} */
   const paths = {
     direct: { target: { origin: upstreamUrl }, headers: { ...BASE_HEADERS, 'x-api-key': REAL_KEY }, pids: [] },
     socket: { target: { socketPaths: [mainKey.socketPath] }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['gateway', gw.pid]] },
   };
   if (shim.available) {
-    paths.shim = { target: { origin: `http://127.0.0.1:${shim.port}` }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['gateway', gw.pid], ['shim', shim.child.pid]] };
+    paths.shim = {
+      target: { origin: `http://127.0.0.1:${shim.port}` },
+      headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER },
+      pids: [
+        ['gateway', gw.pid],
+        ['shim', shim.child.pid],
+      ],
+    };
   }
   if (portkey.available) {
     paths.portkey = {
@@ -323,7 +351,7 @@ async function main() {
 
   let upstreamStats = (await request(upstream, { type: 'stats' }, 'stats')).stats;
 
-  async function measure(workload, pathName, spec, extra = {}) {
+  async function measure(workload, pathName, extra = {}) {
     const p = paths[pathName];
     const headers = { ...p.headers, ...(extra.headers ?? {}) };
     const cmd = {
@@ -384,12 +412,26 @@ async function main() {
       // Portkey's own limits: its Anthropic /v1/messages stream fails on Node 22 (see README); its
       // JSON path is what the issue compares against.
       if (name === 'portkey' && workload.mode !== 'json') continue;
-      await measure(workload, name, paths[name], extra);
+      await measure(workload, name, extra);
     }
   }
   if (portkey.available) {
     // Portkey's streaming failure, recorded as evidence rather than assumed.
-    const { result: probe } = await request(loadgen, { type: 'run', target: paths.portkey.target, path: '/v1/messages', mode: 'stream', concurrency: 1, headers: paths.portkey.headers, body: STREAM_BODY, durationMs: 200, maxRequests: 3 }, 'result');
+    const { result: probe } = await request(
+      loadgen,
+      {
+        type: 'run',
+        target: paths.portkey.target,
+        path: '/v1/messages',
+        mode: 'stream',
+        concurrency: 1,
+        headers: paths.portkey.headers,
+        body: STREAM_BODY,
+        durationMs: 200,
+        maxRequests: 3,
+      },
+      'result',
+    );
     results.paths.portkey.streaming = { statuses: probe.statuses, errors: probe.errors };
     console.log(`  portkey stream probe: statuses ${JSON.stringify(probe.statuses)}`);
   }
@@ -407,7 +449,7 @@ async function main() {
       const j = Math.floor(Math.random() * (i + 1));
       [shuffled[i], shuffled[j]] = [shuffled[j], shuffled[i]];
     }
-    const row = await measure({ name: `keys ${target} c16`, mode: 'json', concurrency: 16 }, 'socket', paths.socket, { target: { socketPaths: shuffled.slice(0, SUBSET) } });
+    const row = await measure({ name: `keys ${target} c16`, mode: 'json', concurrency: 16 }, 'socket', { target: { socketPaths: shuffled.slice(0, SUBSET) } });
     row.liveKeys = target;
   }
   results.keys.mintUnderLoadGateway = { n: manyMintTimes.length, p50Ms: quantile(manyMintTimes, 0.5), p99Ms: quantile(manyMintTimes, 0.99) };
@@ -425,7 +467,15 @@ async function main() {
       { name: 'json c16', mode: 'json', concurrency: 16 },
       { name: 'stream c1', mode: 'stream', concurrency: 1 },
     ]) {
-      const cmd = { type: 'run', target: paths.socket.target, path: '/v1/messages', mode: w.mode, concurrency: w.concurrency, headers: paths.socket.headers, body: w.mode === 'json' ? REQUEST_BODY : STREAM_BODY };
+      const cmd = {
+        type: 'run',
+        target: paths.socket.target,
+        path: '/v1/messages',
+        mode: w.mode,
+        concurrency: w.concurrency,
+        headers: paths.socket.headers,
+        body: w.mode === 'json' ? REQUEST_BODY : STREAM_BODY,
+      };
       await request(loadgen, { ...cmd, durationMs: WARMUP }, 'result');
       await request(gw, { type: 'profile-start' }, 'profile-started');
       const { result } = await request(loadgen, { ...cmd, durationMs: DURATION }, 'result', DURATION + 60_000);
@@ -440,7 +490,10 @@ async function main() {
   await stop(loadgen);
   if (shim.available) shim.child.kill('SIGTERM');
   if (portkey.available) {
-    const pkErrors = portkey.stderr().split('\n').filter((l) => /error/i.test(l) && !/^\s+at /.test(l));
+    const pkErrors = portkey
+      .stderr()
+      .split('\n')
+      .filter((l) => /error/i.test(l) && !/^\s+at /.test(l));
     results.paths.portkey.stderrErrors = [...new Set(pkErrors)].slice(0, 5);
     portkey.child.kill('SIGTERM');
   }
@@ -448,7 +501,7 @@ async function main() {
   await stop(upstream);
 
   const report = render(results);
-  console.log('\n' + report);
+  console.log(`\n${report}`);
   writeFileSync(path.join(here, 'results.json'), JSON.stringify({ ...results, report }, null, 2));
   console.log(`\nbench: wrote bench/results.json`);
 }
@@ -461,7 +514,9 @@ function render(r) {
   const get = (w, p) => rows.find((x) => x.workload === w && x.path === p);
   const out = [];
   const m = r.machine;
-  out.push(`Machine: ${m.nproc} cores, ${m.cpu}, Node ${m.node}, Linux ${m.kernel}. ${r.settings.durationMs} ms per workload after ${r.settings.warmupMs} ms warm-up; every actor is its own process, all on the same ${m.nproc} cores. Gateway: ${r.gatewayEntry}.`);
+  out.push(
+    `Machine: ${m.nproc} cores, ${m.cpu}, Node ${m.node}, Linux ${m.kernel}. ${r.settings.durationMs} ms per workload after ${r.settings.warmupMs} ms warm-up; every actor is its own process, all on the same ${m.nproc} cores. Gateway: ${r.gatewayEntry}.`,
+  );
   out.push('');
   const pathsShown = ['direct', 'socket', 'shim', 'portkey'];
   const json = [];
@@ -474,9 +529,17 @@ function render(r) {
         continue;
       }
       json.push([
-        w, p, f(x.rps, 0), p === 'direct' ? '1' : f(x.rps / d.rps, 2), f(x.latency.p50), f(x.latency.p99),
-        p === 'direct' ? '' : fs(x.latency.p50 - d.latency.p50), p === 'direct' ? '' : fs(x.latency.p99 - d.latency.p99),
-        gwCpu(x), f((x.cpuCoresBusy.loadgen ?? 0) * 100, 0) + '%', x.errors + (x.keyMismatches ? ` / ${x.keyMismatches} key` : ''),
+        w,
+        p,
+        f(x.rps, 0),
+        p === 'direct' ? '1' : f(x.rps / d.rps, 2),
+        f(x.latency.p50),
+        f(x.latency.p99),
+        p === 'direct' ? '' : fs(x.latency.p50 - d.latency.p50),
+        p === 'direct' ? '' : fs(x.latency.p99 - d.latency.p99),
+        gwCpu(x),
+        `${f((x.cpuCoresBusy.loadgen ?? 0) * 100, 0)}%`,
+        x.errors + (x.keyMismatches ? ` / ${x.keyMismatches} key` : ''),
       ]);
     }
   }
@@ -496,15 +559,30 @@ function render(r) {
       }
       const us = (v) => f(v * 1000, 1);
       stream.push([
-        w, p, f(x.rps, 0), f(x.ttfb.p50), p === 'direct' ? '' : fs(x.ttfb.p50 - d.ttfb.p50), f(x.latency.p50, 2),
-        us(x.gaps.p50), us(x.gaps.p99), p === 'direct' ? '' : fs((x.gaps.p99 - d.gaps.p99) * 1000, 1),
-        `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`, gwCpu(x),
+        w,
+        p,
+        f(x.rps, 0),
+        f(x.ttfb.p50),
+        p === 'direct' ? '' : fs(x.ttfb.p50 - d.ttfb.p50),
+        f(x.latency.p50, 2),
+        us(x.gaps.p50),
+        us(x.gaps.p99),
+        p === 'direct' ? '' : fs((x.gaps.p99 - d.gaps.p99) * 1000, 1),
+        `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`,
+        gwCpu(x),
       ]);
     }
   }
-  out.push(`Streaming: ${r.settings.streamEvents} SSE events per response, each its own write upstream, as fast as possible. TTFB and stream time in ms, gaps between consecutive events in µs.`);
+  out.push(
+    `Streaming: ${r.settings.streamEvents} SSE events per response, each its own write upstream, as fast as possible. TTFB and stream time in ms, gaps between consecutive events in µs.`,
+  );
   out.push('');
-  out.push(table(['workload', 'path', 'streams/s', 'TTFB p50', '+TTFB', 'stream p50', 'gap p50 µs', 'gap p99 µs', '+gap p99 µs', 'chunks / events', 'proxy CPU µs/stream'], stream));
+  out.push(
+    table(
+      ['workload', 'path', 'streams/s', 'TTFB p50', '+TTFB', 'stream p50', 'gap p50 µs', 'gap p99 µs', '+gap p99 µs', 'chunks / events', 'proxy CPU µs/stream'],
+      stream,
+    ),
+  );
   out.push('');
 
   const paced = [];
@@ -513,10 +591,19 @@ function render(r) {
     for (const p of pathsShown) {
       const x = get('paced c1', p);
       if (!x) continue;
-      paced.push([p, f(x.eventDelay.p50), f(x.eventDelay.p99), p === 'direct' ? '' : fs(x.eventDelay.p50 - d.eventDelay.p50), p === 'direct' ? '' : fs(x.eventDelay.p99 - d.eventDelay.p99), `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`]);
+      paced.push([
+        p,
+        f(x.eventDelay.p50),
+        f(x.eventDelay.p99),
+        p === 'direct' ? '' : fs(x.eventDelay.p50 - d.eventDelay.p50),
+        p === 'direct' ? '' : fs(x.eventDelay.p99 - d.eventDelay.p99),
+        `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`,
+      ]);
     }
   }
-  out.push(`Paced stream: ${r.settings.pacedEvents} events ${r.settings.paceMs} ms apart; delay = time the client read an event minus time the upstream wrote it (same monotonic clock), ms.`);
+  out.push(
+    `Paced stream: ${r.settings.pacedEvents} events ${r.settings.paceMs} ms apart; delay = time the client read an event minus time the upstream wrote it (same monotonic clock), ms.`,
+  );
   out.push('');
   out.push(table(['path', 'event delay p50', 'p99', '+p50', '+p99', 'chunks / events'], paced));
   out.push('');
@@ -528,16 +615,27 @@ function render(r) {
   for (const n of [1000, 10000]) {
     const x = get(`keys ${n} c16`, 'socket');
     const mem = k.memory[n];
-    keyRows.push([String(n), x ? f(x.rps, 0) : '—', x ? f(x.latency.p50) : '—', x ? f(x.latency.p99) : '—', mem ? f(mem.rssPerKey / 1024, 2) : '—', mem ? f(mem.heapPerKey / 1024, 2) : '—']);
+    keyRows.push([
+      String(n),
+      x ? f(x.rps, 0) : '—',
+      x ? f(x.latency.p50) : '—',
+      x ? f(x.latency.p99) : '—',
+      mem ? f(mem.rssPerKey / 1024, 2) : '—',
+      mem ? f(mem.heapPerKey / 1024, 2) : '—',
+    ]);
   }
   out.push(`Live keys (socket path, json c16; with many keys, each request goes to one of ${r.settings.subset} random keys).`);
-  out.push(`Idle gateway RSS ${f(k.memory.idle.rss / 2 ** 20, 1)} MiB (0 keys, after GC). Mint p50 ${f(k.mint.p50Ms)} ms (p99 ${f(k.mint.p99Ms)}), revoke p50 ${f(k.revoke.p50Ms)} ms (p99 ${f(k.revoke.p99Ms)}), per key, one at a time, over ${k.mint.n} keys.`);
+  out.push(
+    `Idle gateway RSS ${f(k.memory.idle.rss / 2 ** 20, 1)} MiB (0 keys, after GC). Mint p50 ${f(k.mint.p50Ms)} ms (p99 ${f(k.mint.p99Ms)}), revoke p50 ${f(k.revoke.p50Ms)} ms (p99 ${f(k.revoke.p99Ms)}), per key, one at a time, over ${k.mint.n} keys.`,
+  );
   out.push('');
   out.push(table(['live keys', 'req/s', 'p50 ms', 'p99 ms', 'RSS KiB/key', 'heap KiB/key'], keyRows));
   out.push('');
 
   const other = rows.map((x) => x.otherCores ?? 0);
-  out.push(`Other load on the machine during the measured windows (CPU not used by the bench's processes): mean ${f(other.reduce((a, b) => a + b, 0) / other.length, 2)} cores, max ${f(Math.max(...other), 2)} cores.`);
+  out.push(
+    `Other load on the machine during the measured windows (CPU not used by the bench's processes): mean ${f(other.reduce((a, b) => a + b, 0) / other.length, 2)} cores, max ${f(Math.max(...other), 2)} cores.`,
+  );
   out.push('');
   out.push('Targets (issue 7):');
   out.push('');
@@ -545,11 +643,23 @@ function render(r) {
   if (!r.paths.portkey.available) out.push(`\nPortkey: not available: ${r.paths.portkey.reason}`);
   for (const [name, p] of Object.entries(r.profiles ?? {})) {
     out.push('');
-    out.push(`Gateway CPU profile, ${name}, socket path (${p.file}; ${p.requests} requests; self time, % of non-idle samples; ${f(p.busyMs / p.requests * 1000, 0)} µs busy per request on the main thread):`);
+    out.push(
+      `Gateway CPU profile, ${name}, socket path (${p.file}; ${p.requests} requests; self time, % of non-idle samples; ${f((p.busyMs / p.requests) * 1000, 0)} µs busy per request on the main thread):`,
+    );
     out.push('');
-    out.push(table(['self %', 'function', 'where'], p.top.slice(0, 12).map((t) => [f(t.selfPct, 1), t.name, t.where])));
+    out.push(
+      table(
+        ['self %', 'function', 'where'],
+        p.top.slice(0, 12).map((t) => [f(t.selfPct, 1), t.name, t.where]),
+      ),
+    );
     out.push('');
-    out.push(table(['self %', 'by module'], p.byModule.slice(0, 8).map((t) => [f(t.selfPct, 1), t.module])));
+    out.push(
+      table(
+        ['self %', 'by module'],
+        p.byModule.slice(0, 8).map((t) => [f(t.selfPct, 1), t.module]),
+      ),
+    );
   }
   return out.join('\n');
 }
@@ -585,22 +695,39 @@ function targets(r, get) {
   for (const p of ['socket', 'shim']) {
     const x = get('paced c1', p);
     if (!x) continue;
-    t.push([`stream event delay < 1 ms added, ${p} (paced, p50)`, `${fs(x.eventDelay.p50 - pd.eventDelay.p50)} ms`, yes(x.eventDelay.p50 - pd.eventDelay.p50 < 1)]);
-    t.push([`stream event delay < 1 ms added, ${p} (paced, p99)`, `${fs(x.eventDelay.p99 - pd.eventDelay.p99)} ms`, yes(x.eventDelay.p99 - pd.eventDelay.p99 < 1)]);
+    t.push([
+      `stream event delay < 1 ms added, ${p} (paced, p50)`,
+      `${fs(x.eventDelay.p50 - pd.eventDelay.p50)} ms`,
+      yes(x.eventDelay.p50 - pd.eventDelay.p50 < 1),
+    ]);
+    t.push([
+      `stream event delay < 1 ms added, ${p} (paced, p99)`,
+      `${fs(x.eventDelay.p99 - pd.eventDelay.p99)} ms`,
+      yes(x.eventDelay.p99 - pd.eventDelay.p99 < 1),
+    ]);
   }
   for (const w of ['stream c1', 'paced c1']) {
     const d = get(w, 'direct');
     for (const p of ['socket', 'shim']) {
       const x = get(w, p);
       // Coalescing: the gateway delivering the same events in fewer reads than the upstream's own socket does.
-      if (x) t.push([`no coalescing, ${p} (${w}: HTTP chunks per stream vs direct)`, `${f(x.readsPerStream, 0)} vs ${f(d.readsPerStream, 0)} (${f(x.eventsPerStream, 0)} events)`, yes(x.readsPerStream >= 0.9 * d.readsPerStream)]);
+      if (x)
+        t.push([
+          `no coalescing, ${p} (${w}: HTTP chunks per stream vs direct)`,
+          `${f(x.readsPerStream, 0)} vs ${f(d.readsPerStream, 0)} (${f(x.eventsPerStream, 0)} events)`,
+          yes(x.readsPerStream >= 0.9 * d.readsPerStream),
+        ]);
     }
   }
   const d16 = get('json c16', 'direct');
   const s16 = get('json c16', 'socket');
   t.push(['throughput socket >= 40% of direct (c16)', `${f((100 * s16.rps) / d16.rps, 0)}%`, yes(s16.rps / d16.rps >= 0.4)]);
   const mem = r.keys.memory[10000] ?? r.keys.memory[1000];
-  t.push([`< 20 KB per idle live key (RSS, ${mem.keys} keys)`, `${f(mem.rssPerKey / 1000, 2)} KB (heap ${f(mem.heapPerKey / 1000, 2)} KB)`, yes(mem.rssPerKey < 20_000)]);
+  t.push([
+    `< 20 KB per idle live key (RSS, ${mem.keys} keys)`,
+    `${f(mem.rssPerKey / 1000, 2)} KB (heap ${f(mem.heapPerKey / 1000, 2)} KB)`,
+    yes(mem.rssPerKey < 20_000),
+  ]);
   const p16 = get('json c16', 'portkey');
   const h16 = get('json c16', 'shim');
   if (p16) {

@@ -8,26 +8,47 @@
 import http from 'node:http';
 
 const EXPECTED_KEY = process.env.BENCH_REAL_KEY;
-const stats = { requests: 0, streams: 0, keyMismatches: 0, mismatchSamples: [] };
+const stats = { requests: 0, streams: 0, keyMismatches: 0, mismatchSamples: /** @type {{ url?: string, headers: string[] }[]} */ ([]) };
+// Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
+const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
-const MESSAGE = Buffer.from(JSON.stringify({
-  id: 'msg_bench01', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
-  content: [{ type: 'text', text: 'Hello from the bench upstream.' }],
-  stop_reason: 'end_turn', stop_sequence: null,
-  usage: { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
-}));
+const MESSAGE = Buffer.from(
+  JSON.stringify({
+    id: 'msg_bench01',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude-sonnet-4-5',
+    content: [{ type: 'text', text: 'Hello from the bench upstream.' }],
+    stop_reason: 'end_turn',
+    stop_sequence: null,
+    usage: { input_tokens: 12, output_tokens: 8, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+  }),
+);
 const JSON_HEADERS = { 'content-type': 'application/json', 'content-length': MESSAGE.length, 'request-id': 'req_bench' };
 const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'request-id': 'req_bench' };
 
 const ev = (name, data) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
-const START = ev('message_start', { type: 'message_start', message: { id: 'msg_bench01', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 12, output_tokens: 1 } } });
+const START = ev('message_start', {
+  type: 'message_start',
+  message: {
+    id: 'msg_bench01',
+    type: 'message',
+    role: 'assistant',
+    model: 'claude-sonnet-4-5',
+    content: [],
+    stop_reason: null,
+    stop_sequence: null,
+    usage: { input_tokens: 12, output_tokens: 1 },
+  },
+});
 const BLOCK_START = ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
 const DELTA = ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'tok ' } });
 const BLOCK_STOP = ev('content_block_stop', { type: 'content_block_stop', index: 0 });
-const stopEvents = (n) => ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: n } }) + '';
+const stopEvents = (n) => ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: n } });
 const STOP = ev('message_stop', { type: 'message_stop' });
 // Paced deltas carry their send time: `"t":"<ns>"` right after `"type"` so the client finds it cheaply.
-const pacedDelta = () => `event: content_block_delta\ndata: {"type":"content_block_delta","t":"${process.hrtime.bigint()}","index":0,"delta":{"type":"text_delta","text":"tok "}}\n\n`;
+const pacedDelta = () =>
+  `event: content_block_delta\ndata: {"type":"content_block_delta","t":"${process.hrtime.bigint()}","index":0,"delta":{"type":"text_delta","text":"tok "}}\n\n`;
 
 function events(n) {
   const out = [START, BLOCK_START];
@@ -39,7 +60,10 @@ const eventCache = new Map();
 
 function streamFast(res, n) {
   let list = eventCache.get(n);
-  if (!list) eventCache.set(n, (list = events(n)));
+  if (!list) {
+    list = events(n);
+    eventCache.set(n, list);
+  }
   let i = 0;
   const pump = () => {
     while (i < list.length) {
@@ -73,7 +97,7 @@ const server = http.createServer({ keepAliveTimeout: 60_000, noDelay: true }, (r
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
-    if (req.method !== 'POST' || !req.url.startsWith('/v1/messages')) {
+    if (req.method !== 'POST' || !req.url?.startsWith('/v1/messages')) {
       res.writeHead(404, { 'content-type': 'application/json' });
       return void res.end('{"type":"error","error":{"type":"not_found_error","message":"bench upstream"}}');
     }
@@ -93,11 +117,14 @@ const server = http.createServer({ keepAliveTimeout: 60_000, noDelay: true }, (r
 });
 
 server.listen(0, '127.0.0.1', () => {
-  process.send({ type: 'ready', port: server.address().port });
+  send({ type: 'ready', port: /** @type {import('node:net').AddressInfo} */ (server.address()).port });
 });
-process.on('message', (msg) => {
-  if (msg.type === 'stats') process.send({ type: 'stats', stats, cpu: process.cpuUsage() });
-  if (msg.type === 'reset') { stats.requests = 0; stats.streams = 0; }
+process.on('message', (/** @type {any} */ msg) => {
+  if (msg.type === 'stats') send({ type: 'stats', stats, cpu: process.cpuUsage() });
+  if (msg.type === 'reset') {
+    stats.requests = 0;
+    stats.streams = 0;
+  }
   if (msg.type === 'exit') server.close(() => process.exit(0));
 });
 process.on('disconnect', () => process.exit(0));

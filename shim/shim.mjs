@@ -25,12 +25,23 @@ const HEAD_LIMIT = 16 * 1024; // bytes of a request we read, at most, to pick th
 const HEAD_WAIT_MS = 2000; // how long we wait for those bytes before answering anyway
 const DRAIN_MS = 2000; // after a 502, how long we swallow the rest of the request before closing
 
+/** @typedef {{ port: number, socket: string, check: boolean, command: string[] | null }} Options */
+
+/**
+ * @param {string} message
+ * @returns {never}
+ */
 function usage(message) {
   process.stderr.write(`shim: ${message}\nusage: shim.mjs [--port N] [--socket PATH] [--check | -- CMD [ARGS...]]\n`);
   process.exit(2);
 }
 
+/**
+ * @param {string[]} argv
+ * @returns {Options}
+ */
 function parseArgs(argv) {
+  /** @type {Omit<Options, 'port'> & { port: string }} */
   const opts = {
     port: process.env.GATEWAY_SHIM_PORT || '9460',
     socket: process.env.GATEWAY_SOCKET || '/run/gateway/gateway.sock',
@@ -45,7 +56,7 @@ function parseArgs(argv) {
       break;
     } else if (arg === '--port' || arg === '--socket') {
       if (i + 1 >= argv.length) usage(`${arg} needs a value`);
-      opts[arg.slice(2)] = argv[++i];
+      opts[/** @type {'port' | 'socket'} */ (arg.slice(2))] = argv[++i];
     } else if (arg === '--check') {
       opts.check = true;
     } else if (arg === '-h' || arg === '--help') {
@@ -56,26 +67,34 @@ function parseArgs(argv) {
   }
   const port = Number(opts.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) usage(`bad port ${opts.port}`);
-  opts.port = port;
-  return opts;
+  return { ...opts, port };
 }
 
 // ---------------------------------------------------------------------------------------------------
 // Relay
 
+/**
+ * @param {string} socketPath
+ * @param {number} port
+ * @returns {Promise<{ server: net.Server, port: number }>}
+ */
 function startRelay(socketPath, port) {
   const server = net.createServer({ allowHalfOpen: true }, (client) => relay(client, socketPath));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, HOST, () => {
       server.off('error', reject);
-      const actual = server.address().port;
+      const actual = /** @type {net.AddressInfo} */ (server.address()).port;
       process.stderr.write(`shim: listening on ${HOST}:${actual} -> ${socketPath}\n`);
       resolve({ server, port: actual });
     });
   });
 }
 
+/**
+ * @param {net.Socket} client
+ * @param {string} socketPath
+ */
 function relay(client, socketPath) {
   client.setNoDelay(true);
   // The client stays paused until the upstream connects: its bytes wait in the socket buffer (and,
@@ -93,7 +112,8 @@ function relay(client, socketPath) {
     upstream.pipe(client);
   });
   upstream.on('error', (err) => {
-    if (connected) client.destroy(); // the gateway went away mid-connection: reset the client too
+    if (connected)
+      client.destroy(); // the gateway went away mid-connection: reset the client too
     else answerUnreachable(client, socketPath, err);
   });
   client.on('error', () => upstream.destroy());
@@ -103,7 +123,13 @@ function relay(client, socketPath) {
 
 // The gateway socket is missing or refuses (gateway down, key revoked): rather than a bare reset,
 // answer with a well-formed HTTP 502 in the error shape of the provider the client thinks it talks to.
+/**
+ * @param {net.Socket} client
+ * @param {string} socketPath
+ * @param {NodeJS.ErrnoException} err
+ */
 function answerUnreachable(client, socketPath, err) {
+  /** @type {Buffer[]} */
   const chunks = [];
   let size = 0;
   let answered = false;
@@ -143,10 +169,12 @@ function answerUnreachable(client, socketPath, err) {
 const ANTHROPIC_PATH = /^[A-Z]+ \/v1\/messages/; // request line of /v1/messages[/count_tokens][?...]
 
 // Enough of the request is in once the path already says Anthropic, or all headers are in.
+/** @param {string} head */
 function enoughToDecide(head) {
   return ANTHROPIC_PATH.test(head) || head.includes('\r\n\r\n');
 }
 
+/** @param {string} head */
 function looksAnthropic(head) {
   const headers = head.split('\r\n\r\n')[0];
   return ANTHROPIC_PATH.test(headers) || /\r\nanthropic-version:/i.test(headers);
@@ -156,6 +184,10 @@ function looksAnthropic(head) {
 // --check: reachability and isolation, without sending a single packet off the machine.
 
 // The key a gateway answers for, from `x-gateway-key` on HEAD /api/hello, over the socket or a port.
+/**
+ * @param {{ socketPath: string } | { host: string, port: number }} target
+ * @returns {Promise<string | string[] | undefined>}
+ */
 function keyBehind(target) {
   return new Promise((resolve) => {
     const req = http.request({ ...target, method: 'HEAD', path: '/api/hello', timeout: 2000, agent: false }, (res) => {
@@ -170,11 +202,19 @@ function keyBehind(target) {
 
 // A second shim for the same key (an image whose entrypoint starts one, run under `gateway run`'s own)
 // finds the port taken: when what answers there is the same key's gateway, it only runs the command.
+/**
+ * @param {string} socketPath
+ * @param {number} port
+ */
 async function servedForSameKey(socketPath, port) {
   const [own, there] = await Promise.all([keyBehind({ socketPath }), keyBehind({ host: HOST, port })]);
   return own !== undefined && own === there;
 }
 
+/**
+ * @param {string} socketPath
+ * @returns {Promise<{ ok: boolean, line: string }>}
+ */
 function checkGateway(socketPath) {
   return new Promise((resolve) => {
     const req = http.request({ socketPath, method: 'HEAD', path: '/api/hello', timeout: 5000 }, (res) => {
@@ -183,7 +223,7 @@ function checkGateway(socketPath) {
       resolve({ ok, line: `gateway: ${ok ? 'ok' : 'FAIL'} HEAD /api/hello on ${socketPath} answered ${res.statusCode}` });
     });
     req.on('timeout', () => req.destroy(new Error('no answer within 5s')));
-    req.on('error', (err) =>
+    req.on('error', (/** @type {NodeJS.ErrnoException} */ err) =>
       resolve({ ok: false, line: `gateway: FAIL ${socketPath} unreachable (${err.code || err.message})` }),
     );
     req.end();
@@ -193,6 +233,7 @@ function checkGateway(socketPath) {
 // Findings that show a way out of the machine: non-loopback interfaces with an address, and default
 // routes (IPv4 and IPv6) on anything but lo. Both come from the kernel's own tables; nothing is sent.
 function checkIsolation() {
+  /** @type {string[]} */
   const findings = [];
   for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
     const outside = (addrs || []).filter((a) => !a.internal);
@@ -203,6 +244,7 @@ function checkIsolation() {
   const RTF_UP = 0x1;
   const RTF_REJECT = 0x200; // e.g. the kernel's unreachable IPv6 default on lo: not a way out
   // Each table: file, fields a route line has at least, is-default test, [iface, flags] of a line.
+  /** @type {[string, number, (f: string[]) => boolean, (f: string[]) => [string, number]][]} */
   const tables = [
     // /proc/net/route: Iface Destination Gateway Flags RefCnt Use Metric Mask ... (hex).
     ['/proc/net/route', 8, (f) => f[1] === '00000000' && f[7] === '00000000', (f) => [f[0], parseInt(f[3], 16)]],
@@ -211,6 +253,7 @@ function checkIsolation() {
   ];
   let readable = 0;
   for (const [file, minFields, isDefault, ifaceAndFlags] of tables) {
+    /** @type {string} */
     let text;
     try {
       text = fs.readFileSync(file, 'utf8');
@@ -231,31 +274,36 @@ function checkIsolation() {
   return { ok: findings.every((l) => l.startsWith('network: ok')), lines: findings };
 }
 
+/** @param {string} socketPath */
 async function runCheck(socketPath) {
   const gateway = await checkGateway(socketPath);
   const isolation = checkIsolation();
-  process.stdout.write([gateway.line, ...isolation.lines].join('\n') + '\n');
+  process.stdout.write(`${[gateway.line, ...isolation.lines].join('\n')}\n`);
   process.exit(gateway.ok && isolation.ok ? 0 : 1);
 }
 
 // ---------------------------------------------------------------------------------------------------
 // -- CMD: run the agent with base URLs on the shim, forward signals, exit with its status.
 
+/**
+ * @param {string[]} command
+ * @param {number} port
+ */
 function runCommand(command, port) {
   const env = { ...process.env };
   // An empty value counts as unset: the SDKs treat it as "use the public API", which cannot work here.
   if (!env.ANTHROPIC_BASE_URL) env.ANTHROPIC_BASE_URL = `http://${HOST}:${port}`;
   if (!env.OPENAI_BASE_URL) env.OPENAI_BASE_URL = `http://${HOST}:${port}/v1`;
   const child = spawn(command[0], command.slice(1), { stdio: 'inherit', env });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
     process.on(sig, () => child.kill(sig));
   }
-  child.on('error', (err) => {
+  child.on('error', (/** @type {NodeJS.ErrnoException} */ err) => {
     process.stderr.write(`shim: cannot run ${command[0]}: ${err.message}\n`);
     process.exit(err.code === 'ENOENT' ? 127 : 126);
   });
   child.on('exit', (code, signal) => {
-    process.exit(code !== null ? code : 128 + (os.constants.signals[signal] || 0));
+    process.exit(code !== null ? code : 128 + (os.constants.signals[/** @type {NodeJS.Signals} */ (signal)] || 0));
   });
 }
 
@@ -265,7 +313,8 @@ async function main() {
   let port;
   try {
     ({ port } = await startRelay(opts.socket, opts.port));
-  } catch (err) {
+  } catch (caught) {
+    const err = /** @type {NodeJS.ErrnoException} */ (caught);
     if (err.code === 'EADDRINUSE' && opts.command && (await servedForSameKey(opts.socket, opts.port))) {
       process.stderr.write(`shim: ${HOST}:${opts.port} is already relayed to this key's gateway; running the command\n`);
       return runCommand(opts.command, opts.port);

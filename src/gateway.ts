@@ -94,7 +94,22 @@ export interface GatewayOptions {
  * field left out keeps its value.
  */
 export type Reconfigurable = Partial<
-  Pick<GatewayOptions, 'providers' | 'routes' | 'retry' | 'network' | 'defaultLimits' | 'groupBudgets' | 'groupModels' | 'prices' | 'unknownModelPrice' | 'budgetWaitMs' | 'github' | 'groupServerTools' | 'serverToolPrices'>
+  Pick<
+    GatewayOptions,
+    | 'providers'
+    | 'routes'
+    | 'retry'
+    | 'network'
+    | 'defaultLimits'
+    | 'groupBudgets'
+    | 'groupModels'
+    | 'prices'
+    | 'unknownModelPrice'
+    | 'budgetWaitMs'
+    | 'github'
+    | 'groupServerTools'
+    | 'serverToolPrices'
+  >
 >;
 
 /** Every reconfigurable setting named (a config reload hands these over, so none keeps a stale value). */
@@ -289,7 +304,15 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
       try {
         const account = accounting.open(record.id, record.group, limits);
-        const lease: Lease = { id: record.id, group, label, createdAt: record.createdAt, expiresAt: record.expiresAt, owner: owner ?? options.socketOwner, limits: account.limits };
+        const lease: Lease = {
+          id: record.id,
+          group,
+          label,
+          createdAt: record.createdAt,
+          expiresAt: record.expiresAt,
+          owner: owner ?? options.socketOwner,
+          limits: account.limits,
+        };
         await leases?.journal.minted(lease);
       } catch (error) {
         await store.revoke(record.id);
@@ -395,7 +418,8 @@ function checkSettings(settings: GatewayOptions): void {
   validateLimits({ ...settings.defaultLimits });
   for (const [group, usd] of Object.entries(settings.groupBudgets ?? {})) checkNonNegative(usd, `groupBudgets.${group}`);
   for (const [group, globs] of Object.entries(settings.groupModels ?? {})) {
-    if (!Array.isArray(globs) || !globs.every((glob) => typeof glob === 'string')) throw new ValidationError(`groupModels.${group}`, 'must be an array of model globs');
+    if (!Array.isArray(globs) || !globs.every((glob) => typeof glob === 'string'))
+      throw new ValidationError(`groupModels.${group}`, 'must be an array of model globs');
   }
   for (const [group, classes] of Object.entries(settings.groupServerTools ?? {})) validateServerTools(classes, `groupServerTools.${group}`);
   for (const [model, price] of Object.entries(settings.prices ?? {})) checkPrice(price, `prices.${model}`);

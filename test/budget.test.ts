@@ -28,7 +28,12 @@ describe('metering through the gateway', () => {
     try {
       const key = await fx.gateway.mint({ group: 'family', label: 'chat-1' });
       for (let i = 0; i < 2; i++) {
-        const res = await request({ socketPath: key.socketPath, path: '/v1/messages?beta=true', headers: anthropicHeaders({ 'x-claude-code-session-id': 's-1' }), body: message({ stream: true }) });
+        const res = await request({
+          socketPath: key.socketPath,
+          path: '/v1/messages?beta=true',
+          headers: anthropicHeaders({ 'x-claude-code-session-id': 's-1' }),
+          body: message({ stream: true }),
+        });
         assert.equal(res.body, fixture(streams[i]!).toString(), 'the stream reached the client unchanged');
       }
       await eventually(() => fx.calls.length === 2);
@@ -53,7 +58,25 @@ describe('metering through the gateway', () => {
       const lines = (await readFile(path.join(fx.stateDir, 'audit.jsonl'), 'utf8')).trim().split('\n');
       assert.equal(lines.length, 2);
       const record = JSON.parse(lines[0]!) as Record<string, unknown>;
-      for (const field of ['time', 'keyId', 'group', 'label', 'sessionId', 'dialect', 'model', 'stream', 'status', 'inputTokens', 'outputTokens', 'cacheWriteTokens', 'cacheReadTokens', 'costUsd', 'latencyMs', 'ttfbMs', 'upstreamRequestId']) {
+      for (const field of [
+        'time',
+        'keyId',
+        'group',
+        'label',
+        'sessionId',
+        'dialect',
+        'model',
+        'stream',
+        'status',
+        'inputTokens',
+        'outputTokens',
+        'cacheWriteTokens',
+        'cacheReadTokens',
+        'costUsd',
+        'latencyMs',
+        'ttfbMs',
+        'upstreamRequestId',
+      ]) {
         assert.ok(field in record, `audit record has ${field}`);
       }
       assert.equal(record.sessionId, 's-1');
@@ -70,9 +93,12 @@ describe('metering through the gateway', () => {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}';
       const plain = await request({ socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body });
-      assert.equal(fx.standin.requests.at(-1)!.body.toString(), body.slice(0, -1) + ',"stream_options":{"include_usage":true}}');
+      assert.equal(fx.standin.requests.at(-1)!.body.toString(), `${body.slice(0, -1)},"stream_options":{"include_usage":true}}`);
       const chunks = sseData(plain.body) as { choices: unknown[]; usage?: unknown }[];
-      assert.ok(chunks.every((chunk) => chunk.choices.length > 0), 'no usage-only chunk reached the client');
+      assert.ok(
+        chunks.every((chunk) => chunk.choices.length > 0),
+        'no usage-only chunk reached the client',
+      );
       assert.ok(plain.body.endsWith('data: [DONE]\n\n'));
 
       const askingBody = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[]}';
@@ -174,7 +200,10 @@ describe('metering through the gateway', () => {
       for (let i = 0; i < 3; i++) {
         statuses.push(await request({ socketPath: rpm.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() }));
       }
-      assert.deepEqual(statuses.map((r) => r.status), [200, 200, 429]);
+      assert.deepEqual(
+        statuses.map((r) => r.status),
+        [200, 200, 429],
+      );
       const limited = statuses[2]!;
       assert.ok(Number(limited.headers['retry-after']) >= 1 && Number(limited.headers['retry-after']) <= 60);
       assert.equal((JSON.parse(limited.body) as { error: { type: string } }).error.type, 'rate_limit_error');
@@ -191,11 +220,21 @@ describe('metering through the gateway', () => {
       const denied = await request({ socketPath: scoped.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
       assert.equal(denied.status, 403);
       assert.equal((JSON.parse(denied.body) as { error: { type: string } }).error.type, 'permission_error');
-      const allowed = await request({ socketPath: scoped.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ model: 'claude-haiku-4-5' }) });
+      const allowed = await request({
+        socketPath: scoped.socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: message({ model: 'claude-haiku-4-5' }),
+      });
       assert.equal(allowed.status, 200);
 
       const small = await fx.gateway.mint({ group: 'g', maxBodyBytes: 100 });
-      const big = await request({ socketPath: small.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ system: 'x'.repeat(200) }) });
+      const big = await request({
+        socketPath: small.socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: message({ system: 'x'.repeat(200) }),
+      });
       assert.equal(big.status, 413);
     } finally {
       await fx.close();
@@ -251,13 +290,24 @@ describe('metering through the gateway', () => {
       const paid = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
       assert.equal(paid.status, 402);
       // OpenAI's own convention for spent quota: 429 insufficient_quota, which no client retries.
-      const chat = await request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: '{"model":"gpt-5-mini","messages":[]}' });
+      const chat = await request({
+        socketPath: key.socketPath,
+        path: '/v1/chat/completions',
+        headers: openaiHeaders(),
+        body: '{"model":"gpt-5-mini","messages":[]}',
+      });
       assert.equal(chat.status, 429);
       assert.equal(chat.headers['x-should-retry'], 'false');
       assert.equal((JSON.parse(chat.body) as { error: { type: string } }).error.type, 'insufficient_quota');
       await eventually(() => fx.calls.length === 4);
-      assert.deepEqual(fx.calls.map((c) => c.costUsd), [0, 0, 0, 0]);
-      assert.deepEqual(fx.calls.map((c) => c.status), [200, 200, 402, 429]);
+      assert.deepEqual(
+        fx.calls.map((c) => c.costUsd),
+        [0, 0, 0, 0],
+      );
+      assert.deepEqual(
+        fx.calls.map((c) => c.status),
+        [200, 200, 402, 429],
+      );
     } finally {
       await fx.close();
     }

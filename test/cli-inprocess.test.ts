@@ -40,7 +40,23 @@ describe('gateway CLI in-process', () => {
   });
 
   test('keys mint: --model and --server-tool repeat and take comma lists; the old plurals still work', async () => {
-    const minted = await gateway(['keys', 'mint', '--state-dir', dir, '--group', 'ci', '--model', 'claude-*', '--model', 'gpt-5*,o4*', '--server-tool', 'web_search', '--server-tool', 'web_fetch', '--json']);
+    const minted = await gateway([
+      'keys',
+      'mint',
+      '--state-dir',
+      dir,
+      '--group',
+      'ci',
+      '--model',
+      'claude-*',
+      '--model',
+      'gpt-5*,o4*',
+      '--server-tool',
+      'web_search',
+      '--server-tool',
+      'web_fetch',
+      '--json',
+    ]);
     assert.equal(minted.code, 0, minted.stderr);
     const key = JSON.parse(minted.stdout) as { id: string; env: Record<string, string> };
     const limits = gw.inspect().keys.find((k) => k.id === key.id)!.limits;

@@ -15,6 +15,7 @@ test('gateway demo --standin streams both providers through a socket and finds n
   assert.equal(stdout.match(/> \[stand-in provider\] Hello through the gateway/g)?.length, 2);
   assert.match(stdout, /ok {3}the upstream received the real keys/);
   assert.match(stdout, /ok {3}no real key in the \d+ response bytes/);
+  assert.match(stdout, /ok {3}key \S+ revoked: directory removed, socket refuses connections/);
   assert.doesNotMatch(stdout, /FAIL/);
 });
 

@@ -19,7 +19,12 @@ describe('control API errors', () => {
   before(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'gw-ctl-'));
     gateway = await createGateway({ stateDir: dir, logger: pino({ level: 'silent' }), providers: {} });
-    const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => (logLines.push(chunk.toString()), done()) });
+    const sink = new Writable({
+      write: (chunk: Buffer, _encoding, done) => {
+        logLines.push(chunk.toString());
+        done();
+      },
+    });
     server = await startControlServer(gateway, { info: () => ({}), logger: pino({ level: 'error' }, sink) });
   });
   after(async () => {

@@ -44,7 +44,13 @@ describe('PUT /v1/groups/G/budget on the control socket', () => {
   });
 
   const put = (group: string, body: string) =>
-    request({ socketPath: control, method: 'PUT', path: `/v1/groups/${encodeURIComponent(group)}/budget`, headers: { 'content-type': 'application/json' }, body });
+    request({
+      socketPath: control,
+      method: 'PUT',
+      path: `/v1/groups/${encodeURIComponent(group)}/budget`,
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
   const call = (socketPath: string) => request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message });
   const groupOf = (group: string) => daemon.gateway.inspect().groups.find((g) => g.group === group);
 
@@ -104,7 +110,13 @@ describe('PUT /v1/groups/G/budget on the control socket', () => {
   });
 
   test('only PUT: another method on the path is a 404', async () => {
-    const res = await request({ socketPath: control, method: 'POST', path: '/v1/groups/guarded/budget', headers: { 'content-type': 'application/json' }, body: '{"usd":9}' });
+    const res = await request({
+      socketPath: control,
+      method: 'POST',
+      path: '/v1/groups/guarded/budget',
+      headers: { 'content-type': 'application/json' },
+      body: '{"usd":9}',
+    });
     assert.equal(res.status, 404);
     assert.equal(groupOf('guarded')?.budgetUsd, 0);
   });

@@ -43,7 +43,10 @@ test('sources are tried in order: env, then Claude Code credentials file', async
 
 test('a failing credential command is reported without its output', async () => {
   await assert.rejects(
-    resolveCredentials({ anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], apiKeys: [], oauthToken: [] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } }),
+    resolveCredentials({
+      anthropic: { apiKey: [{ command: 'echo $((40+2))-output; exit 3' }], apiKeys: [], oauthToken: [] },
+      openai: { apiKey: [], apiKeys: [], oauthToken: [] },
+    }),
     (error: Error) => /exit 3/.test(error.message) && !error.message.includes('42-output'),
   );
 });
@@ -53,7 +56,10 @@ test("the watcher follows the host's token refresh of the credentials file", asy
   try {
     const file = path.join(dir, '.credentials.json');
     await writeFile(file, claudeCredentials('oauth-token-old', Date.now() + 3_600_000));
-    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } };
+    const sources: GatewayConfig['providers'] = {
+      anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] },
+      openai: { apiKey: [], apiKeys: [], oauthToken: [] },
+    };
     const seen: CredentialState[] = [];
     const watcher = new CredentialWatcher(sources, await resolveCredentials(sources), (state) => seen.push(state), pino({ level: 'silent' }));
     try {
@@ -78,7 +84,10 @@ test('an OAuth token is re-read 5 minutes before it expires, then every minute u
   try {
     const file = path.join(dir, '.credentials.json');
     await writeFile(file, claudeCredentials('oauth-token-1', T0 + 60 * MINUTE));
-    const sources: GatewayConfig['providers'] = { anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] }, openai: { apiKey: [], apiKeys: [], oauthToken: [] } };
+    const sources: GatewayConfig['providers'] = {
+      anthropic: { apiKey: [], apiKeys: [], oauthToken: [{ file }] },
+      openai: { apiKey: [], apiKeys: [], oauthToken: [] },
+    };
     const initial = await resolveCredentials(sources);
     // The host refreshed its token while nothing watched (the watcher starts below): only the
     // expiry timer can notice.
@@ -99,7 +108,10 @@ test('an OAuth token is re-read 5 minutes before it expires, then every minute u
       t.mock.timers.tick(1);
       assert.equal(reads.length, 1, 're-read exactly 5 minutes ahead of expiry');
       await reads[0];
-      assert.deepEqual(seen.map((state) => [state.providers.anthropic?.oauthToken, state.expiresAt]), [['oauth-token-2', T0 + 120 * MINUTE]]);
+      assert.deepEqual(
+        seen.map((state) => [state.providers.anthropic?.oauthToken, state.expiresAt]),
+        [['oauth-token-2', T0 + 120 * MINUTE]],
+      );
 
       // The new token is re-read 5 minutes ahead of its own expiry (T0 + 115 min).
       t.mock.timers.tick(60 * MINUTE - 1);

@@ -161,7 +161,10 @@ describe('the daemon', () => {
     const table = await cli(['inspect', '--config', configFile]);
     assert.equal(table.code, 0);
     assert.match(table.stdout, new RegExp(`${key.id}\\s+family\\s+chat-1\\s+\\S+\\s+59m\\d\\ds\\s+\\$0\\.\\d{4}/\\$1\\.0000`));
-    const detail = JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as { recentCalls: { status: number; model: string }[]; spentUsd: number };
+    const detail = JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as {
+      recentCalls: { status: number; model: string }[];
+      spentUsd: number;
+    };
     assert.equal(detail.recentCalls[0]!.status, 200);
     assert.ok(detail.spentUsd > 0);
     const human = await cli(['inspect', key.id, '--config', configFile]);
@@ -267,7 +270,10 @@ describe('the daemon', () => {
       assert.equal(charged.priceEntry, 'claude-sonnet-4-5');
 
       // A key minted after the reload gets the new default rpm of 1.
-      const fresh = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { id: string; socketPath: string };
+      const fresh = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as {
+        id: string;
+        socketPath: string;
+      };
       assert.equal((await inspectKey(fresh.id)).limits.rpm, 1);
       assert.equal((await request({ socketPath: fresh.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
       assert.equal((await request({ socketPath: fresh.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 429);
@@ -283,10 +289,19 @@ describe('the daemon', () => {
   });
 
   test('SIGTERM drains a stream in flight; the next start brings the key back in the same directory', async () => {
-    const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as { id: string; dir: string; socketPath: string };
+    const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--json'])).stdout) as {
+      id: string;
+      dir: string;
+      socketPath: string;
+    };
     const inode = (await stat(key.dir)).ino;
     standinOptions.eventDelayMs = 100;
-    const streaming = request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: JSON.stringify({ ...JSON.parse(message), stream: true }) });
+    const streaming = request({
+      socketPath: key.socketPath,
+      path: '/v1/messages',
+      headers: anthropicHeaders(),
+      body: JSON.stringify({ ...JSON.parse(message), stream: true }),
+    });
     await eventually(() => logs.length > 0 && standin.requests.length > 0 && standin.requests.at(-1)!.body.includes('"stream":true'));
     const code = await stopDaemon('SIGTERM');
     standinOptions.eventDelayMs = 0;
@@ -304,18 +319,29 @@ describe('the daemon', () => {
   });
 
   test('SIGKILL mid-session: after a restart the same socket answers and spend is continuous', async () => {
-    const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--budget-usd', '1', '--json'])).stdout) as { id: string; dir: string; socketPath: string };
+    const key = JSON.parse((await cli(['keys', 'mint', '--config', configFile, '--group', 'family', '--budget-usd', '1', '--json'])).stdout) as {
+      id: string;
+      dir: string;
+      socketPath: string;
+    };
     assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
     const spentBefore = (JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as { spentUsd: number }).spentUsd;
     assert.ok(spentBefore > 0);
-    const groupBefore = (JSON.parse((await cli(['inspect', '--json', '--config', configFile])).stdout) as { groups: { group: string; spentUsd: number }[] }).groups.find((g) => g.group === 'family')!.spentUsd;
+    const groupBefore = (
+      JSON.parse((await cli(['inspect', '--json', '--config', configFile])).stdout) as { groups: { group: string; spentUsd: number }[] }
+    ).groups.find((g) => g.group === 'family')!.spentUsd;
     await stopDaemon('SIGKILL');
 
     await startDaemon();
-    const restored = JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as { spentUsd: number; limits: { budgetUsd: number } };
+    const restored = JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as {
+      spentUsd: number;
+      limits: { budgetUsd: number };
+    };
     assert.equal(restored.spentUsd, spentBefore);
     assert.equal(restored.limits.budgetUsd, 1);
-    const groupAfter = (JSON.parse((await cli(['inspect', '--json', '--config', configFile])).stdout) as { groups: { group: string; spentUsd: number }[] }).groups.find((g) => g.group === 'family')!.spentUsd;
+    const groupAfter = (
+      JSON.parse((await cli(['inspect', '--json', '--config', configFile])).stdout) as { groups: { group: string; spentUsd: number }[] }
+    ).groups.find((g) => g.group === 'family')!.spentUsd;
     assert.ok(Math.abs(groupAfter - groupBefore) < 1e-12, 'group spend survived');
     assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message })).status, 200);
     const spentAfter = (JSON.parse((await cli(['inspect', key.id, '--json', '--config', configFile])).stdout) as { spentUsd: number }).spentUsd;

@@ -109,7 +109,10 @@ function answerMessages(res: ServerResponse, body: Record<string, unknown>, cont
     }
     events.push(['content_block_stop', { type: 'content_block_stop', index }]);
   });
-  events.push(['message_delta', { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: usage.output_tokens } }]);
+  events.push([
+    'message_delta',
+    { type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: usage.output_tokens } },
+  ]);
   events.push(['message_stop', { type: 'message_stop' }]);
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'request-id': `req_${id}` });
   for (const [name, data] of events) res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
@@ -156,7 +159,11 @@ function assertNoLeak(run: ClientRun, standinPort: number): void {
   // The filesystem scan found its canary (in $HOME and in run.sh), so it did read; no real key anywhere.
   const canaries = report.scan.hits.filter((h) => h.needle === 'canary').map((h) => h.file);
   assert.ok(canaries.includes(`${HOME}/canary.txt`), `scan did not see $HOME: ${JSON.stringify(report.scan)}`);
-  assert.deepEqual(report.scan.hits.filter((h) => h.needle !== 'canary'), [], 'a real key is in a file readable in the container');
+  assert.deepEqual(
+    report.scan.hits.filter((h) => h.needle !== 'canary'),
+    [],
+    'a real key is in a file readable in the container',
+  );
   assert.ok(report.scan.paths.includes('/run/gateway/shim.mjs'), 'scan did not see /run/gateway');
   assert.ok(report.scan.paths.includes('/tmp/e2e-out/stdout'), 'scan did not see /tmp');
   // A direct connection to the stand-in's host port fails: 127.0.0.1 inside is the container's own.
@@ -294,8 +301,14 @@ test('real clients through the gateway in --network=none podman containers', { t
     }
     const streamed = run.calls.filter((call) => call.endpoint === 'messages' && call.stream);
     assert.equal(streamed.length, messages.length, show(run));
-    assert.ok(run.calls.every((call) => call.label === 'claude-stream' && call.dialect === 'anthropic'), show(run));
-    assert.ok(streamed.every((call) => call.sessionId), 'x-claude-code-session-id reached the audit record');
+    assert.ok(
+      run.calls.every((call) => call.label === 'claude-stream' && call.dialect === 'anthropic'),
+      show(run),
+    );
+    assert.ok(
+      streamed.every((call) => call.sessionId),
+      'x-claude-code-session-id reached the audit record',
+    );
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);
   });
@@ -314,7 +327,10 @@ test('real clients through the gateway in --network=none podman containers', { t
     assert.ok(run.report.stdout.includes(`${FINAL_PREFIX} ${TOOL_OUTPUT}`), show(run));
     assert.ok(run.calls.filter((call) => call.endpoint === 'messages').length >= 2, show(run));
     // Its transcript (which holds the answers and the tool output) was among the files scanned.
-    assert.ok(run.report.scan.paths.some((p) => p.startsWith(`${HOME}/.claude/projects/`)), run.report.scan.paths.join('\n'));
+    assert.ok(
+      run.report.scan.paths.some((p) => p.startsWith(`${HOME}/.claude/projects/`)),
+      run.report.scan.paths.join('\n'),
+    );
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);
   });
@@ -323,8 +339,15 @@ test('real clients through the gateway in --network=none podman containers', { t
     const run = await runClient('openai-sdk', ['node', '/opt/clients/e2e/openai-sdk.mjs']);
     t.diagnostic(`openai SDK: ${run.ms} ms, ${run.calls.length} call(s)`);
     assert.equal(run.report.rc, 0, show(run));
-    const lines = run.report.stdout.trim().split('\n').map((l) => JSON.parse(l) as { call: string; text: string; chunks?: number; events?: string[] });
-    assert.deepEqual(lines.map((l) => l.call), ['chat', 'chat-stream', 'responses', 'responses-stream'], show(run));
+    const lines = run.report.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { call: string; text: string; chunks?: number; events?: string[] });
+    assert.deepEqual(
+      lines.map((l) => l.call),
+      ['chat', 'chat-stream', 'responses', 'responses-stream'],
+      show(run),
+    );
     for (const line of lines) assert.equal(line.text, STANDIN_REPLY, `${line.call}: ${show(run)}`);
     assert.ok(lines[1]!.chunks! > 2, 'the chat stream came in chunks');
     assert.ok(lines[3]!.events!.includes('response.completed'));
@@ -338,22 +361,30 @@ test('real clients through the gateway in --network=none podman containers', { t
     const run = await runClient('openai-agents', ['node', '/opt/clients/e2e/agents.mjs']);
     t.diagnostic(`@openai/agents: ${run.ms} ms, ${run.calls.length} call(s)`);
     assert.equal(run.report.rc, 0, show(run));
-    const lines = run.report.stdout.trim().split('\n').map((l) => JSON.parse(l) as { call: string; text: string });
-    assert.deepEqual(lines.map((l) => l.call), ['agents-run', 'agents-run-stream'], show(run));
+    const lines = run.report.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { call: string; text: string });
+    assert.deepEqual(
+      lines.map((l) => l.call),
+      ['agents-run', 'agents-run-stream'],
+      show(run),
+    );
     for (const line of lines) assert.equal(line.text, STANDIN_REPLY, show(run));
     assert.ok(run.calls.length >= 2 && run.calls.every((call) => call.endpoint === 'responses'), show(run));
     // Tracing is off: nothing but the model calls (the container could not reach api.openai.com anyway).
-    assert.ok(run.requests.every((r) => r.url.startsWith('/v1/responses')), show(run));
+    assert.ok(
+      run.requests.every((r) => r.url.startsWith('/v1/responses')),
+      show(run),
+    );
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);
   });
 
   await step('Codex CLI: codex exec through the custom provider in container/codex-config.toml', async (t) => {
-    const run = await runClient(
-      'codex',
-      ['node', `${CLIENTS}/@openai/codex/bin/codex.js`, 'exec', '--skip-git-repo-check', 'Say hello through the gateway.'],
-      { E2E_CODEX_CONFIG: '/opt/clients/container/codex-config.toml' },
-    );
+    const run = await runClient('codex', ['node', `${CLIENTS}/@openai/codex/bin/codex.js`, 'exec', '--skip-git-repo-check', 'Say hello through the gateway.'], {
+      E2E_CODEX_CONFIG: '/opt/clients/container/codex-config.toml',
+    });
     t.diagnostic(`codex exec: ${run.ms} ms, ${run.calls.length} call(s)`);
     assert.equal(run.report.rc, 0, show(run));
     assert.ok(run.report.stdout.includes(STANDIN_REPLY), show(run));
@@ -364,8 +395,14 @@ test('real clients through the gateway in --network=none podman containers', { t
       assert.equal(JSON.parse(r.body.toString()).stream, true);
       assert.equal(r.headers.authorization, `Bearer ${REAL_OPENAI_KEY}`);
     }
-    assert.ok(run.calls.every((call) => call.endpoint === 'responses' && call.stream && call.label === 'codex'), show(run));
-    assert.ok(run.report.scan.paths.some((p) => p.startsWith(`${HOME}/.codex/sessions/`)), run.report.scan.paths.join('\n'));
+    assert.ok(
+      run.calls.every((call) => call.endpoint === 'responses' && call.stream && call.label === 'codex'),
+      show(run),
+    );
+    assert.ok(
+      run.report.scan.paths.some((p) => p.startsWith(`${HOME}/.codex/sessions/`)),
+      run.report.scan.paths.join('\n'),
+    );
     assertMetered(run.calls);
     assertNoLeak(run, standinPort);
   });

@@ -49,7 +49,10 @@ test('real git in a --network=none container: clone and push in scope, refusals 
   });
 
   const c = await contribute(gateway, {
-    group: 'e2e', label: 'git', owner: { uid: 1000, gid: 1000 }, ttlMs: 10 * 60_000,
+    group: 'e2e',
+    label: 'git',
+    owner: { uid: 1000, gid: 1000 },
+    ttlMs: 10 * 60_000,
     github: { read: ['acme/*'], push: ['acme/widgets'], api: true },
   });
   // The image has no git: the host's is lent read-only (its helpers are in /usr/lib/git-core, which
@@ -84,11 +87,15 @@ test('real git in a --network=none container: clone and push in scope, refusals 
   assert.ok(!r.timedOut, `container timed out\n${r.stdout}\n${r.stderr}`);
   assert.equal(r.code, 0, `container failed: ${r.stdout}\n${r.stderr}`);
   const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
-    stdout: string; stderr: string; env: string; uid: number; direct: string;
+    stdout: string;
+    stderr: string;
+    env: string;
+    uid: number;
+    direct: string;
     scan: { paths: string[]; hits: { file: string; needle: string }[] };
   };
   const s = steps(report.stdout);
-  if (process.env.E2E_DUMP) writeFileSync(join(process.env.E2E_DUMP, "git.txt"), report.stdout);
+  if (process.env.E2E_DUMP) writeFileSync(join(process.env.E2E_DUMP, 'git.txt'), report.stdout);
   const show = `${report.stdout}\n--- stderr\n${report.stderr}`;
   assert.equal(report.uid, 1000);
   assert.ok(s.has('end'), `git.sh did not finish:\n${show}`);
@@ -109,15 +116,22 @@ test('real git in a --network=none container: clone and push in scope, refusals 
   assert.ok(bigPush, `no large receive-pack reached the upstream: ${JSON.stringify(upstream.seen.map((q) => [q.method, q.url, q.bodyBytes]))}`);
   // git sends a packfile this large chunked (over http.postBuffer): it went through as a stream.
   assert.equal(bigPush.headers['transfer-encoding'], 'chunked');
-  assert.ok(upstream.seen.every((q) => q.authorized), 'every request that reached the upstream carried the real token');
+  assert.ok(
+    upstream.seen.every((q) => q.authorized),
+    'every request that reached the upstream carried the real token',
+  );
 
   // Outside the scope: refused with a message git shows, and the upstream never saw the request.
   assert.notEqual(s.get('push-outside')!.rc, 0, show);
   assert.match(s.get('push-outside')!.out, /remote: gateway: this key may not push to acme\/docs/, show);
   assert.notEqual(s.get('clone-outside')!.rc, 0, show);
   assert.match(s.get('clone-outside')!.out, /remote: gateway: this key may not read other\/secret/, show);
-  assert.ok(!upstream.seen.some((q) => q.url.includes('other/secret') || q.url.includes('docs.git/info/refs?service=git-receive-pack') || q.url.includes('docs.git/git-receive-pack')),
-    JSON.stringify(upstream.seen.map((q) => q.url)));
+  assert.ok(
+    !upstream.seen.some(
+      (q) => q.url.includes('other/secret') || q.url.includes('docs.git/info/refs?service=git-receive-pack') || q.url.includes('docs.git/git-receive-pack'),
+    ),
+    JSON.stringify(upstream.seen.map((q) => q.url)),
+  );
   assert.equal(upstream.git('acme/docs', ['log', '-1', '--format=%s', 'main']).trim(), 'seed acme/docs');
 
   // The API: base URL from the env, repository scope applied.
@@ -129,23 +143,46 @@ test('real git in a --network=none container: clone and push in scope, refusals 
   assert.match(report.env, /^GIT_CONFIG_COUNT=3$/m);
   assert.match(report.env, /^GITHUB_API_URL=http:\/\/127\.0\.0\.1:9460\/github-api$/m);
   assert.ok(!/^(GH_TOKEN|GITHUB_TOKEN)=/m.test(report.env));
-  for (const text of [report.env, report.stdout, report.stderr, r.stdout, r.stderr]) assert.ok(!text.includes(REAL_GITHUB_TOKEN), 'the token is in the container');
-  assert.ok(report.scan.hits.some((h) => h.needle === 'canary' && h.file === `${HOME}/canary.txt`), 'the scan did not read $HOME');
-  assert.ok(report.scan.paths.some((p) => p.startsWith('/tmp/work/widgets/.git/')), 'the scan did not read the clone');
-  assert.deepEqual(report.scan.hits.filter((h) => h.needle !== 'canary'), [], 'the token is in a file in the container');
+  for (const text of [report.env, report.stdout, report.stderr, r.stdout, r.stderr])
+    assert.ok(!text.includes(REAL_GITHUB_TOKEN), 'the token is in the container');
+  assert.ok(
+    report.scan.hits.some((h) => h.needle === 'canary' && h.file === `${HOME}/canary.txt`),
+    'the scan did not read $HOME',
+  );
+  assert.ok(
+    report.scan.paths.some((p) => p.startsWith('/tmp/work/widgets/.git/')),
+    'the scan did not read the clone',
+  );
+  assert.deepEqual(
+    report.scan.hits.filter((h) => h.needle !== 'canary'),
+    [],
+    'the token is in a file in the container',
+  );
   assert.match(report.direct, /^(ECONNREFUSED|ENETUNREACH)$/);
 
   // One audit record per git and API call, with repository and service, cost 0, no token.
-  await eventually(() => existsSync(join(stateDir, 'audit.jsonl')) && readFileSync(join(stateDir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).length >= calls.length, 5000);
+  await eventually(
+    () => existsSync(join(stateDir, 'audit.jsonl')) && readFileSync(join(stateDir, 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).length >= calls.length,
+    5000,
+  );
   const audit = readFileSync(join(stateDir, 'audit.jsonl'), 'utf8');
   assert.ok(!audit.includes(REAL_GITHUB_TOKEN));
-  const lines = audit.split('\n').filter(Boolean).map((line) => JSON.parse(line) as Record<string, unknown>);
+  const lines = audit
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
   const bigRecord = lines.find((l) => l.service === 'git-receive-pack' && l.method === 'POST' && Number(l.requestBytes) > 3_900_000);
   assert.ok(bigRecord, audit);
   assert.equal(bigRecord.repo, 'acme/widgets');
   assert.equal(bigRecord.status, 200);
   assert.equal(bigRecord.costUsd, 0);
-  assert.ok(lines.some((l) => l.repo === 'acme/docs' && l.service === 'git-receive-pack' && l.status === 403 && l.errorKind === 'github_not_allowed'), audit);
-  assert.ok(lines.some((l) => l.repo === 'other/secret' && l.service === 'git-upload-pack' && l.status === 403), audit);
+  assert.ok(
+    lines.some((l) => l.repo === 'acme/docs' && l.service === 'git-receive-pack' && l.status === 403 && l.errorKind === 'github_not_allowed'),
+    audit,
+  );
+  assert.ok(
+    lines.some((l) => l.repo === 'other/secret' && l.service === 'git-upload-pack' && l.status === 403),
+    audit,
+  );
   assert.ok(calls.every((call) => call.keyId === c.key.id && call.dialect === 'github'));
 });

@@ -37,7 +37,10 @@ function refusal(fn: () => void): number | undefined {
 test('scope: git paths, API paths, and what each key may do', () => {
   const git = (method: string, rest: string, query = '') => classifyGit(method, rest, query);
   assert.deepEqual(git('GET', '/acme/widgets.git/info/refs', 'service=git-upload-pack'), {
-    kind: 'git', repo: 'acme/widgets', service: 'git-upload-pack', upstreamPath: '/acme/widgets.git/info/refs?service=git-upload-pack',
+    kind: 'git',
+    repo: 'acme/widgets',
+    service: 'git-upload-pack',
+    upstreamPath: '/acme/widgets.git/info/refs?service=git-upload-pack',
   });
   assert.equal(git('POST', '/acme/widgets/git-receive-pack').repo, 'acme/widgets');
   // Dumb HTTP, LFS, other queries, traversal and encoded slashes are not relayed.
@@ -51,7 +54,11 @@ test('scope: git paths, API paths, and what each key may do', () => {
     ['POST', '/acme/widgets%2f..%2f/git-receive-pack', ''],
     ['POST', '//acme/widgets/git-receive-pack', ''],
   ] as const) {
-    assert.equal(refusal(() => git(method, rest, query)), 404, `${method} ${rest}?${query}`);
+    assert.equal(
+      refusal(() => git(method, rest, query)),
+      404,
+      `${method} ${rest}?${query}`,
+    );
   }
   const ok = (scope: GitHubScope | undefined, access: ReturnType<typeof classifyGit>) => refusal(() => authorize(scope, access)) === undefined;
   const read = (repo: string) => git('GET', `/${repo}.git/info/refs`, 'service=git-upload-pack');
@@ -65,14 +72,39 @@ test('scope: git paths, API paths, and what each key may do', () => {
   assert.ok(!ok(undefined, read('acme/widgets')), 'no scope: no GitHub access at all');
 
   const api = (method: string, rest: string) => classifyApi(method, rest, '');
-  assert.equal(refusal(() => authorize(SCOPE, api('GET', '/repos/acme/docs/pulls'))), undefined);
-  assert.equal(refusal(() => authorize(SCOPE, api('POST', '/repos/acme/widgets/pulls'))), undefined);
-  assert.equal(refusal(() => authorize(SCOPE, api('POST', '/repos/acme/docs/issues'))), 403);
-  assert.equal(refusal(() => authorize(SCOPE, api('GET', '/repos/other/secret'))), 403);
-  assert.equal(refusal(() => authorize(SCOPE, api('GET', '/user'))), undefined);
-  assert.equal(refusal(() => authorize({ read: ['acme/*'] }, api('GET', '/repos/acme/docs'))), 403, 'api: false refuses every API call');
-  assert.equal(refusal(() => api('POST', '/graphql')), 403);
-  assert.equal(refusal(() => api('GET', '/repositories/123')), 403);
+  assert.equal(
+    refusal(() => authorize(SCOPE, api('GET', '/repos/acme/docs/pulls'))),
+    undefined,
+  );
+  assert.equal(
+    refusal(() => authorize(SCOPE, api('POST', '/repos/acme/widgets/pulls'))),
+    undefined,
+  );
+  assert.equal(
+    refusal(() => authorize(SCOPE, api('POST', '/repos/acme/docs/issues'))),
+    403,
+  );
+  assert.equal(
+    refusal(() => authorize(SCOPE, api('GET', '/repos/other/secret'))),
+    403,
+  );
+  assert.equal(
+    refusal(() => authorize(SCOPE, api('GET', '/user'))),
+    undefined,
+  );
+  assert.equal(
+    refusal(() => authorize({ read: ['acme/*'] }, api('GET', '/repos/acme/docs'))),
+    403,
+    'api: false refuses every API call',
+  );
+  assert.equal(
+    refusal(() => api('POST', '/graphql')),
+    403,
+  );
+  assert.equal(
+    refusal(() => api('GET', '/repositories/123')),
+    403,
+  );
 });
 
 test('config: [github] is validated, naming the file and the field', async () => {
@@ -84,9 +116,21 @@ test('config: [github] is validated, naming the file and the field', async () =>
       return loadConfig(file);
     };
     const config = await load('[github]\nweb_url = "https://ghe.example.com"\napi_url = "https://ghe.example.com/api/v3"\ntoken_command = "gh auth token"\n');
-    assert.deepEqual(config.github, { webUrl: 'https://ghe.example.com', apiUrl: 'https://ghe.example.com/api/v3', host: undefined, token: [{ command: 'gh auth token' }] });
-    await assert.rejects(load('[github]\nweb_url = "https://github.com"\n'), (e: Error) => e instanceof ConfigError && e.message === `${file}: github: names no token: set token_env, token_file or token_command (e.g. "gh auth token")`);
-    await assert.rejects(load('[github]\ntoken = "ghp_x"\n'), (e: Error) => e instanceof ConfigError && e.message.startsWith(`${file}: github.token: unknown field`));
+    assert.deepEqual(config.github, {
+      webUrl: 'https://ghe.example.com',
+      apiUrl: 'https://ghe.example.com/api/v3',
+      host: undefined,
+      token: [{ command: 'gh auth token' }],
+    });
+    await assert.rejects(
+      load('[github]\nweb_url = "https://github.com"\n'),
+      (e: Error) =>
+        e instanceof ConfigError && e.message === `${file}: github: names no token: set token_env, token_file or token_command (e.g. "gh auth token")`,
+    );
+    await assert.rejects(
+      load('[github]\ntoken = "ghp_x"\n'),
+      (e: Error) => e instanceof ConfigError && e.message.startsWith(`${file}: github.token: unknown field`),
+    );
     await assert.rejects(load('[github]\ntoken_env = "T"\napi_url = "ftp://x"\n'), /github\.api_url: must be an http\(s\) URL/);
     await assert.rejects(load('[github]\ntoken_env = "T"\nweb_url = "https://user:pw@github.com"\n'), /github\.web_url: must not carry credentials/);
   } finally {
@@ -101,13 +145,19 @@ test('API: scope checked before the upstream, client credentials replaced by the
     const noApi = await s.gateway.mint({ group: 'g', github: { read: ['acme/*'] } });
     const none = await s.gateway.mint({ group: 'g' });
     const get = (socketPath: string, p: string, method = 'GET', body?: string) =>
-      request({ socketPath, method, path: p, body, headers: { authorization: 'token from-the-container', 'user-agent': 'octokit', ...(body ? { 'content-type': 'application/json' } : {}) } });
+      request({
+        socketPath,
+        method,
+        path: p,
+        body,
+        headers: { authorization: 'token from-the-container', 'user-agent': 'octokit', ...(body ? { 'content-type': 'application/json' } : {}) },
+      });
 
     const okay = await get(full.socketPath, '/github-api/repos/acme/docs/pulls?state=open');
     assert.equal(okay.status, 200, okay.body);
     assert.deepEqual(JSON.parse(okay.body), { ok: true, method: 'GET', path: '/api/v3/repos/acme/docs/pulls?state=open', bodyBytes: 0 });
     const seen = s.upstream.seen.at(-1)!;
-    assert.equal(seen.headers.authorization, `Bearer ${REAL_GITHUB_TOKEN}`, 'the container\'s credential was replaced');
+    assert.equal(seen.headers.authorization, `Bearer ${REAL_GITHUB_TOKEN}`, "the container's credential was replaced");
     assert.equal(seen.headers['user-agent'], 'octokit');
     const created = await get(full.socketPath, '/github-api/repos/acme/widgets/pulls', 'POST', '{"title":"t","head":"b","base":"main"}');
     assert.equal(created.status, 200);
@@ -210,7 +260,9 @@ function gitIn(cwd: string, env: Record<string, string>, args: string[]): Promis
   });
 }
 
-test('real git on the host through the shim: clone and push in scope, refusals outside', { skip: skipUnless(runs('git'), 'git is not installed') }, async () => {
+test('real git on the host through the shim: clone and push in scope, refusals outside', {
+  skip: skipUnless(runs('git'), 'git is not installed'),
+}, async () => {
   const s = await startGitHubFixture();
   const work = await mkdtemp(path.join(tmpdir(), 'gh-work-'));
   const key = await s.gateway.mint({ group: 'g', github: SCOPE });
@@ -220,7 +272,10 @@ test('real git on the host through the shim: clone and push in scope, refusals o
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: work,
       GIT_CONFIG_NOSYSTEM: '1',
-      GIT_AUTHOR_NAME: 'agent', GIT_AUTHOR_EMAIL: 'agent@example.com', GIT_COMMITTER_NAME: 'agent', GIT_COMMITTER_EMAIL: 'agent@example.com',
+      GIT_AUTHOR_NAME: 'agent',
+      GIT_AUTHOR_EMAIL: 'agent@example.com',
+      GIT_COMMITTER_NAME: 'agent',
+      GIT_COMMITTER_EMAIL: 'agent@example.com',
       ...githubEnv(shim.port),
     };
     const clone = await gitIn(work, env, ['clone', 'https://github.com/acme/widgets.git', 'widgets']);
@@ -272,10 +327,16 @@ test('daemon: [github] token from a file, mint with a github scope over the cont
   try {
     await writeFile(path.join(dir, 'token'), `${REAL_GITHUB_TOKEN}\n`, { mode: 0o600 });
     const file = path.join(dir, 'gateway.toml');
-    await writeFile(file, `state_dir = "${dir}/s"\n[github]\nhost = "github.com"\nweb_url = "${upstream.url}"\napi_url = "${upstream.url}/api/v3"\ntoken_file = "${dir}/token"\n[audit]\nfile = false\n`);
+    await writeFile(
+      file,
+      `state_dir = "${dir}/s"\n[github]\nhost = "github.com"\nweb_url = "${upstream.url}"\napi_url = "${upstream.url}/api/v3"\ntoken_file = "${dir}/token"\n[audit]\nfile = false\n`,
+    );
     const daemon = await startDaemon({ configFile: file, logger: pino({ level: 'silent' }) });
     try {
-      const key = await callControl<{ socketPath: string; env: Record<string, string> }>(`${dir}/s`, 'POST', '/v1/keys', { group: 'g', github: { read: ['acme/*'], api: true } });
+      const key = await callControl<{ socketPath: string; env: Record<string, string> }>(`${dir}/s`, 'POST', '/v1/keys', {
+        group: 'g',
+        github: { read: ['acme/*'], api: true },
+      });
       assert.equal(key.env.GIT_CONFIG_KEY_0, 'url.http://127.0.0.1:9460/git/github.com/.insteadOf');
       assert.equal(key.env.GITHUB_API_URL, 'http://127.0.0.1:9460/github-api');
       assert.ok(!JSON.stringify(key).includes(REAL_GITHUB_TOKEN));
@@ -302,20 +363,17 @@ test('contribute: GitHub env only for keys with a GitHub scope, never a token', 
     assert.equal(plain.env.GIT_CONFIG_COUNT, undefined);
     assert.equal(plain.env.GITHUB_API_URL, undefined);
     const scoped = await contribute(s.gateway, { group: 'g', port: 9555, githubHost: 'ghe.example.com', github: { read: ['acme/*'] } });
-    assert.deepEqual(
-      Object.fromEntries(Object.entries(scoped.env).filter(([k]) => k.startsWith('GIT') )),
-      {
-        GIT_CONFIG_COUNT: '3',
-        GIT_CONFIG_KEY_0: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
-        GIT_CONFIG_VALUE_0: 'https://ghe.example.com/',
-        GIT_CONFIG_KEY_1: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
-        GIT_CONFIG_VALUE_1: 'git@ghe.example.com:',
-        GIT_CONFIG_KEY_2: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
-        GIT_CONFIG_VALUE_2: 'ssh://git@ghe.example.com/',
-        GIT_TERMINAL_PROMPT: '0',
-        GITHUB_API_URL: 'http://127.0.0.1:9555/github-api',
-      },
-    );
+    assert.deepEqual(Object.fromEntries(Object.entries(scoped.env).filter(([k]) => k.startsWith('GIT'))), {
+      GIT_CONFIG_COUNT: '3',
+      GIT_CONFIG_KEY_0: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+      GIT_CONFIG_VALUE_0: 'https://ghe.example.com/',
+      GIT_CONFIG_KEY_1: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+      GIT_CONFIG_VALUE_1: 'git@ghe.example.com:',
+      GIT_CONFIG_KEY_2: 'url.http://127.0.0.1:9555/git/ghe.example.com/.insteadOf',
+      GIT_CONFIG_VALUE_2: 'ssh://git@ghe.example.com/',
+      GIT_TERMINAL_PROMPT: '0',
+      GITHUB_API_URL: 'http://127.0.0.1:9555/github-api',
+    });
     assert.ok(!JSON.stringify(scoped.env).includes(REAL_GITHUB_TOKEN));
     await assert.rejects(s.gateway.mint({ group: 'g', github: { push: ['no-slash'] } }), /github\.push/);
     await plain.close();

@@ -54,9 +54,17 @@ describe('malformed and hostile requests', () => {
   const cases: [string, string, number | 'closed'][] = [
     ['garbage bytes', '\x00\x01\x02 not http at all\r\n\r\n', 400],
     ['a CONNECT request', 'CONNECT api.anthropic.com:443 HTTP/1.1\r\nhost: api.anthropic.com:443\r\n\r\n', 'closed'],
-    ['an absolute-form target', `POST http://evil.example/v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${message.length}\r\n\r\n${message}`, 404],
+    [
+      'an absolute-form target',
+      `POST http://evil.example/v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${message.length}\r\n\r\n${message}`,
+      404,
+    ],
     ['CRLF smuggled into a header value', 'GET /v1/models HTTP/1.1\r\nhost: x\r\nx-evil: a\rb\r\n\r\n', 400],
-    ['conflicting Content-Length and Transfer-Encoding', 'POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n', 400],
+    [
+      'conflicting Content-Length and Transfer-Encoding',
+      'POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
+      400,
+    ],
     ['two different Content-Lengths', 'POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!', 400],
     ['a huge header', `GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(64 * 1024)}\r\n\r\n`, 431],
     ['a percent-encoded path', 'GET /v1/%2e%2e/v1/models HTTP/1.1\r\nhost: x\r\n\r\n', 404],
@@ -131,7 +139,19 @@ describe('property-based: routing and header handling', () => {
   const upstreams = resolveUpstreams({ anthropic: { apiKey: REAL_ANTHROPIC_KEY }, openai: { apiKey: REAL_OPENAI_KEY } });
   const headerName = fc.stringMatching(/^[a-z][a-z0-9-]{0,30}$/);
   const headerValue = fc.string({ maxLength: 60 });
-  const dangerous = ['authorization', 'x-api-key', 'api-key', 'proxy-authorization', 'cookie', 'x-forwarded-for', 'forwarded', 'host', 'connection', 'transfer-encoding', 'openai-organization'];
+  const dangerous = [
+    'authorization',
+    'x-api-key',
+    'api-key',
+    'proxy-authorization',
+    'cookie',
+    'x-forwarded-for',
+    'forwarded',
+    'host',
+    'connection',
+    'transfer-encoding',
+    'openai-organization',
+  ];
 
   test('routing: any method and path either routes to a known endpoint or fails with a GatewayError', () => {
     const path = fc.oneof(
@@ -143,7 +163,10 @@ describe('property-based: routing and header handling', () => {
       fc.property(fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'PATCH', 'OPTIONS'), path, fc.boolean(), (method, p, anthropic) => {
         try {
           const route = resolveRoute(method, p, anthropic ? { 'anthropic-version': '2023-06-01' } : {});
-          assert.ok(['/v1/messages', '/v1/messages/count_tokens', '/v1/chat/completions', '/v1/responses', '/v1/models'].includes(p) || /^\/v1\/models\/[A-Za-z0-9._:@-]+$/.test(p));
+          assert.ok(
+            ['/v1/messages', '/v1/messages/count_tokens', '/v1/chat/completions', '/v1/responses', '/v1/models'].includes(p) ||
+              /^\/v1\/models\/[A-Za-z0-9._:@-]+$/.test(p),
+          );
           assert.ok(route.endpoint);
         } catch (error) {
           assert.ok(error instanceof GatewayError, String(error));
@@ -175,10 +198,30 @@ describe('property-based: routing and header handling', () => {
             assert.equal(out['x-api-key'], undefined);
           }
           // Everything else passes unchanged, but for names the Connection header lists (hop-by-hop too).
-          const listed = String(incoming.connection ?? '').split(',').map((t) => t.trim().toLowerCase());
+          const listed = String(incoming.connection ?? '')
+            .split(',')
+            .map((t) => t.trim().toLowerCase());
           for (const [name, value] of Object.entries(incoming)) {
             if (listed.includes(name)) continue;
-            if (dangerous.includes(name) || name.startsWith('x-forwarded-') || ['keep-alive', 'te', 'trailer', 'upgrade', 'via', 'x-real-ip', 'expect', 'content-length', 'accept-encoding', 'proxy-connection', 'http2-settings', 'openai-project'].includes(name)) continue;
+            if (
+              dangerous.includes(name) ||
+              name.startsWith('x-forwarded-') ||
+              [
+                'keep-alive',
+                'te',
+                'trailer',
+                'upgrade',
+                'via',
+                'x-real-ip',
+                'expect',
+                'content-length',
+                'accept-encoding',
+                'proxy-connection',
+                'http2-settings',
+                'openai-project',
+              ].includes(name)
+            )
+              continue;
             assert.equal(out[name], value, name);
           }
         },

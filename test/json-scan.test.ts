@@ -14,7 +14,8 @@ function reference(text: string): Omit<RequestFields, 'inputBytes'> {
   const object = JSON.parse(text) as Record<string, unknown>;
   if (object === null || typeof object !== 'object' || Array.isArray(object)) throw new GatewayError('invalid_request', 'request body must be a JSON object');
   const positive = (value: unknown, field: string) => {
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 2 ** 31 - 1) throw new GatewayError('invalid_request', `\`${field}\` must be a positive integer`);
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 2 ** 31 - 1)
+      throw new GatewayError('invalid_request', `\`${field}\` must be a positive integer`);
     return value;
   };
   if (object.model !== undefined && typeof object.model !== 'string') throw new GatewayError('invalid_request', '`model` must be a string');
@@ -40,7 +41,12 @@ function reference(text: string): Omit<RequestFields, 'inputBytes'> {
           if (tool === null || typeof tool !== 'object') return {};
           const t = tool as Record<string, unknown>;
           const maxUses = t.max_uses;
-          return { type: str(t.type, 128), name: str(t.name, 128), maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined, serverUrl: str(t.server_url, 2048) };
+          return {
+            type: str(t.type, 128),
+            name: str(t.name, 128),
+            maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined,
+            serverUrl: str(t.server_url, 2048),
+          };
         })
       : [],
     mcpServers: Array.isArray(object.mcp_servers) ? object.mcp_servers.length : 0,
@@ -93,13 +99,45 @@ function agree(source: string, chunk: number): void {
   if (!mine.ok && !theirs.ok && theirs.message !== 'not valid JSON') assert.equal(mine.message, theirs.message);
 }
 
-const scalar = fc.oneof(fc.string({ unit: 'binary' }), fc.integer({ min: -5, max: 300 }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null));
+const scalar = fc.oneof(
+  fc.string({ unit: 'binary' }),
+  fc.integer({ min: -5, max: 300 }),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.boolean(),
+  fc.constant(null),
+);
 const value = fc.letrec((tie) => ({
-  v: fc.oneof({ depthSize: 'small' }, scalar, fc.array(tie('v'), { maxLength: 4 }), fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), tie('v'), { maxKeys: 4 })),
+  v: fc.oneof(
+    { depthSize: 'small' },
+    scalar,
+    fc.array(tie('v'), { maxLength: 4 }),
+    fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), tie('v'), { maxKeys: 4 }),
+  ),
 })).v;
-const known = fc.constantFrom('model', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'n', 'stream', 'stream_options', 'tools', 'mcp_servers', 'background', 'service_tier', 'thinking', 'web_search_options', 'budget_tokens', 'type', 'name', 'max_uses', 'server_url');
+const known = fc.constantFrom(
+  'model',
+  'max_tokens',
+  'max_completion_tokens',
+  'max_output_tokens',
+  'n',
+  'stream',
+  'stream_options',
+  'tools',
+  'mcp_servers',
+  'background',
+  'service_tier',
+  'thinking',
+  'web_search_options',
+  'budget_tokens',
+  'type',
+  'name',
+  'max_uses',
+  'server_url',
+);
 const toolValue = fc.array(fc.oneof(value, fc.dictionary(known, fc.oneof(scalar, value), { maxKeys: 4 })), { maxLength: 4 });
-const request = fc.dictionary(fc.oneof(known, fc.string({ maxLength: 4 })), fc.oneof(value, toolValue, fc.dictionary(known, scalar, { maxKeys: 3 })), { maxKeys: 8 });
+const request = fc.dictionary(fc.oneof(known, fc.string({ maxLength: 4 })), fc.oneof(value, toolValue, fc.dictionary(known, scalar, { maxKeys: 3 })), {
+  maxKeys: 8,
+});
 
 describe('the request scanner against JSON.parse', () => {
   test('random request-like values, any indentation, any chunking: the same fields, and inputBytes as decoded', () => {
@@ -122,7 +160,12 @@ describe('the request scanner against JSON.parse', () => {
         let text = JSON.stringify(object);
         for (const [kind, at, piece] of mutations) {
           const i = at % (text.length + 1);
-          text = kind === 'insert' ? text.slice(0, i) + piece + text.slice(i) : kind === 'delete' ? text.slice(0, i) + text.slice(i + 1) : text.slice(0, i) + piece + text.slice(i + 1);
+          text =
+            kind === 'insert'
+              ? text.slice(0, i) + piece + text.slice(i)
+              : kind === 'delete'
+                ? text.slice(0, i) + text.slice(i + 1)
+                : text.slice(0, i) + piece + text.slice(i + 1);
         }
         agree(text, chunk);
       }),
@@ -133,7 +176,7 @@ describe('the request scanner against JSON.parse', () => {
   test('keys compare decoded; duplicates of read fields, deep nesting and invalid UTF-8 are refused', () => {
     assert.equal(parseRequestFields(Buffer.from('{"mo\\u0064el":"claude"}')).model, 'claude');
     assert.throws(() => parseRequestFields(Buffer.from('{"model":"a","mo\\u0064el":"b"}')), /`model` appears more than once/);
-    assert.equal(parseRequestFields(Buffer.from('{"x":1,"x":2}')).choices, 1, 'duplicates the gateway does not read are the provider\'s business');
+    assert.equal(parseRequestFields(Buffer.from('{"x":1,"x":2}')).choices, 1, "duplicates the gateway does not read are the provider's business");
     assert.throws(() => parseRequestFields(Buffer.from(`{"a":${'['.repeat(128)}${']'.repeat(128)}}`)), /deeper than 128/);
     assert.throws(() => parseRequestFields(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])), /invalid UTF-8/);
     assert.throws(() => parseRequestFields(Buffer.from(`{"model":"${'m'.repeat(257)}"}`)), /longer than 256/);

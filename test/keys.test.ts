@@ -62,7 +62,12 @@ describe('keys', () => {
     const before = fx.calls.length;
     // Each client claims to be the other key: the claim is ignored.
     await request({ socketPath: a.socketPath, path: '/v1/messages', headers: anthropicHeaders({ 'x-api-key': b.id }), body: message });
-    await request({ socketPath: b.socketPath, path: '/v1/chat/completions', headers: openaiHeaders({ authorization: `Bearer ${a.id}` }), body: JSON.stringify({ model: 'gpt-5.1', messages: [] }) });
+    await request({
+      socketPath: b.socketPath,
+      path: '/v1/chat/completions',
+      headers: openaiHeaders({ authorization: `Bearer ${a.id}` }),
+      body: JSON.stringify({ model: 'gpt-5.1', messages: [] }),
+    });
     await eventually(() => fx.calls.length === before + 2);
     const [first, second] = fx.calls.slice(before);
     assert.deepEqual([first!.keyId, first!.group], [a.id, 'alpha']);

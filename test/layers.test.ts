@@ -35,7 +35,8 @@ const DEV_IMPORTED_BY: ReadonlySet<string> = new Set(['cli']);
 
 type Graph = Map<string, string[]>;
 
-const SPECIFIER = /^\s*(?:import|export)\s+(?:type\s+)?(?:[\w$]+\s*,\s*)?(?:\{[^}]*\}|\*(?:\s+as\s+[\w$]+)?|[\w$]+)\s+from\s+['"]([^'"]+)['"]|^\s*import\s+['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm;
+const SPECIFIER =
+  /^\s*(?:import|export)\s+(?:type\s+)?(?:[\w$]+\s*,\s*)?(?:\{[^}]*\}|\*(?:\s+as\s+[\w$]+)?|[\w$]+)\s+from\s+['"]([^'"]+)['"]|^\s*import\s+['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm;
 
 /** Relative specifiers each file under `root` imports, as paths relative to `root`. */
 function importGraph(root: string): Graph {
@@ -127,7 +128,16 @@ describe('the checker', () => {
       "import { readFile } from 'node:fs/promises';",
       "// a comment that says from './not-an-import.ts' is no import",
     ].join('\n');
-    assert.deepEqual(importsOf(source, 'http/x.ts').sort(), ['http/a.ts', 'http/c.ts', 'http/e.ts', 'http/f.ts', 'http/g.ts', 'http/h.ts', 'http/side.ts', 'wire/b.ts']);
+    assert.deepEqual(importsOf(source, 'http/x.ts').sort(), [
+      'http/a.ts',
+      'http/c.ts',
+      'http/e.ts',
+      'http/f.ts',
+      'http/g.ts',
+      'http/h.ts',
+      'http/side.ts',
+      'wire/b.ts',
+    ]);
   });
 
   test('finds a cycle and upward, sibling and dev imports', () => {
@@ -155,7 +165,10 @@ describe('src/', () => {
 
   test('is read whole: every folder is a known layer, and the imports are found', () => {
     const layers = new Set([...graph.keys()].map(layerOf));
-    assert.deepEqual([...layers].filter((layer) => RANKS[layer] === undefined && layer !== 'dev'), []);
+    assert.deepEqual(
+      [...layers].filter((layer) => RANKS[layer] === undefined && layer !== 'dev'),
+      [],
+    );
     assert.ok(graph.get(path.join('http', 'handler.ts'))?.includes(path.join('wire', 'errors.ts')), 'the handler imports wire/errors.ts');
     for (const [file, imports] of graph) {
       for (const target of imports) assert.ok(graph.has(target), `${file} imports ${target}, which is not a file under src/`);

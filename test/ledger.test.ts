@@ -42,7 +42,10 @@ test('past 10,000 lines the file is rewritten as one line per group, live keys k
     assert.equal(ledger.spent('torn'), 0, 'a torn last line counts for nothing');
     assert.ok(Math.abs(ledger.spentByRestoredKey('live') - 0.001) < 1e-12);
     await ledger.close();
-    const rewritten = (await readFile(file, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { group: string; key?: string; usd: number });
+    const rewritten = (await readFile(file, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { group: string; key?: string; usd: number });
     assert.equal(rewritten.length, 3, 'one line per group plus one for the live key');
     assert.deepEqual(rewritten.map((entry) => `${entry.group}/${entry.key ?? '-'}`).sort(), ['even/-', 'even/live', 'odd/-']);
     const reopened = await Ledger.open(file, new Set(['live']), noError);

@@ -32,12 +32,15 @@ test(`${TOTAL} streaming requests, ${CONCURRENCY} at a time across ${KEYS} keys`
   // Counted, not kept: holding 20,000 records would hide a leak in the gateway behind the test's own.
   let records = 0;
   let recorded = 0;
-  const fx = await startFixture({ streamEvents: 4, record: false }, {
-    onCall(call) {
-      records++;
-      recorded += call.costUsd;
+  const fx = await startFixture(
+    { streamEvents: 4, record: false },
+    {
+      onCall(call) {
+        records++;
+        recorded += call.costUsd;
+      },
     },
-  });
+  );
   try {
     const keys = await Promise.all(Array.from({ length: KEYS }, (_, i) => fx.gateway.mint({ group: `load-${i % 4}` })));
     // One keep-alive agent per key, as a shim's clients would hold.
@@ -51,7 +54,13 @@ test(`${TOTAL} streaming requests, ${CONCURRENCY} at a time across ${KEYS} keys`
             const i = issued++;
             const status = await new Promise<number>((resolve, reject) => {
               const req = http.request(
-                { socketPath: keys[i % KEYS]!.socketPath, agent: agents[i % KEYS], method: 'POST', path: '/v1/messages', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } },
+                {
+                  socketPath: keys[i % KEYS]!.socketPath,
+                  agent: agents[i % KEYS],
+                  method: 'POST',
+                  path: '/v1/messages',
+                  headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+                },
                 (res) => {
                   res.resume();
                   res.on('end', () => resolve(res.statusCode ?? 0));
@@ -82,7 +91,10 @@ test(`${TOTAL} streaming requests, ${CONCURRENCY} at a time across ${KEYS} keys`
     const spent = snapshot.groups.reduce((sum, group) => sum + group.spentUsd, 0);
     assert.ok(Math.abs(spent - recorded) < 1e-9, `spend ${spent} vs records ${recorded}`);
     assert.equal(snapshot.totals.inFlight, 0);
-    assert.ok(snapshot.groups.every((group) => group.reservedUsd < 1e-12), 'every reservation was settled');
+    assert.ok(
+      snapshot.groups.every((group) => group.reservedUsd < 1e-12),
+      'every reservation was settled',
+    );
     assert.ok(fdsAfter - fdsBefore <= 8, `file descriptors grew from ${fdsBefore} to ${fdsAfter}`);
     assert.ok(heapAfter - heapBefore < 8, `heap grew from ${heapBefore.toFixed(1)} to ${heapAfter.toFixed(1)} MiB`);
     console.log(

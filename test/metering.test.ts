@@ -62,7 +62,7 @@ describe('usage from recorded responses', () => {
   });
 
   test('a JSON answer larger than a megabyte: usage is read from its tail', () => {
-    const text = '{"id":"msg_1","type":"message","content":[{"type":"text","text":"' + 'y'.repeat(3 * 1024 * 1024) + '"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":900000}}';
+    const text = `{"id":"msg_1","type":"message","content":[{"type":"text","text":"${'y'.repeat(3 * 1024 * 1024)}"}],"stop_reason":"end_turn","usage":{"input_tokens":7,"cache_read_input_tokens":3,"output_tokens":900000}}`;
     const { usage, reported } = meter('messages', false, Buffer.from(text), 64 * 1024)!;
     assert.equal(reported, true);
     assert.deepEqual([usage.inputTokens, usage.cacheReadTokens, usage.outputTokens], [7, 3, 900000]);
@@ -74,7 +74,7 @@ describe('usage from recorded responses', () => {
     const { usage, reported } = meter('messages', true, cut, 3)!;
     assert.equal(reported, false);
     assert.equal(usage.cacheWrite1hTokens, 16024, 'input known from message_start is kept');
-    const delivered = 'The user wants the tests run. I\'ll use Bash.'.length + "I'll run the test suite.".length;
+    const delivered = "The user wants the tests run. I'll use Bash.".length + "I'll run the test suite.".length;
     assert.equal(usage.outputTokens, Math.ceil(delivered / 4));
   });
 

@@ -37,7 +37,10 @@ describe('reconfigure replaces each setting whole', () => {
   });
 
   test('groupModels, groupServerTools and prices are replaced, not merged', async () => {
-    const fx = await startFixture({}, { groupModels: { team: ['claude-haiku-*'] }, groupServerTools: { team: [] }, prices: { 'claude-sonnet-4-5': { input: 1000, output: 1000 } } });
+    const fx = await startFixture(
+      {},
+      { groupModels: { team: ['claude-haiku-*'] }, groupServerTools: { team: [] }, prices: { 'claude-sonnet-4-5': { input: 1000, output: 1000 } } },
+    );
     try {
       const key = await fx.gateway.mint({ group: 'team' });
       assert.equal(await status(key.socketPath), 403, 'sonnet is not in the group list');

@@ -60,7 +60,13 @@ describe('key_revoked: a request racing its key revocation', () => {
       const closed = new Promise((resolve) => connection.once('close', resolve));
 
       key.revoked = true;
-      const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: '{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}', agent });
+      const res = await request({
+        socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: '{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}',
+        agent,
+      });
       assert.equal(res.status, 403);
       assert.equal(res.headers['x-should-retry'], 'false');
       assert.equal(res.headers['x-gateway-error'], 'key_revoked');
@@ -80,7 +86,9 @@ describe('key_revoked: a request racing its key revocation', () => {
       const res = await request({ socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: '{"model":"gpt-5.1","messages":[]}' });
       assert.equal(res.status, 403);
       assert.equal(res.headers['x-should-retry'], 'false');
-      assert.deepEqual(JSON.parse(res.body), { error: { message: 'this key has been revoked or has expired', type: 'permission_error', param: null, code: 'key_revoked' } });
+      assert.deepEqual(JSON.parse(res.body), {
+        error: { message: 'this key has been revoked or has expired', type: 'permission_error', param: null, code: 'key_revoked' },
+      });
       const head = await request({ socketPath, method: 'HEAD', path: '/v1/models', headers: openaiHeaders() });
       assert.equal(head.status, 403);
       assert.equal(head.body, '');

@@ -68,7 +68,22 @@ describe('gateway run --runtime podman', { skip: skipUnless(podmanAvailable(), '
     const script =
       "const r = await fetch(process.env.ANTHROPIC_BASE_URL + '/v1/messages', { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-api-key': process.env.ANTHROPIC_API_KEY }, body: JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }) });" +
       "console.log('answer', r.status, (await r.json()).content[0].text); process.exit(3);";
-    const result = await cli(['run', '--group', 'ops', '--label', 'podman-run', '--user', '1000:1000', ...mountArgs, '--', image, 'node', '--input-type=module', '-e', script]);
+    const result = await cli([
+      'run',
+      '--group',
+      'ops',
+      '--label',
+      'podman-run',
+      '--user',
+      '1000:1000',
+      ...mountArgs,
+      '--',
+      image,
+      'node',
+      '--input-type=module',
+      '-e',
+      script,
+    ]);
     assert.equal(result.code, 3, result.stderr);
     assert.match(result.stdout, /answer 200 \[stand-in provider\] Hello through the gateway/);
     assert.match(result.stderr, /gateway: key [0-9a-z]{16} \(daemon\), podman starting/);

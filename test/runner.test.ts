@@ -51,7 +51,17 @@ describe('contribution and renderers', () => {
       assert.ok(podman.includes('/src:/workspace:Z'));
       assert.ok(podman.includes(`llm-gateway.key=${c.key.id}`));
       assert.ok(podman.includes('ANTHROPIC_BASE_URL=http://127.0.0.1:9460'));
-      assert.deepEqual(podman.slice(podman.indexOf('localhost/agent')), ['localhost/agent', 'node', '/run/gateway/shim.mjs', '--port', '9460', '--', 'claude', '-p', 'x']);
+      assert.deepEqual(podman.slice(podman.indexOf('localhost/agent')), [
+        'localhost/agent',
+        'node',
+        '/run/gateway/shim.mjs',
+        '--port',
+        '9460',
+        '--',
+        'claude',
+        '-p',
+        'x',
+      ]);
       const docker = render('docker', c, { image: 'agent', command: ['codex'], shim: false });
       assert.equal(docker[0], 'docker');
       assert.ok(!docker.includes('--userns=keep-id'));
@@ -89,7 +99,21 @@ describe('gateway run', { skip: skipUnless(existsSync('/usr/bin/bwrap'), 'bubble
       const nodeDir = path.dirname(path.dirname(process.execPath));
       const result = await exec(
         process.execPath,
-        [cliPath, 'run', '--runtime', 'bwrap', '--config', configFile, '--mount', `${nodeDir}:/opt/node:ro`, '--', '/opt/node/bin/node', '--input-type=module', '-e', script],
+        [
+          cliPath,
+          'run',
+          '--runtime',
+          'bwrap',
+          '--config',
+          configFile,
+          '--mount',
+          `${nodeDir}:/opt/node:ro`,
+          '--',
+          '/opt/node/bin/node',
+          '--input-type=module',
+          '-e',
+          script,
+        ],
         { env: { ...process.env, TEST_REAL_ANTHROPIC_KEY: REAL_ANTHROPIC_KEY } },
       ).then(
         (r) => ({ code: 0, ...r }),

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -109,8 +109,7 @@ test('the shim in a --network=none podman container', async (t) => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(
       r.stdout,
-      'gateway: ok HEAD /api/hello on /run/gateway/gateway.sock answered 200\n' +
-        'network: ok isolated (only loopback, no default route)\n',
+      'gateway: ok HEAD /api/hello on /run/gateway/gateway.sock answered 200\n' + 'network: ok isolated (only loopback, no default route)\n',
     );
   });
 
@@ -144,7 +143,10 @@ test('the shim in a --network=none podman container', async (t) => {
     const seen: unknown[] = JSON.parse(r.stdout);
     assert.equal(seen[0], 1);
     assert.equal(seen[seen.length - 1], 2, `generations seen: ${r.stdout}`);
-    assert.ok(seen.every((g) => g === 1 || g === 2 || g === 502), `generations seen: ${r.stdout}`);
+    assert.ok(
+      seen.every((g) => g === 1 || g === 2 || g === 502),
+      `generations seen: ${r.stdout}`,
+    );
   });
 
   await t.test('container/entrypoint.sh starts the mounted shim, waits for it, then execs the command', async () => {

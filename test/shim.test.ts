@@ -29,9 +29,7 @@ async function startShim(args: string[], env: NodeJS.ProcessEnv = process.env): 
   let err = '';
   proc.stdout!.on('data', (b: Buffer) => (out += b));
   proc.stderr!.on('data', (b: Buffer) => (err += b));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.on('exit', (code, signal) => resolve({ code, signal })),
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   const port = await new Promise<number>((resolve, reject) => {
     const onData = () => {
       const m = /^shim: listening on 127\.0\.0\.1:(\d+) -> /m.exec(err);
@@ -176,7 +174,10 @@ test('an SSE stream arrives event by event, not coalesced', async (t) => {
       })
       .on('error', reject);
   });
-  assert.deepEqual(arrivals, Array.from({ length: EVENTS }, (_, i) => `event: delta\ndata: {"i":${i}}\n\n`));
+  assert.deepEqual(
+    arrivals,
+    Array.from({ length: EVENTS }, (_, i) => `event: delta\ndata: {"i":${i}}\n\n`),
+  );
 });
 
 test('a half-close travels through: the client ends its side and still gets the answer', async (t) => {
@@ -278,16 +279,12 @@ test('--check reports reachability and isolation without leaving the machine', a
   // A private network namespace (unshare -n) gives a known network: only a loopback, or a veth pair
   // with a default route that leads nowhere off the machine. Needs root, as on CI.
   // Run asynchronously: the test server answering the check lives in this very process.
-  const inNetns = (setup: string) =>
-    run('unshare', ['-n', 'sh', '-c', `${setup} exec "$0" "$@"`, process.execPath, SHIM, '--check', '--socket', sock]);
+  const inNetns = (setup: string) => run('unshare', ['-n', 'sh', '-c', `${setup} exec "$0" "$@"`, process.execPath, SHIM, '--check', '--socket', sock]);
 
   await t.test('isolated namespace, gateway answering: exit 0', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
     const r = await inNetns('');
     assert.equal(r.status, 0, r.stdout + r.stderr);
-    assert.equal(
-      r.stdout,
-      `gateway: ok HEAD /api/hello on ${sock} answered 200\nnetwork: ok isolated (only loopback, no default route)\n`,
-    );
+    assert.equal(r.stdout, `gateway: ok HEAD /api/hello on ${sock} answered 200\nnetwork: ok isolated (only loopback, no default route)\n`);
   });
   await t.test('an interface and a default route: each reported, exit 1', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
     const r = await inNetns(
@@ -297,7 +294,10 @@ test('--check reports reachability and isolation without leaving the machine', a
     assert.equal(r.status, 1, r.stdout + r.stderr);
     const lines = r.stdout.trim().split('\n');
     assert.equal(lines[0], `gateway: ok HEAD /api/hello on ${sock} answered 200`);
-    assert.ok(lines.some((l) => /^network: FAIL interface v0 has 198\.51\.100\.7/.test(l)), r.stdout);
+    assert.ok(
+      lines.some((l) => /^network: FAIL interface v0 has 198\.51\.100\.7/.test(l)),
+      r.stdout,
+    );
     assert.ok(lines.includes('network: FAIL default route via v0 (/proc/net/route)'), r.stdout);
   });
   await t.test('gateway answering something else than 200: exit 1', { skip: skipUnless(isRoot, 'unshare -n needs root') }, async () => {
@@ -378,7 +378,7 @@ test('-- CMD: base URLs in the env, exit status, signal forwarding', async (t) =
   });
 });
 
-test('a second shim for the same key runs its command on the first one\'s port; for another key it fails', async (t) => {
+test("a second shim for the same key runs its command on the first one's port; for another key it fails", async (t) => {
   const dir = tempDir();
   const gatewayFor = (key: string) => http.createServer((_req, res) => res.writeHead(200, { 'x-gateway-key': key }).end());
   const [mine, other] = [gatewayFor('key-one'), gatewayFor('key-two')];

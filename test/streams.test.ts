@@ -31,9 +31,12 @@ test('a client that stops reading pauses the upstream; reading again delivers ev
   upstream.listen(0, '127.0.0.1');
   await once(upstream, 'listening');
   const { port } = upstream.address() as net.AddressInfo;
-  const fx = await startFixture({}, {
-    providers: providersAt(port),
-  });
+  const fx = await startFixture(
+    {},
+    {
+      providers: providersAt(port),
+    },
+  );
   try {
     const { socketPath } = await fx.gateway.mint({ group: 'g' });
     const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, stream: true, messages: [] });
@@ -87,7 +90,10 @@ test('the metering splitter keeps at most its bound of an event that never ends,
 test('a Responses stream whose final event is too long to keep whole is still metered from its tail', () => {
   const meter = createUsageMeter('responses', true)!;
   const instructions = 'x'.repeat(3 * 1024 * 1024);
-  const final = JSON.stringify({ type: 'response.completed', response: { instructions, output: [], usage: { input_tokens: 1_000_000, output_tokens: 20, input_tokens_details: { cached_tokens: 0 } } } });
+  const final = JSON.stringify({
+    type: 'response.completed',
+    response: { instructions, output: [], usage: { input_tokens: 1_000_000, output_tokens: 20, input_tokens_details: { cached_tokens: 0 } } },
+  });
   const stream = Buffer.from(`event: response.completed\ndata: ${final}\n\n`);
   for (let at = 0; at < stream.length; at += 64 * 1024) meter.push(stream.subarray(at, at + 64 * 1024));
   const result = meter.result()!;

@@ -7,8 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, deadPort, providersAt, startFixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 
-const message = (extra: object = {}) =>
-  JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }], ...extra });
+const message = (extra: object = {}) => JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }], ...extra });
 
 function assertNoRealKey(text: string): void {
   assert.ok(!text.includes(REAL_ANTHROPIC_KEY) && !text.includes(REAL_OPENAI_KEY), 'a real key leaked');
@@ -17,9 +16,12 @@ function assertNoRealKey(text: string): void {
 describe('upstream failures and configuration', () => {
   test('an unreachable upstream is a 502 in the provider shape, naming no secret', async () => {
     const port = await deadPort();
-    const fx = await startFixture({}, {
-      providers: providersAt(port),
-    });
+    const fx = await startFixture(
+      {},
+      {
+        providers: providersAt(port),
+      },
+    );
     try {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const anthropic = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message() });
@@ -31,10 +33,13 @@ describe('upstream failures and configuration', () => {
       assert.equal((JSON.parse(openai.body) as { error: { code: string } }).error.code, 'upstream_unreachable');
       assertNoRealKey(anthropic.body + openai.body + JSON.stringify([anthropic.headers, openai.headers]));
       await eventually(() => fx.calls.length === 2);
-      assert.deepEqual(fx.calls.map((c) => [c.outcome, c.errorKind]), [
-        ['upstream_failed', 'upstream_unreachable'],
-        ['upstream_failed', 'upstream_unreachable'],
-      ]);
+      assert.deepEqual(
+        fx.calls.map((c) => [c.outcome, c.errorKind]),
+        [
+          ['upstream_failed', 'upstream_unreachable'],
+          ['upstream_failed', 'upstream_unreachable'],
+        ],
+      );
     } finally {
       await fx.close();
     }
@@ -112,7 +117,10 @@ describe('upstream failures and configuration', () => {
       const res = await request({ socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ stream: true }) });
       assert.equal(res.status, 200);
       const events = sseData(res.body) as { type: string; error?: { type: string; message: string } }[];
-      assert.deepEqual(events.map((e) => e.type), ['message_start', 'error']);
+      assert.deepEqual(
+        events.map((e) => e.type),
+        ['message_start', 'error'],
+      );
       assert.equal(events[1]!.error!.type, 'api_error');
       assert.match(events[1]!.error!.message, /mid-response/);
       await eventually(() => fx.calls.length === 1);
@@ -140,7 +148,9 @@ describe('upstream failures and configuration', () => {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const socket = net.connect(socketPath);
       const body = message({ stream: true });
-      socket.write(`POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+      socket.write(
+        `POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+      );
       await new Promise((resolve) => socket.once('data', resolve));
       socket.destroy();
       await eventually(() => upstreamClosed);
@@ -211,7 +221,7 @@ describe('upstream failures and configuration', () => {
       const key = await fx.gateway.mint({ group: 'g', budgetUsd: 1 });
       const res = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ stream: true }) });
       assert.equal(res.status, 200);
-      assert.equal(res.body, garbage, 'a transparent pipe: the bytes are the upstream\'s');
+      assert.equal(res.body, garbage, "a transparent pipe: the bytes are the upstream's");
       await eventually(() => fx.calls.length === 1);
       const call = fx.calls[0]!;
       assert.equal(call.outcome, 'complete');

@@ -3,8 +3,9 @@
 // streaming OpenAI request through the key's socket. Offline it talks to the stand-in provider;
 // with real keys in the environment and no --standin, to the real providers.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -65,7 +66,7 @@ export async function runDemo({ standin: forceStandin, out }: DemoOptions): Prom
       path: string;
       headers: Record<string, string>;
       body: object;
-      text(event: Record<string, any>): string;
+      text(event: StreamEvent): string;
     }
     const requests: DemoRequest[] = [
       {
@@ -108,7 +109,8 @@ export async function runDemo({ standin: forceStandin, out }: DemoOptions): Prom
       );
     }
 
-    await gateway.revoke(key.id);
+    // Checked while the gateway still runs, so it is the revocation, not close(), that did it.
+    const revoked = (await gateway.revoke(key.id)) && (await gone(key.dir)) && (await refused(key.socketPath));
     await gateway.close();
     say();
     say('Where the real keys were:');
@@ -125,8 +127,8 @@ export async function runDemo({ standin: forceStandin, out }: DemoOptions): Prom
     const inAudit = secrets.some((secret) => audit.includes(secret));
     say(`  ${mark(!inResponses)} no real key in the ${received.join('').length} response bytes the client received`);
     say(`  ${mark(!inAudit)} no real key in the audit log (${audit.trim().split('\n').length} records)`);
-    say(`  ${mark(true)} key ${key.id} revoked: socket and directory removed`);
-    ok &&= !inResponses && !inAudit;
+    say(`  ${mark(revoked)} key ${key.id} revoked: directory removed, socket refuses connections`);
+    ok &&= !inResponses && !inAudit && revoked;
   } finally {
     await gateway.close();
     await standin?.close();
@@ -136,6 +138,31 @@ export async function runDemo({ standin: forceStandin, out }: DemoOptions): Prom
 }
 
 const mark = (good: boolean) => (good ? 'ok  ' : 'FAIL');
+
+const gone = (file: string) =>
+  access(file).then(
+    () => false,
+    () => true,
+  );
+
+/** True when nothing answers on the socket path any more. */
+function refused(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(socketPath);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
+    });
+    socket.once('error', () => resolve(true));
+  });
+}
+
+/** The fields the demo reads from an Anthropic or OpenAI streaming event. */
+interface StreamEvent {
+  type?: string;
+  delta?: { text?: string };
+  choices?: { delta?: { content?: string } }[];
+}
 
 interface StreamResult {
   status: number;
@@ -148,7 +175,7 @@ function streamThroughSocket(
   urlPath: string,
   headers: Record<string, string>,
   body: string,
-  onEvent: (event: Record<string, unknown>) => void,
+  onEvent: (event: StreamEvent) => void,
 ): Promise<StreamResult> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath, method: 'POST', path: urlPath, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
@@ -161,7 +188,7 @@ function streamThroughSocket(
           events++;
           if (event.data && event.data !== '[DONE]') {
             try {
-              onEvent(JSON.parse(event.data) as Record<string, unknown>);
+              onEvent(JSON.parse(event.data) as StreamEvent);
             } catch {
               // not JSON: nothing to show
             }

@@ -62,14 +62,24 @@ function duration(value: string): number {
 
 /** A list flag: repeatable, and each value may be a comma-separated list (`--model a --model b,c`). */
 function list(value: string, previous: string[] = []): string[] {
-  return [...previous, ...value.split(',').map((item) => item.trim()).filter(Boolean)];
+  return [
+    ...previous,
+    ...value
+      .split(',')
+      .map((item) => item.trim())
+      .filter(Boolean),
+  ];
 }
 
 /** The list flags of `keys mint` and `run`, one spelling for both (plus the old `keys mint` plurals, hidden). */
 function addListFlags(command: Command): Command {
   return command
     .option('--model <globs>', 'models the key may use (repeatable or comma-separated), e.g. --model "claude-*"', list)
-    .option('--server-tool <classes>', 'server tools the provider may run for the key (repeatable or comma-separated; default web_search; "" for none), e.g. --server-tool web_search,web_fetch', list)
+    .option(
+      '--server-tool <classes>',
+      'server tools the provider may run for the key (repeatable or comma-separated; default web_search; "" for none), e.g. --server-tool web_search,web_fetch',
+      list,
+    )
     .option('--github-read <globs>', 'GitHub repositories (owner/name globs, repeatable or comma-separated) the key may clone and fetch', list)
     .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', list)
     .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
@@ -78,7 +88,10 @@ function addListFlags(command: Command): Command {
 }
 
 /** The list flags' values, the hidden plurals merged in (the gateway checks the class names). */
-function lists(options: { model?: string[]; models?: string[]; serverTool?: string[]; serverTools?: string[] }): { models?: string[]; serverTools?: ServerToolClass[] } {
+function lists(options: { model?: string[]; models?: string[]; serverTool?: string[]; serverTools?: string[] }): {
+  models?: string[];
+  serverTools?: ServerToolClass[];
+} {
   const merge = (a?: string[], b?: string[]) => (a || b ? [...(a ?? []), ...(b ?? [])] : undefined);
   return { models: merge(options.model, options.models), serverTools: merge(options.serverTool, options.serverTools) as ServerToolClass[] | undefined };
 }
@@ -136,7 +149,10 @@ Examples:
     .option('--uid <uid>', "give the key's directory and socket to this user (the container's)", positive('--uid', true))
     .option('--gid <gid>', 'and this group (default: the uid)', positive('--gid', true))
     .option('--json', 'print JSON')
-    .addHelpText('after', '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --model "claude-*" --model "gpt-5*" --json')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  gateway keys mint --group family --label chat-42 --budget-usd 2 --ttl 2h\n  gateway keys mint --group ci --model "claude-*" --model "gpt-5*" --json',
+    )
     .action(async (options) => {
       const stateDir = await stateDirOf();
       const body = {
@@ -237,10 +253,30 @@ Examples:
       const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
       const loaded = await config();
       const github = scopeFromFlags(options);
-      const request = { group: options.group, label: options.label, budgetUsd: options.budgetUsd, ttlMs: options.ttl, ...lists(options), owner, port: options.port, github, githubHost: github ? loaded.github?.host : undefined };
-      const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined, workdir: options.workdir as string | undefined, mounts: options.mount as Mount[] | undefined };
+      const request = {
+        group: options.group,
+        label: options.label,
+        budgetUsd: options.budgetUsd,
+        ttlMs: options.ttl,
+        ...lists(options),
+        owner,
+        port: options.port,
+        github,
+        githubHost: github ? loaded.github?.host : undefined,
+      };
+      const launch = {
+        image,
+        command: rest,
+        shim: options.shim as boolean,
+        user: options.user as string | undefined,
+        workdir: options.workdir as string | undefined,
+        mounts: options.mount as Mount[] | undefined,
+      };
       const stateDir = loaded.stateDir;
-      const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(() => true, () => false);
+      const daemonUp = await callControl(stateDir, 'GET', '/v1/status').then(
+        () => true,
+        () => false,
+      );
       const embedded = daemonUp ? undefined : await embeddedGateway(loaded);
       try {
         io.exitCode = await runContainer({
@@ -259,7 +295,10 @@ Examples:
     .command('demo')
     .description('Run the whole path once in this process: mint a key, stream one Anthropic and one OpenAI call through its socket.')
     .option('--standin', 'use the local stand-in provider even if real keys are in the environment')
-    .addHelpText('after', '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  gateway demo --standin               offline, against the built-in stand-in provider\n  ANTHROPIC_API_KEY=... gateway demo   against the real provider',
+    )
     .action(async (options: { standin?: boolean }) => {
       const ok = await runDemo({ standin: Boolean(options.standin), out: io.stdout });
       if (!ok) io.exitCode = 1;

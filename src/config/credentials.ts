@@ -29,7 +29,6 @@ export interface ProviderSource {
 /** Each provider's sources, by provider name. */
 export type ProviderSources = Record<string, ProviderSource>;
 
-
 const run = promisify(execFile);
 
 // Re-read an OAuth token this long before it expires, then every minute until it changes.
@@ -43,7 +42,7 @@ interface Resolved {
   expiresAt?: number;
 }
 
-export function describeSource(source: CredentialSource): string {
+function describeSource(source: CredentialSource): string {
   if ('env' in source) return `env ${source.env}`;
   if ('file' in source) return `file ${source.file}`;
   return `command \`${source.command}\``;
@@ -77,7 +76,7 @@ async function read(source: CredentialSource): Promise<Resolved | undefined> {
 }
 
 /** A plain token file, or Claude Code's credentials JSON (`claudeAiOauth.accessToken`, `expiresAt`). */
-export function parseCredentialFile(text: string, from: string): Resolved | undefined {
+function parseCredentialFile(text: string, from: string): Resolved | undefined {
   const trimmed = text.trim();
   if (trimmed.startsWith('{')) {
     try {
@@ -131,11 +130,12 @@ export async function resolveCredentials(sources: ProviderSources): Promise<Cred
       timeouts: source.timeouts,
     };
     const keys = [apiKey, ...more].filter((resolved): resolved is Resolved => resolved !== undefined);
-    summary[name] = keys.length > 0
-      ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
-      : oauthToken
-        ? `OAuth token from ${oauthToken.from}`
-        : 'no credential found';
+    summary[name] =
+      keys.length > 0
+        ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
+        : oauthToken
+          ? `OAuth token from ${oauthToken.from}`
+          : 'no credential found';
   }
   return { providers, summary, expiresAt };
 }

@@ -59,9 +59,9 @@ export class ConfigError extends ValidationError {
   }
 }
 
-export const CLAUDE_CREDENTIALS_FILE = path.join(homedir(), '.claude', '.credentials.json');
+const CLAUDE_CREDENTIALS_FILE = path.join(homedir(), '.claude', '.credentials.json');
 
-export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
   const base = env.XDG_STATE_HOME || path.join(homedir(), '.local', 'state');
   return path.join(base, 'llm-gateway');
 }
@@ -157,7 +157,24 @@ class Reader {
   }
 
   config(raw: Table): GatewayConfig {
-    const root = this.table(raw, '', ['state_dir', 'providers', 'routes', 'retry', 'network', 'limits', 'budgets', 'group_models', 'group_server_tools', 'server_tool_prices', 'prices', 'unknown_model', 'sockets', 'audit', 'server', 'github']);
+    const root = this.table(raw, '', [
+      'state_dir',
+      'providers',
+      'routes',
+      'retry',
+      'network',
+      'limits',
+      'budgets',
+      'group_models',
+      'group_server_tools',
+      'server_tool_prices',
+      'prices',
+      'unknown_model',
+      'sockets',
+      'audit',
+      'server',
+      'github',
+    ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
@@ -177,7 +194,10 @@ class Reader {
         Object.entries(this.table(root.group_models, 'group_models', [])).map(([group, globs]) => [group, this.strings(globs, `group_models.${group}`)!]),
       ),
       groupServerTools: Object.fromEntries(
-        Object.entries(this.table(root.group_server_tools, 'group_server_tools', [])).map(([group, classes]) => [group, this.serverTools(classes, `group_server_tools.${group}`)!]),
+        Object.entries(this.table(root.group_server_tools, 'group_server_tools', [])).map(([group, classes]) => [
+          group,
+          this.serverTools(classes, `group_server_tools.${group}`)!,
+        ]),
       ),
       serverToolPrices: this.serverToolPrices(root.server_tool_prices),
       prices: this.prices(root.prices),
@@ -274,7 +294,9 @@ class Reader {
       };
       known(provider, `${field}.provider`);
       const fallbacks = this.strings(table.fallbacks, `${field}.fallbacks`);
-      fallbacks?.forEach((fallback, j) => known(fallback.split(':', 1)[0]!, `${field}.fallbacks[${j}]`));
+      fallbacks?.forEach((fallback, j) => {
+        known(fallback.split(':', 1)[0]!, `${field}.fallbacks[${j}]`);
+      });
       return dropUndefined({ models, provider, rename: this.string(table.rename, `${field}.rename`), fallbacks }) as RouteConfig;
     });
   }
@@ -301,7 +323,18 @@ class Reader {
   }
 
   private limits(value: unknown): { defaultLimits: KeyLimits; defaultTtlMs?: number; budgetWaitMs?: number } {
-    const table = this.table(value, 'limits', ['budget_usd', 'rpm', 'tpm', 'max_concurrent', 'models', 'max_body_bytes', 'max_refusals_per_minute', 'server_tools', 'ttl', 'budget_wait']);
+    const table = this.table(value, 'limits', [
+      'budget_usd',
+      'rpm',
+      'tpm',
+      'max_concurrent',
+      'models',
+      'max_body_bytes',
+      'max_refusals_per_minute',
+      'server_tools',
+      'ttl',
+      'budget_wait',
+    ]);
     let models: string[] | undefined;
     if (table.models !== undefined) {
       if (!Array.isArray(table.models) || !table.models.every((m) => typeof m === 'string' && m.length > 0)) {

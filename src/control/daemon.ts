@@ -26,11 +26,9 @@ export interface Daemon {
 }
 
 /** Human-readable logs on a terminal, JSON lines otherwise. */
-export function daemonLogger(): Logger {
+function daemonLogger(): Logger {
   const level = process.env.GATEWAY_LOG_LEVEL ?? 'info';
-  return process.stderr.isTTY
-    ? pino({ level }, pretty({ colorize: true, destination: 2, ignore: 'pid,hostname' }))
-    : pino({ level }, pino.destination(2));
+  return process.stderr.isTTY ? pino({ level }, pretty({ colorize: true, destination: 2, ignore: 'pid,hostname' })) : pino({ level }, pino.destination(2));
 }
 
 export async function startDaemon(options: ServeOptions): Promise<Daemon> {
@@ -52,13 +50,23 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     audit: config.audit,
     persistKeys: true,
   });
-  const watcher = new CredentialWatcher(config.providers, credentials, (state) => {
-    summary = state.summary;
-    gateway.reconfigure({ providers: state.providers });
-  }, logger);
-  const githubWatcher = new CredentialWatcher(githubSources(), githubState, (state) => {
-    if (config.github) gateway.reconfigure({ github: githubOptions(config.github, githubToken(state)) });
-  }, logger);
+  const watcher = new CredentialWatcher(
+    config.providers,
+    credentials,
+    (state) => {
+      summary = state.summary;
+      gateway.reconfigure({ providers: state.providers });
+    },
+    logger,
+  );
+  const githubWatcher = new CredentialWatcher(
+    githubSources(),
+    githubState,
+    (state) => {
+      if (config.github) gateway.reconfigure({ github: githubOptions(config.github, githubToken(state)) });
+    },
+    logger,
+  );
   let control: Server;
   try {
     control = await startControlServer(gateway, {

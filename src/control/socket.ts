@@ -10,7 +10,7 @@ import { ValidationError } from '../util/validation.ts';
 import { githubEnv } from '../github/env.ts';
 import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
 
-export const CONTROL_SOCKET = 'control.sock';
+const CONTROL_SOCKET = 'control.sock';
 
 export function controlSocketPath(stateDir: string): string {
   return path.join(stateDir, CONTROL_SOCKET);
@@ -24,7 +24,21 @@ class HttpError extends Error {
   }
 }
 
-const MINT_FIELDS = new Set(['group', 'label', 'ttlMs', 'owner', 'budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'models', 'maxBodyBytes', 'maxRefusalsPerMinute', 'github', 'serverTools']);
+const MINT_FIELDS = new Set([
+  'group',
+  'label',
+  'ttlMs',
+  'owner',
+  'budgetUsd',
+  'rpm',
+  'tpm',
+  'maxConcurrent',
+  'models',
+  'maxBodyBytes',
+  'maxRefusalsPerMinute',
+  'github',
+  'serverTools',
+]);
 
 interface ControlExtras {
   defaultTtlMs?: number;
@@ -67,7 +81,12 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
     return send(res, 200, { ...rest, ...extras.info() });
   }
   if (resource === 'keys' && id === undefined) {
-    if (method === 'GET') return send(res, 200, gateway.inspect().keys.map(({ recentCalls: _recent, ...key }) => key));
+    if (method === 'GET')
+      return send(
+        res,
+        200,
+        gateway.inspect().keys.map(({ recentCalls: _recent, ...key }) => key),
+      );
     if (method === 'POST') {
       const body = (await readJson(req)) as Record<string, unknown>;
       for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
@@ -92,7 +111,11 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
     // `usd: null` removes the budget; a body without `usd` is a mistake, not a removal.
     if (body === null || typeof body !== 'object' || !('usd' in body)) throw new HttpError(400, 'body must be {"usd": number} or {"usd": null}');
     gateway.setGroupBudget(decodeURIComponent(id), body.usd ?? undefined);
-    return send(res, 200, gateway.inspect().groups.find((g) => g.group === decodeURIComponent(id)));
+    return send(
+      res,
+      200,
+      gateway.inspect().groups.find((g) => g.group === decodeURIComponent(id)),
+    );
   }
   throw new HttpError(404, `no such endpoint ${method} ${url.pathname}`);
 }
@@ -146,7 +169,8 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
           } catch {
             return reject(new Error(`the daemon answered HTTP ${res.statusCode} with no JSON`));
           }
-          if ((res.statusCode ?? 500) >= 300) return reject(new ControlError(res.statusCode ?? 500, (value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
+          if ((res.statusCode ?? 500) >= 300)
+            return reject(new ControlError(res.statusCode ?? 500, (value as { error?: string }).error ?? `HTTP ${res.statusCode}`));
           resolve(value as T);
         });
       },
@@ -162,7 +186,7 @@ export function callControl<T>(stateDir: string, method: string, urlPath: string
   });
 }
 
-export class DaemonUnreachable extends Error {}
+class DaemonUnreachable extends Error {}
 
 /** The daemon's non-2xx answer: `status` 400 is the caller's mistake, 404 an unknown key, 500 a bug. */
 export class ControlError extends Error {

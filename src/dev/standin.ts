@@ -115,27 +115,58 @@ async function answer(options: StandinOptions, request: RecordedRequest, res: Se
       return json(res, 200, { input_tokens: inputTokens });
     case '/v1/models':
       return anthropic
-        ? json(res, 200, { data: [{ type: 'model', id: 'claude-sonnet-4-5', display_name: 'Stand-in Sonnet', created_at: '2025-09-29T00:00:00Z' }], has_more: false, first_id: 'claude-sonnet-4-5', last_id: 'claude-sonnet-4-5' })
+        ? json(res, 200, {
+            data: [{ type: 'model', id: 'claude-sonnet-4-5', display_name: 'Stand-in Sonnet', created_at: '2025-09-29T00:00:00Z' }],
+            has_more: false,
+            first_id: 'claude-sonnet-4-5',
+            last_id: 'claude-sonnet-4-5',
+          })
         : json(res, 200, { object: 'list', data: [{ id: 'gpt-5.1', object: 'model', created: 1_700_000_000, owned_by: 'stand-in' }] });
     case '/v1/messages': {
       const usage = { input_tokens: inputTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: deltas.length };
-      const message = { id: `msg_${id}`, type: 'message', role: 'assistant', model, content: [{ type: 'text', text: STANDIN_REPLY }], stop_reason: 'end_turn', stop_sequence: null, usage };
+      const message = {
+        id: `msg_${id}`,
+        type: 'message',
+        role: 'assistant',
+        model,
+        content: [{ type: 'text', text: STANDIN_REPLY }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage,
+      };
       if (body.stream !== true) return json(res, 200, message, requestId);
       stream.start(requestId);
-      await stream.event('message_start', { type: 'message_start', message: { ...message, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } } });
+      await stream.event('message_start', {
+        type: 'message_start',
+        message: { ...message, content: [], stop_reason: null, usage: { ...usage, output_tokens: 1 } },
+      });
       await stream.event('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
       await stream.event('ping', { type: 'ping' });
       for (const text of deltas) await stream.event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } });
       await stream.event('content_block_stop', { type: 'content_block_stop', index: 0 });
-      await stream.event('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: deltas.length } });
+      await stream.event('message_delta', {
+        type: 'message_delta',
+        delta: { stop_reason: 'end_turn', stop_sequence: null },
+        usage: { output_tokens: deltas.length },
+      });
       await stream.event('message_stop', { type: 'message_stop' });
       return stream.end();
     }
     case '/v1/chat/completions': {
-      const usage = { prompt_tokens: inputTokens, completion_tokens: deltas.length, total_tokens: inputTokens + deltas.length, prompt_tokens_details: { cached_tokens: 0 } };
+      const usage = {
+        prompt_tokens: inputTokens,
+        completion_tokens: deltas.length,
+        total_tokens: inputTokens + deltas.length,
+        prompt_tokens_details: { cached_tokens: 0 },
+      };
       const base = { id: `chatcmpl-${id}`, created: Math.floor(Date.now() / 1000), model };
       if (body.stream !== true) {
-        return json(res, 200, { ...base, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: STANDIN_REPLY }, finish_reason: 'stop' }], usage }, requestId);
+        return json(
+          res,
+          200,
+          { ...base, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: STANDIN_REPLY }, finish_reason: 'stop' }], usage },
+          requestId,
+        );
       }
       const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ ...base, object: 'chat.completion.chunk', choices, ...extra });
       stream.start(requestId);
@@ -148,8 +179,20 @@ async function answer(options: StandinOptions, request: RecordedRequest, res: Se
       return stream.end();
     }
     case '/v1/responses': {
-      const usage = { input_tokens: inputTokens, input_tokens_details: { cached_tokens: 0 }, output_tokens: deltas.length, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: inputTokens + deltas.length };
-      const item = { id: `msg_${id}`, type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: STANDIN_REPLY, annotations: [] }] };
+      const usage = {
+        input_tokens: inputTokens,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: deltas.length,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: inputTokens + deltas.length,
+      };
+      const item = {
+        id: `msg_${id}`,
+        type: 'message',
+        status: 'completed',
+        role: 'assistant',
+        content: [{ type: 'output_text', text: STANDIN_REPLY, annotations: [] }],
+      };
       const response = { id: `resp_${id}`, object: 'response', created_at: Math.floor(Date.now() / 1000), status: 'completed', model, output: [item], usage };
       if (body.stream !== true) return json(res, 200, response, requestId);
       let sequence = 0;
@@ -159,7 +202,12 @@ async function answer(options: StandinOptions, request: RecordedRequest, res: Se
       await event('response.created', { response: pending });
       await event('response.in_progress', { response: pending });
       await event('response.output_item.added', { output_index: 0, item: { ...item, status: 'in_progress', content: [] } });
-      await event('response.content_part.added', { item_id: item.id, output_index: 0, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+      await event('response.content_part.added', {
+        item_id: item.id,
+        output_index: 0,
+        content_index: 0,
+        part: { type: 'output_text', text: '', annotations: [] },
+      });
       for (const text of deltas) await event('response.output_text.delta', { item_id: item.id, output_index: 0, content_index: 0, delta: text });
       await event('response.output_text.done', { item_id: item.id, output_index: 0, content_index: 0, text: STANDIN_REPLY });
       await event('response.content_part.done', { item_id: item.id, output_index: 0, content_index: 0, part: item.content[0] });

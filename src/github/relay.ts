@@ -143,9 +143,7 @@ function forward(github: GitHubRelay, access: GitHubAccess, req: IncomingMessage
   if (req.headers['accept-encoding'] !== undefined) headers['accept-encoding'] = req.headers['accept-encoding'];
   else delete headers['accept-encoding'];
   const token = github.token!;
-  headers.authorization = access.kind === 'git'
-    ? `Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}`
-    : `Bearer ${token}`;
+  headers.authorization = access.kind === 'git' ? `Basic ${Buffer.from(`x-access-token:${token}`).toString('base64')}` : `Bearer ${token}`;
   let body: Transform | null = null;
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     const length = req.headers['content-length'];

@@ -4,7 +4,7 @@
 import type { GitHubScope } from '../keys/limits.ts';
 import { globToRegExp } from '../util/glob.ts';
 
-export type GitService = 'git-upload-pack' | 'git-receive-pack';
+type GitService = 'git-upload-pack' | 'git-receive-pack';
 
 /** What a request asks for, once its path is understood. */
 export type GitHubAccess =
@@ -36,7 +36,7 @@ function matches(globs: string[] | undefined, repo: string): boolean {
 }
 
 /** Whether `scope` allows reading (`write` false) or writing `repo` (`owner/name`). */
-export function allows(scope: GitHubScope | undefined, repo: string, write: boolean): boolean {
+function allows(scope: GitHubScope | undefined, repo: string, write: boolean): boolean {
   if (!scope) return false;
   if (matches(scope.push, repo)) return true;
   return !write && matches(scope.read, repo);
@@ -104,8 +104,21 @@ export function classifyGit(method: string, rest: string, query: string): GitHub
  * user's public profile. `*` is one segment. Everything else outside `/repos/` is refused.
  */
 const PUBLIC_READS: readonly string[] = [
-  '', 'user', 'users/*', 'rate_limit', 'meta', 'versions', 'octocat', 'zen', 'emojis',
-  'licenses', 'licenses/*', 'gitignore/templates', 'gitignore/templates/*', 'codes_of_conduct', 'codes_of_conduct/*',
+  '',
+  'user',
+  'users/*',
+  'rate_limit',
+  'meta',
+  'versions',
+  'octocat',
+  'zen',
+  'emojis',
+  'licenses',
+  'licenses/*',
+  'gitignore/templates',
+  'gitignore/templates/*',
+  'codes_of_conduct',
+  'codes_of_conduct/*',
 ];
 
 function isPublicRead(lower: string[]): boolean {
@@ -122,14 +135,28 @@ function isPublicRead(lower: string[]): boolean {
  * is the repository itself (DELETE, PATCH).
  */
 const ADMIN_WRITES: readonly string[] = [
-  '', 'transfer', 'forks', 'generate', 'collaborators', 'invitations', 'keys', 'hooks', 'environments', 'rulesets',
-  'actions/secrets', 'actions/variables', 'actions/permissions', 'actions/runners', 'dependabot/secrets', 'codespaces/secrets',
+  '',
+  'transfer',
+  'forks',
+  'generate',
+  'collaborators',
+  'invitations',
+  'keys',
+  'hooks',
+  'environments',
+  'rulesets',
+  'actions/secrets',
+  'actions/variables',
+  'actions/permissions',
+  'actions/runners',
+  'dependabot/secrets',
+  'codespaces/secrets',
 ];
 
 function isAdminWrite(sub: string[]): boolean {
   const joined = sub.join('/');
   if (sub[0] === 'branches' && sub.includes('protection')) return true;
-  return ADMIN_WRITES.some((prefix) => prefix === '' ? joined === '' : joined === prefix || joined.startsWith(`${prefix}/`));
+  return ADMIN_WRITES.some((prefix) => (prefix === '' ? joined === '' : joined === prefix || joined.startsWith(`${prefix}/`)));
 }
 
 /** Why a path outside `/repos/` is refused, said plainly (the path cut short: it is the client's). */
@@ -139,7 +166,7 @@ function refusalFor(method: string, parts: string[], lower: string[]): string {
     case 'api':
       return 'GraphQL is not relayed: one query can reach any repository, so it cannot be scoped';
     case 'repositories':
-      return 'repositories by id cannot be checked against this key\'s scope: use /repos/OWNER/REPO';
+      return "repositories by id cannot be checked against this key's scope: use /repos/OWNER/REPO";
     case 'search':
       return 'search is not relayed: a query can reach any repository the token can (repo:OWNER/NAME), so it cannot be scoped';
   }
@@ -165,7 +192,11 @@ export function classifyApi(method: string, rest: string, query: string): GitHub
     if (parts.length < 3) throw new GitHubRefusal(404, 'not a repository path (/repos/OWNER/REPO)');
     const repo = repoOf(parts[1]!, parts[2]!);
     if (write && isAdminWrite(lower.slice(3))) {
-      throw new GitHubRefusal(403, `this key may not administer ${repo} (${method} on the repository, its settings, keys, hooks, collaborators or secrets is not relayed for any key)`, { repo });
+      throw new GitHubRefusal(
+        403,
+        `this key may not administer ${repo} (${method} on the repository, its settings, keys, hooks, collaborators or secrets is not relayed for any key)`,
+        { repo },
+      );
     }
     return { kind: 'api', repo, write, upstreamPath };
   }

@@ -47,9 +47,14 @@ export class BodyMemory {
         if (delta <= 0) return;
         const { totalBytes, perKeyBytes } = this.limits;
         if (bytes > Math.min(totalBytes, perKeyBytes)) {
-          throw new GatewayError('body_too_large', `request body of ${bytes} bytes is larger than this gateway can hold for one key (${Math.min(totalBytes, perKeyBytes)} bytes)`, { connection: 'close' });
+          throw new GatewayError(
+            'body_too_large',
+            `request body of ${bytes} bytes is larger than this gateway can hold for one key (${Math.min(totalBytes, perKeyBytes)} bytes)`,
+            { connection: 'close' },
+          );
         }
-        if (this.inUse(keyId) + delta > perKeyBytes) throw busy(`this key's request bodies in flight already hold ${this.inUse(keyId)} of its ${perKeyBytes} bytes`);
+        if (this.inUse(keyId) + delta > perKeyBytes)
+          throw busy(`this key's request bodies in flight already hold ${this.inUse(keyId)} of its ${perKeyBytes} bytes`);
         if (this.used + delta > totalBytes) throw busy(`request bodies in flight already hold ${this.used} of the gateway's ${totalBytes} bytes`);
         charge(delta);
       },

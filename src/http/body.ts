@@ -55,7 +55,11 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
         }
       } catch (error) {
         cleanup();
-        reject(error instanceof GatewayError && !error.headers.connection ? new GatewayError(error.kind, error.message, { ...error.headers, connection: 'close' }) : error);
+        reject(
+          error instanceof GatewayError && !error.headers.connection
+            ? new GatewayError(error.kind, error.message, { ...error.headers, connection: 'close' })
+            : error,
+        );
         return;
       }
       chunks.push(chunk);
@@ -109,4 +113,3 @@ export function isJsonContentType(value: string | undefined): boolean {
   const type = value.split(';', 1)[0]!.trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }
-

@@ -10,7 +10,20 @@ import type { RelayControl, RelayOutcome, ResponseObserver } from '../upstream/r
 /** The fields every call record has, measured by the exchange itself. */
 export type ExchangeFields = Pick<
   CallRecord,
-  'time' | 'keyId' | 'group' | 'label' | 'method' | 'path' | 'status' | 'outcome' | 'latencyMs' | 'ttfbMs' | 'upstreamRequestId' | 'errorKind' | 'requestBytes' | 'responseBytes'
+  | 'time'
+  | 'keyId'
+  | 'group'
+  | 'label'
+  | 'method'
+  | 'path'
+  | 'status'
+  | 'outcome'
+  | 'latencyMs'
+  | 'ttfbMs'
+  | 'upstreamRequestId'
+  | 'errorKind'
+  | 'requestBytes'
+  | 'responseBytes'
 >;
 
 export abstract class Exchange implements ResponseObserver {

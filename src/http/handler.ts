@@ -33,7 +33,7 @@ export interface Routing {
 }
 
 /** One request a path handler serves: the key it came on, that key's limits, and where its record goes. */
-export interface PathCall {
+interface PathCall {
   key: KeyRecord;
   limits: KeyLimits;
   onCall(record: CallRecord): void;
@@ -129,10 +129,15 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
       body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
       fields = reader.finish();
-      serverToolUses = worstCaseUses(checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())));
+      serverToolUses = worstCaseUses(
+        checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())),
+      );
       if (route.endpoint === 'responses' && fields.background) {
         // Answered later by id, billed by the provider outside any call the gateway sees.
-        throw new GatewayError('invalid_request', '`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key\'s budget; send the request without `background`');
+        throw new GatewayError(
+          'invalid_request',
+          "`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key's budget; send the request without `background`",
+        );
       }
       model = fields.model;
       call.requestBytes = body.length;
@@ -155,18 +160,22 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     // A call waiting for budget leaves the queue when its client hangs up.
     const gone = new AbortController();
     res.once('close', () => gone.abort());
-    call.admission = await context.accounting.admit(account, {
-      endpoint: route.endpoint,
-      model,
-      billedModels: candidates.map((candidate) => candidate.model ?? model),
-      maxOutputTokens: fields?.maxOutputTokens,
-      outputLimitField: fields?.outputLimitField,
-      choices: fields?.choices ?? 1,
-      thinkingBudgetTokens: fields?.thinkingBudgetTokens,
-      serviceTier: fields?.serviceTier,
-      inputBytes: fields?.inputBytes ?? 0,
-      serverToolUses,
-    }, gone.signal);
+    call.admission = await context.accounting.admit(
+      account,
+      {
+        endpoint: route.endpoint,
+        model,
+        billedModels: candidates.map((candidate) => candidate.model ?? model),
+        maxOutputTokens: fields?.maxOutputTokens,
+        outputLimitField: fields?.outputLimitField,
+        choices: fields?.choices ?? 1,
+        thinkingBudgetTokens: fields?.thinkingBudgetTokens,
+        serviceTier: fields?.serviceTier,
+        inputBytes: fields?.inputBytes ?? 0,
+        serverToolUses,
+      },
+      gone.signal,
+    );
     const { clamp } = call.admission;
     if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
     if (res.destroyed) return call.finish('client_closed', 0);
@@ -215,7 +224,8 @@ function sendAttempt(context: AttemptContext): void {
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
     sendError(res, upstream.dialect, error);
-    return call.finish('rejected', error.statusFor(upstream.dialect), error);
+    call.finish('rejected', error.statusFor(upstream.dialect), error);
+    return;
   }
   if (body && rename !== undefined && rename !== context.model) body = replaceTopLevelString(body, 'model', rename) ?? body;
   if (body) headers['content-length'] = String(body.length);
@@ -237,9 +247,8 @@ function sendAttempt(context: AttemptContext): void {
     takeOver(failure: EarlyFailure) {
       const retryable = 'status' in failure ? isRetryableStatus(failure.status) : isRetryableError(failure.error);
       if (!retryable) return false;
-      const next = 'status' in failure
-        ? plan.retry(attempt, failure.status, retryAfterMs(failure.headers['retry-after']))
-        : plan.retry(attempt, undefined, undefined);
+      const next =
+        'status' in failure ? plan.retry(attempt, failure.status, retryAfterMs(failure.headers['retry-after'])) : plan.retry(attempt, undefined, undefined);
       if (!next || res.destroyed) return false;
       setTimeout(() => {
         if (!res.destroyed) sendAttempt({ ...context, attempt: next.attempt });
@@ -332,7 +341,8 @@ class CallTracker extends Exchange {
   /** What to charge: the usage seen, with the rules for calls the client abandoned. */
   private metered(fields: ExchangeFields): MeteredUsage | undefined {
     let metered = this.meter?.result();
-    if (metered && this.chatWebSearch && fields.status < 300) metered = { ...metered, usage: { ...metered.usage, webSearchRequests: Math.max(1, metered.usage.webSearchRequests) } };
+    if (metered && this.chatWebSearch && fields.status < 300)
+      metered = { ...metered, usage: { ...metered.usage, webSearchRequests: Math.max(1, metered.usage.webSearchRequests) } };
     // A non-streaming call the client abandoned was drained to its end: what the provider reported
     // is charged. When it reported nothing (the upstream failed or timed out after taking the
     // call), the input it was sent is charged, estimated (the provider may bill it); an error

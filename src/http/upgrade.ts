@@ -8,8 +8,11 @@ import { dialectOf } from '../wire/dialect.ts';
 
 export function refuseUpgrade(req: IncomingMessage, socket: Socket): void {
   const url = req.url ?? '/';
-  const body = errorBody(dialectOf(url, req.headers), 'upgrade_refused',
-    'this gateway does not accept protocol upgrades; use plain HTTP (POST /v1/responses with stream: true)');
+  const body = errorBody(
+    dialectOf(url, req.headers),
+    'upgrade_refused',
+    'this gateway does not accept protocol upgrades; use plain HTTP (POST /v1/responses with stream: true)',
+  );
   socket.end(
     'HTTP/1.1 426 Upgrade Required\r\n' +
       'content-type: application/json\r\n' +

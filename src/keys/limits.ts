@@ -40,15 +40,7 @@ export interface GitHubScope {
 }
 
 /** The classes of server tool a policy names. */
-export const SERVER_TOOL_CLASSES = [
-  'web_search',
-  'web_fetch',
-  'mcp',
-  'code_execution',
-  'file_search',
-  'image_generation',
-  'advisor',
-] as const;
+const SERVER_TOOL_CLASSES = ['web_search', 'web_fetch', 'mcp', 'code_execution', 'file_search', 'image_generation', 'advisor'] as const;
 export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
 
 /** The limits, checked; throws a ValidationError naming the first field that is wrong. */
@@ -68,7 +60,8 @@ export function validateLimits(limits: KeyLimits): KeyLimits {
 }
 
 function validateGitHubScope(value: unknown): GitHubScope {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new ValidationError('limit `github`', 'must be an object { read?, push?, api? }');
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new ValidationError('limit `github`', 'must be an object { read?, push?, api? }');
   const scope = value as Record<string, unknown>;
   for (const field of Object.keys(scope)) {
     if (!['read', 'push', 'api'].includes(field)) throw new ValidationError(`limit \`github.${field}\``, 'is unknown (expected read, push, api)');

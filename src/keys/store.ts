@@ -11,10 +11,10 @@ import { ValidationError } from '../util/validation.ts';
 // Lower-case alphanumerics: safe in paths, container names and labels. 16 chars = 82 bits.
 const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
 
-export const SOCKET_NAME = 'gateway.sock';
+const SOCKET_NAME = 'gateway.sock';
 export const SHIM_NAME = 'shim.mjs';
 /** The in-container relay shipped with this package, copied into every key's directory. */
-export const SHIM_SOURCE = fileURLToPath(new URL('../../shim/shim.mjs', import.meta.url));
+const SHIM_SOURCE = fileURLToPath(new URL('../../shim/shim.mjs', import.meta.url));
 // Linux sun_path holds 107 bytes plus the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 // setTimeout fires at once beyond this many milliseconds; longer TTLs re-arm.
@@ -79,16 +79,8 @@ export class KeyStore {
     this.options = options;
   }
 
-  get(id: string): KeyRecord | undefined {
-    return this.keys.get(id);
-  }
-
   list(): KeyRecord[] {
     return [...this.keys.values()];
-  }
-
-  get size(): number {
-    return this.keys.size;
   }
 
   /**

@@ -244,7 +244,10 @@ export class Accounting {
     }
     const groupPatterns = this.patternsOfGroup(key.group);
     if (request.model !== undefined && groupPatterns && !groupPatterns.some((re) => re.test(request.model!))) {
-      throw new GatewayError('model_not_allowed', `group ${key.group} may not use model ${request.model}; allowed: ${this.options.groupModels[key.group]!.join(', ')}`);
+      throw new GatewayError(
+        'model_not_allowed',
+        `group ${key.group} may not use model ${request.model}; allowed: ${this.options.groupModels[key.group]!.join(', ')}`,
+      );
     }
     if (metered && request.model === undefined && (key.modelPatterns || groupPatterns)) {
       throw new GatewayError('invalid_request', '`model` is required');
@@ -278,7 +281,10 @@ export class Accounting {
       if (!match) throw new GatewayError('model_not_allowed', `model ${model} has no price configured and unknown models are refused`);
       prices.set(model, { ...match, price: scaled(match.price, tier) });
     }
-    const outputPerChoice = Math.max(0, ...[...prices.values()].map(({ price }) => Math.min(request.maxOutputTokens ?? price.maxOutputTokens, price.maxOutputTokens)));
+    const outputPerChoice = Math.max(
+      0,
+      ...[...prices.values()].map(({ price }) => Math.min(request.maxOutputTokens ?? price.maxOutputTokens, price.maxOutputTokens)),
+    );
     return { prices, outputPerChoice, estimateUsd: worstCase(prices, request, outputPerChoice) };
   }
 
@@ -320,7 +326,10 @@ export class Accounting {
    */
   private decide(waiter: Waiter, accounts: Account[]): Decision {
     const { key, plan, request } = waiter;
-    const named: [Account, string][] = [[accounts[0]!, 'key'], [accounts[1]!, `group ${key.group}`]];
+    const named: [Account, string][] = [
+      [accounts[0]!, 'key'],
+      [accounts[1]!, `group ${key.group}`],
+    ];
     if (!METERED.has(request.endpoint)) return { admit: 0 };
     for (const [account, which] of named) {
       if (account.limitUsd !== undefined && account.spentUsd >= account.limitUsd) return { refuse: budgetExhausted(which, account) };
@@ -339,7 +348,12 @@ export class Accounting {
     const floor = Math.max(Math.min(MIN_CLAMPED_OUTPUT_TOKENS, plan.outputPerChoice), (request.thinkingBudgetTokens ?? 0) + 1);
     if (!(perChoice >= floor)) {
       const limit = poorest.limitUsd!.toFixed(4);
-      return { refuse: new GatewayError('budget_exhausted', `budget exhausted for ${which}: $${Math.max(0, left).toFixed(4)} left of $${limit}, less than one call of ${floor} output tokens at this model's price`) };
+      return {
+        refuse: new GatewayError(
+          'budget_exhausted',
+          `budget exhausted for ${which}: $${Math.max(0, left).toFixed(4)} left of $${limit}, less than one call of ${floor} output tokens at this model's price`,
+        ),
+      };
     }
     const field = request.outputLimitField ?? OUTPUT_LIMIT_FIELD[request.endpoint]!;
     return { admit: worstCase(plan.prices, request, perChoice), clamp: { field, value: perChoice } };
@@ -411,7 +425,15 @@ export class Admission {
   private readonly prices: Map<string, PriceMatch>;
   private readonly request: AdmissionRequest;
 
-  constructor(accounting: Accounting, key: KeyAccount, accounts: Account[], estimateUsd: number, prices: Map<string, PriceMatch>, request: AdmissionRequest, clamp: Clamp | undefined) {
+  constructor(
+    accounting: Accounting,
+    key: KeyAccount,
+    accounts: Account[],
+    estimateUsd: number,
+    prices: Map<string, PriceMatch>,
+    request: AdmissionRequest,
+    clamp: Clamp | undefined,
+  ) {
     this.accounting = accounting;
     this.key = key;
     this.accounts = accounts;
@@ -471,4 +493,3 @@ function budgetExhausted(which: string, account: Account): GatewayError {
   const limit = account.limitUsd!.toFixed(4);
   return new GatewayError('budget_exhausted', `budget exhausted for ${which}: spent $${spent} of $${limit} (including calls in flight)`);
 }
-

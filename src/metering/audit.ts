@@ -46,7 +46,7 @@ interface RefusalLog {
 }
 
 /** A call as one JSON line of at most MAX_AUDIT_LINE_BYTES. */
-export function auditLine(record: CallRecord): string {
+function auditLine(record: CallRecord): string {
   const line = `${JSON.stringify({ record: 'call', ...record, time: new Date(record.time).toISOString() })}\n`;
   // UTF-16 length bounds the UTF-8 byte length from below, three times it from above.
   if (line.length * 3 <= MAX_AUDIT_LINE_BYTES || Buffer.byteLength(line) <= MAX_AUDIT_LINE_BYTES) return line;

@@ -28,8 +28,8 @@ export interface Price {
 export type PriceTable = Record<string, Price>;
 
 /** Limits of an entry that names none (config prices, unknown models): generous, so reservations stay upper bounds. */
-export const DEFAULT_MAX_OUTPUT_TOKENS = 128_000;
-export const DEFAULT_CONTEXT_TOKENS = 1_000_000;
+const DEFAULT_MAX_OUTPUT_TOKENS = 128_000;
+const DEFAULT_CONTEXT_TOKENS = 1_000_000;
 
 // Context windows and output limits as published with the prices.
 const CLAUDE_4 = { contextTokens: 200_000, maxOutputTokens: 64_000 };

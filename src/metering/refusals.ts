@@ -5,7 +5,7 @@
 import { GatewayError } from '../wire/errors.ts';
 
 /** Refusals per key per minute when the key's limits do not set `maxRefusalsPerMinute`. */
-export const DEFAULT_MAX_REFUSALS_PER_MINUTE = 120;
+const DEFAULT_MAX_REFUSALS_PER_MINUTE = 120;
 
 const BUCKET_MS = 1000;
 const BUCKETS = 60;

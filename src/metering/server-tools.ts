@@ -12,7 +12,7 @@ import type { Endpoint } from '../wire/endpoints.ts';
  * Codex's web_search run as the provider's server web search; nothing that fetches a URL the
  * request names (web_fetch, mcp) is allowed unless the operator says so.
  */
-export const DEFAULT_SERVER_TOOLS: readonly ServerToolClass[] = ['web_search'];
+const DEFAULT_SERVER_TOOLS: readonly ServerToolClass[] = ['web_search'];
 
 /** USD per use of a server tool, for those the provider bills per use (on top of tokens). */
 export interface PerUsePrices {
@@ -25,7 +25,7 @@ export interface PerUsePrices {
 export const DEFAULT_PER_USE_PRICES: PerUsePrices = Object.freeze({ webSearch: 10 / 1000, webFetch: 0 });
 
 /** Uses assumed for a server tool declared without `max_uses` when bounding a call's worst case. */
-export const DEFAULT_MAX_USES = 20;
+const DEFAULT_MAX_USES = 20;
 
 /** What one declared tool is: run by the client (always allowed), a server tool, or unknown. */
 export type ToolKind = { kind: 'client' } | { kind: 'server'; class: ServerToolClass } | { kind: 'unknown' };
@@ -99,7 +99,10 @@ export function declaredServerTools(endpoint: Endpoint, fields: Pick<RequestFiel
   for (const tool of fields.tools) {
     const kind = classifyTool(endpoint, tool);
     if (kind.kind === 'unknown') {
-      throw new GatewayError('tool_not_allowed', `tool type ${JSON.stringify(tool.type ?? null)} is not one the gateway knows, so it is refused (it may run on the provider's side)`);
+      throw new GatewayError(
+        'tool_not_allowed',
+        `tool type ${JSON.stringify(tool.type ?? null)} is not one the gateway knows, so it is refused (it may run on the provider's side)`,
+      );
     }
     if (kind.kind === 'server') declared.push({ class: kind.class, declaredAs: tool.type!, maxUses: tool.maxUses });
   }
@@ -120,23 +123,37 @@ export interface ServerToolPolicy {
  * Refuses (403 `tool_not_allowed`) a request that declares a server tool its key or group does not
  * allow, or a tool type that cannot be classified. Returns the server tools it declares.
  */
-export function checkServerTools(endpoint: Endpoint, fields: Pick<RequestFields, 'tools' | 'mcpServers' | 'webSearchOptions'>, policy: ServerToolPolicy): DeclaredServerTool[] {
+export function checkServerTools(
+  endpoint: Endpoint,
+  fields: Pick<RequestFields, 'tools' | 'mcpServers' | 'webSearchOptions'>,
+  policy: ServerToolPolicy,
+): DeclaredServerTool[] {
   // count_tokens only counts the declarations; nothing runs.
   if (!RUNS_TOOLS.has(endpoint)) return [];
   const declared = declaredServerTools(endpoint, fields);
   for (const tool of declared) {
     if (!policy.key.includes(tool.class)) {
-      throw new GatewayError('tool_not_allowed', `this key may not use the provider's ${tool.class} tool (${tool.declaredAs}); allowed server tools: ${list(policy.key)} (setting: serverTools / server_tools)`);
+      throw new GatewayError(
+        'tool_not_allowed',
+        `this key may not use the provider's ${tool.class} tool (${tool.declaredAs}); allowed server tools: ${list(policy.key)} (setting: serverTools / server_tools)`,
+      );
     }
     if (policy.group && !policy.group.allowed.includes(tool.class)) {
-      throw new GatewayError('tool_not_allowed', `group ${policy.group.name} may not use the provider's ${tool.class} tool (${tool.declaredAs}); allowed server tools: ${list(policy.group.allowed)} (setting: groupServerTools / group_server_tools)`);
+      throw new GatewayError(
+        'tool_not_allowed',
+        `group ${policy.group.name} may not use the provider's ${tool.class} tool (${tool.declaredAs}); allowed server tools: ${list(policy.group.allowed)} (setting: groupServerTools / group_server_tools)`,
+      );
     }
   }
   return declared;
 }
 
 /** The policy for a key: its own classes (default DEFAULT_SERVER_TOOLS), and its group's when the group has a list. */
-export function serverToolPolicy(keyClasses: readonly string[] | undefined, group: string, groupClasses: Record<string, readonly string[]> | undefined): ServerToolPolicy {
+export function serverToolPolicy(
+  keyClasses: readonly string[] | undefined,
+  group: string,
+  groupClasses: Record<string, readonly string[]> | undefined,
+): ServerToolPolicy {
   const allowed = groupClasses && Object.hasOwn(groupClasses, group) ? groupClasses[group] : undefined;
   return { key: keyClasses ?? DEFAULT_SERVER_TOOLS, group: allowed ? { name: group, allowed } : undefined };
 }

@@ -39,7 +39,7 @@ const num = (value: unknown): number => (typeof value === 'number' && Number.isF
 const obj = (value: unknown): Json => (value !== null && typeof value === 'object' ? (value as Json) : {});
 
 /** Anthropic `usage`, from a message, `message_start` or `message_delta` (later fields win). */
-export function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): Usage {
+function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): Usage {
   const usage = obj(raw);
   if ('input_tokens' in usage) into.inputTokens = num(usage.input_tokens);
   if ('output_tokens' in usage) into.outputTokens = num(usage.output_tokens);
@@ -63,7 +63,7 @@ export function anthropicUsage(raw: unknown, into: Usage = { ...ZERO_USAGE }): U
 }
 
 /** OpenAI chat-completions `usage`: prompt_tokens include the cached ones. */
-export function chatUsage(raw: unknown): Usage {
+function chatUsage(raw: unknown): Usage {
   const usage = obj(raw);
   const cached = num(obj(usage.prompt_tokens_details).cached_tokens);
   return {
@@ -76,7 +76,7 @@ export function chatUsage(raw: unknown): Usage {
 }
 
 /** OpenAI Responses `usage`: input_tokens include the cached ones. Web searches are output items, not usage. */
-export function responsesUsage(raw: unknown): Usage {
+function responsesUsage(raw: unknown): Usage {
   const usage = obj(raw);
   const cached = num(obj(usage.input_tokens_details).cached_tokens);
   return {

@@ -51,7 +51,7 @@ export interface NetworkOptions {
   extraCaPem?: string;
 }
 
-export const DEFAULT_BASE_URLS: Record<'anthropic' | 'openai', string> = {
+const DEFAULT_BASE_URLS: Record<'anthropic' | 'openai', string> = {
   anthropic: 'https://api.anthropic.com',
   openai: 'https://api.openai.com',
 };

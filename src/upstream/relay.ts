@@ -157,7 +157,10 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
   onResponseEnd(): void {
     this.done();
     if (this.abandoned) return;
-    if (this.draining) return this.request.observer.onResponseEnd('client_closed', this.status);
+    if (this.draining) {
+      this.request.observer.onResponseEnd('client_closed', this.status);
+      return;
+    }
     const tail = this.request.observer.onResponseTail?.();
     this.request.res.end(tail?.length ? tail : undefined);
     this.request.observer.onResponseEnd('complete', this.status);

@@ -30,7 +30,18 @@ const RETRYABLE_STATUS = new Set([429, 500, 502, 503, 504, 529]);
 /** Overload and rate limits: try elsewhere at once rather than hammer the same credential. */
 const BUSY_STATUS = new Set([429, 529]);
 /** Errors that mean nothing reached the upstream, or it hung up before answering anything. */
-const RETRYABLE_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+const RETRYABLE_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+]);
 
 export function isRetryableStatus(status: number): boolean {
   return RETRYABLE_STATUS.has(status);
@@ -64,10 +75,7 @@ export class Health {
   failed(id: string, coolForMs?: number): void {
     const count = (this.failures.get(id) ?? 0) + 1;
     this.failures.set(id, count);
-    const until = Math.max(
-      coolForMs ? Date.now() + coolForMs : 0,
-      count >= this.policy.failuresBeforeCooldown ? Date.now() + this.policy.cooldownMs : 0,
-    );
+    const until = Math.max(coolForMs ? Date.now() + coolForMs : 0, count >= this.policy.failuresBeforeCooldown ? Date.now() + this.policy.cooldownMs : 0);
     if (until > 0) this.coolingUntil.set(id, until);
   }
 
@@ -78,11 +86,7 @@ export class Health {
     const start = this.next.get(upstream.name) ?? 0;
     this.next.set(upstream.name, (start + 1) % credentials.length);
     const ordered = credentials.map((_, i) => credentials[(start + i) % credentials.length]!);
-    return (
-      ordered.find((c) => !exclude.has(c.id) && !this.cooling(c.id)) ??
-      ordered.find((c) => !exclude.has(c.id)) ??
-      ordered[0]
-    );
+    return ordered.find((c) => !exclude.has(c.id) && !this.cooling(c.id)) ?? ordered.find((c) => !exclude.has(c.id)) ?? ordered[0];
   }
 }
 

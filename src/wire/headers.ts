@@ -5,34 +5,42 @@ import type { IncomingHttpHeaders } from 'node:http';
 
 export type HeaderMap = Record<string, string | string[]>;
 
-const HOP_BY_HOP = [
-  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  'http2-settings',
-];
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'http2-settings'];
 
 const DROP_FROM_CLIENT = new Set([
   ...HOP_BY_HOP,
-  'host', 'content-length', 'expect',
+  'host',
+  'content-length',
+  'expect',
   // Client credentials: the socket is the identity, the upstream credential is injected by the gateway.
-  'authorization', 'proxy-authorization', 'x-api-key', 'api-key', 'cookie',
+  'authorization',
+  'proxy-authorization',
+  'x-api-key',
+  'api-key',
+  'cookie',
   // Account selectors belong to whoever owns the real key, not to the container.
-  'openai-organization', 'openai-project',
+  'openai-organization',
+  'openai-project',
   // Spoofable provenance.
-  'forwarded', 'x-real-ip', 'via',
+  'forwarded',
+  'x-real-ip',
+  'via',
   // The gateway reads response bodies to meter them; it asks for them uncompressed.
   'accept-encoding',
 ]);
 
-const DROP_FROM_UPSTREAM = new Set([
-  ...HOP_BY_HOP,
-  'proxy-authenticate', 'set-cookie', 'alt-svc',
-]);
+const DROP_FROM_UPSTREAM = new Set([...HOP_BY_HOP, 'proxy-authenticate', 'set-cookie', 'alt-svc']);
 
 /** Names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1). */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
   const joined = Array.isArray(value) ? value.join(',') : value;
-  return new Set(joined.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
+  return new Set(
+    joined
+      .split(',')
+      .map((token) => token.trim().toLowerCase())
+      .filter(Boolean),
+  );
 }
 
 /** `headers` without the names `drop` rejects and without those their Connection header lists. */

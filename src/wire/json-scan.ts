@@ -41,9 +41,9 @@ export interface ScanResult {
   inputBytes: number;
 }
 
-export const MAX_DEPTH = 128;
+const MAX_DEPTH = 128;
 /** Decoded characters kept of a captured string (longer ones are counted, not kept). */
-export const MAX_CAPTURE_UNITS = 2048;
+const MAX_CAPTURE_UNITS = 2048;
 const MAX_KEY_UNITS = 32;
 const MAX_NUMBER_CHARS = 1024;
 

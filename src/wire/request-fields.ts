@@ -49,7 +49,7 @@ export interface RequestFields {
 export type OutputLimitField = 'max_tokens' | 'max_completion_tokens' | 'max_output_tokens';
 
 /** Model names longer than this are refused: real ones are under 100 characters. */
-export const MAX_MODEL_CHARS = 256;
+const MAX_MODEL_CHARS = 256;
 /** Longest tool `type`/`name` kept (longer ones are cut: they only need to be recognised). */
 const MAX_FIELD_CHARS = 128;
 /** Most completions one chat request may ask for (OpenAI's own limit). */
@@ -62,8 +62,19 @@ const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = ['max_tokens', 'max_com
 
 const PLAN: ScanPlan = {
   fields: new Set([
-    'model', 'max_tokens', 'max_completion_tokens', 'max_output_tokens', 'n', 'stream', 'stream_options',
-    'tools', 'mcp_servers', 'background', 'service_tier', 'thinking', 'web_search_options',
+    'model',
+    'max_tokens',
+    'max_completion_tokens',
+    'max_output_tokens',
+    'n',
+    'stream',
+    'stream_options',
+    'tools',
+    'mcp_servers',
+    'background',
+    'service_tier',
+    'thinking',
+    'web_search_options',
   ]),
   objects: new Map([['thinking', new Set(['budget_tokens'])]]),
   arrays: new Map([
@@ -102,7 +113,7 @@ function requestFields(scan: ScanResult): RequestFields {
   if (scan.duplicate !== undefined) {
     throw new GatewayError('invalid_request', `\`${scan.duplicate}\` appears more than once in the request body`);
   }
-  const field = (name: string) => valueOf(scan.fields.get(name));
+  const field = (name: string) => scalarValue(scan.fields.get(name));
   const model = scan.fields.get('model');
   if (model !== undefined && model.kind !== 'string') throw new GatewayError('invalid_request', '`model` must be a string');
   if (model !== undefined && model.units! > MAX_MODEL_CHARS) {
@@ -119,7 +130,7 @@ function requestFields(scan: ScanResult): RequestFields {
   if (streamOptions === null) {
     throw new GatewayError('invalid_request', `\`stream_options\` is longer than ${MAX_STREAM_OPTIONS_BYTES} bytes`);
   }
-  const budget = valueOf(scan.objects.get('thinking')?.get('budget_tokens'));
+  const budget = scalarValue(scan.objects.get('thinking')?.get('budget_tokens'));
   const serviceTier = field('service_tier');
   return {
     model: model?.text,
@@ -139,7 +150,7 @@ function requestFields(scan: ScanResult): RequestFields {
 }
 
 /** A captured value as JSON.parse would give it (containers as empty stand-ins: only their kind matters). */
-function valueOf(scalar: Scalar | undefined): unknown {
+function scalarValue(scalar: Scalar | undefined): unknown {
   switch (scalar?.kind) {
     case undefined:
       return undefined;
@@ -169,10 +180,10 @@ function positiveInteger(value: unknown, field: string): number {
 }
 
 function toolDeclaration(tool: Map<string, Scalar>): ToolDeclaration {
-  const type = valueOf(tool.get('type'));
-  const name = valueOf(tool.get('name'));
-  const maxUses = valueOf(tool.get('max_uses'));
-  const serverUrl = valueOf(tool.get('server_url'));
+  const type = scalarValue(tool.get('type'));
+  const name = scalarValue(tool.get('name'));
+  const maxUses = scalarValue(tool.get('max_uses'));
+  const serverUrl = scalarValue(tool.get('server_url'));
   return {
     type: typeof type === 'string' ? type.slice(0, MAX_FIELD_CHARS) : undefined,
     name: typeof name === 'string' ? name.slice(0, MAX_FIELD_CHARS) : undefined,

@@ -9,7 +9,8 @@ import type { RecordedRequest } from '../../src/dev/standin.ts';
 import { eventually, startFixture } from '../support/fixture.ts';
 import { anthropicHeaders, request } from '../support/http.ts';
 
-const message = (extra: object = {}) => JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 20_000, messages: [{ role: 'user', content: 'think hard' }], ...extra });
+const message = (extra: object = {}) =>
+  JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 20_000, messages: [{ role: 'user', content: 'think hard' }], ...extra });
 
 /** A local upstream that holds each call until the test answers it (probes are answered at once). */
 function slowUpstream() {
@@ -66,7 +67,9 @@ describe('adversary: abandoned calls', () => {
       // The provider finishes and reports its usage: that is what the key is charged.
       const { res } = upstream.held[0]!;
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ id: 'msg_1', type: 'message', content: [{ type: 'text', text: 'done' }], usage: { input_tokens: 100_000, output_tokens: 20_000 } }));
+      res.end(
+        JSON.stringify({ id: 'msg_1', type: 'message', content: [{ type: 'text', text: 'done' }], usage: { input_tokens: 100_000, output_tokens: 20_000 } }),
+      );
       await eventually(() => fx.calls.some((call) => call.outcome === 'client_closed'));
       const record = fx.calls.find((call) => call.outcome === 'client_closed')!;
       const reported = (100_000 * 3 + 20_000 * 15) / 1e6;
@@ -95,7 +98,12 @@ describe('adversary: abandoned calls', () => {
     try {
       const key = await fx.gateway.mint({ group: 'g', maxConcurrent: 3 });
       for (let i = 0; i < 3; i++) await abandon(key.socketPath, message(), upstream);
-      const refused = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ metadata: { user_id: 'probe' } }) });
+      const refused = await request({
+        socketPath: key.socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: message({ metadata: { user_id: 'probe' } }),
+      });
       assert.equal(refused.status, 429);
       assert.equal(upstream.held.length, 3, 'three upstream calls at most');
       for (const { res } of upstream.held) res.writeHead(200, { 'content-type': 'application/json' }).end('{"usage":{"input_tokens":10,"output_tokens":10}}');

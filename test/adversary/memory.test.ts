@@ -15,7 +15,9 @@ const message = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, mess
 function bigBody(socketPath: string, size: number, sent: number): { status: Promise<number>; socket: net.Socket } {
   const socket = net.connect(socketPath);
   socket.on('error', () => undefined);
-  socket.write(`POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${size}\r\n\r\n{"model":"claude-sonnet-4-5","messages":"`);
+  socket.write(
+    `POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\ncontent-length: ${size}\r\n\r\n{"model":"claude-sonnet-4-5","messages":"`,
+  );
   socket.write(PAYLOAD.subarray(0, sent)); // one buffer for every sender: the test's own memory stays flat
   const status = new Promise<number>((resolve) => {
     let received = '';
@@ -47,7 +49,10 @@ describe('request-body memory in flight', () => {
       Promise.all(attacks.slice(4).map((a) => a.status)),
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no refusals')), 10_000)),
     ]);
-    assert.ok(refused.every((status) => status === 429), `statuses ${refused}`);
+    assert.ok(
+      refused.every((status) => status === 429),
+      `statuses ${refused}`,
+    );
     const rssDuring = process.memoryUsage().rss;
     const res = await request({ socketPath: bystander, path: '/v1/messages', headers: anthropicHeaders(), body: message });
     assert.equal(res.status, 200, 'another key is served while the attacker holds its share');

@@ -15,7 +15,12 @@ describe('usage the gateway must see', () => {
   });
   after(() => fx.close());
 
-  for (const [sent, usageChunkExpected] of [['{}', false], ['null', false], ['{"include_usage":false}', false], ['{"include_usage":true}', true]] as const) {
+  for (const [sent, usageChunkExpected] of [
+    ['{}', false],
+    ['null', false],
+    ['{"include_usage":false}', false],
+    ['{"include_usage":true}', true],
+  ] as const) {
     test(`stream_options ${sent}: usage is asked for and reported; the client sees the usage chunk only if it asked`, async () => {
       const before = fx.calls.length;
       const body = `{"model":"gpt-4o-mini","stream":true,"stream_options":${sent},"messages":[{"role":"user","content":"hi"}]}`;
@@ -29,7 +34,7 @@ describe('usage the gateway must see', () => {
     });
   }
 
-  test('background: true on /v1/responses is refused with 400 in OpenAI\'s shape, never forwarded', async () => {
+  test("background: true on /v1/responses is refused with 400 in OpenAI's shape, never forwarded", async () => {
     const before = fx.standin.requests.length;
     const res = await request({ socketPath, path: '/v1/responses', headers: openaiHeaders(), body: '{"model":"gpt-5","background":true,"input":"hi"}' });
     assert.equal(res.status, 400);

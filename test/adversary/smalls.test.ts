@@ -45,7 +45,11 @@ test('render: a hostile image, name, user, path or env name is refused; the imag
     ];
     for (const [what, spec] of bad) {
       for (const runtime of ['podman', 'bwrap'] as const) {
-        assert.throws(() => render(runtime, c, spec), (e: Error) => e instanceof TypeError && e.message.startsWith(what), `${runtime} ${what} ${JSON.stringify(spec)}`);
+        assert.throws(
+          () => render(runtime, c, spec),
+          (e: Error) => e instanceof TypeError && e.message.startsWith(what),
+          `${runtime} ${what} ${JSON.stringify(spec)}`,
+        );
       }
     }
     // A newline in an env value is passed whole, in its own argv entry.
@@ -86,11 +90,15 @@ test('/v1/models/.., odd model ids and # in the request target are refused and n
       });
       assert.equal(r.status, status, `${method} ${target}: ${r.body}`);
       const error = JSON.parse(r.body) as { type?: string; error: { type: string; message: string } };
-      if (anthropic) assert.equal(error.type, 'error', 'Anthropic\'s shape');
-      else assert.equal(error.type, undefined, 'OpenAI\'s shape');
+      if (anthropic) assert.equal(error.type, 'error', "Anthropic's shape");
+      else assert.equal(error.type, undefined, "OpenAI's shape");
       assert.equal(error.error.type, status === 400 ? 'invalid_request_error' : anthropic ? 'not_found_error' : 'invalid_request_error');
     }
-    assert.deepEqual(fx.standin.requests.map((q) => q.url), [], 'nothing reached the provider');
+    assert.deepEqual(
+      fx.standin.requests.map((q) => q.url),
+      [],
+      'nothing reached the provider',
+    );
     // Real model ids still go through.
     const ok = await request({ socketPath: key.socketPath, path: '/v1/models/claude-sonnet-4-5', headers: { 'anthropic-version': '2023-06-01' } });
     assert.notEqual(ok.status, 400);
@@ -100,7 +108,7 @@ test('/v1/models/.., odd model ids and # in the request target are refused and n
   }
 });
 
-test('directories the gateway creates are 0700: gateway run\'s state dir, the daemon\'s, an audit file\'s', async () => {
+test("directories the gateway creates are 0700: gateway run's state dir, the daemon's, an audit file's", async () => {
   const dir = await mkdtemp(path.join(tmpdir(), 'gw-modes-'));
   const modeOf = async (p: string) => (await stat(p)).mode & 0o777;
   try {

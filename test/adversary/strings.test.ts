@@ -23,15 +23,14 @@ const padded = (tag: string, length: number) => tag.padEnd(length, 'x');
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
 describe('adversary: client strings and refusals', () => {
-  test('a flood of long paths, session ids and model names: the gateway lives with bounded memory, other keys are served, audit lines stay small', { timeout: 60_000 }, async () => {
+  test('a flood of long paths, session ids and model names: the gateway lives with bounded memory, other keys are served, audit lines stay small', {
+    timeout: 60_000,
+  }, async () => {
     const child = await startChildGateway({
       heapMb: 64,
       // Every refusal written one line each: this test measures the size of a line, not the summaries.
       gateway: { audit: { refusalLinesPerMinute: 1_000_000 } },
-      keys: [
-        { group: 'attacker', models: ['claude-*'], maxRefusalsPerMinute: 1_000_000 },
-        { group: 'victim' },
-      ],
+      keys: [{ group: 'attacker', models: ['claude-*'], maxRefusalsPerMinute: 1_000_000 }, { group: 'victim' }],
     });
     try {
       const [attacker, victim] = child.keys;
@@ -48,7 +47,12 @@ describe('adversary: client strings and refusals', () => {
             kind === 0
               ? request({ socketPath: attacker!.socketPath, path: `/v1/${padded(tag, 12_000)}`, headers: anthropicHeaders(), body: chat('claude-x') })
               : kind === 1
-                ? request({ socketPath: attacker!.socketPath, path: '/v1/messages', headers: anthropicHeaders({ 'x-claude-code-session-id': padded(tag, 12_000) }), body: chat('gpt-5') })
+                ? request({
+                    socketPath: attacker!.socketPath,
+                    path: '/v1/messages',
+                    headers: anthropicHeaders({ 'x-claude-code-session-id': padded(tag, 12_000) }),
+                    body: chat('gpt-5'),
+                  })
                 : request({ socketPath: attacker!.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: chat(padded(`gpt-${tag}`, 250)) }),
           );
         }
@@ -83,13 +87,17 @@ describe('adversary: client strings and refusals', () => {
       // Before: 12,300 bytes per refusal (the whole path or header copied into each line).
       const perRefusal = Buffer.byteLength(audit) / rejected.length;
       assert.ok(perRefusal < 1024, `${perRefusal.toFixed(0)} bytes per refusal`);
-      console.log(`# ${flood} refusals: max RSS ${(maxRss / 2 ** 20).toFixed(0)} MiB, audit ${(Buffer.byteLength(audit) / 1024).toFixed(0)} KiB, ${perRefusal.toFixed(0)} bytes per refusal, longest line ${longest} bytes`);
+      console.log(
+        `# ${flood} refusals: max RSS ${(maxRss / 2 ** 20).toFixed(0)} MiB, audit ${(Buffer.byteLength(audit) / 1024).toFixed(0)} KiB, ${perRefusal.toFixed(0)} bytes per refusal, longest line ${longest} bytes`,
+      );
     } finally {
       await child.close();
     }
   });
 
-  test('past maxRefusalsPerMinute a key is answered 429 at once, before its body is read, and its connection closed; other keys are unaffected', { timeout: 60_000 }, async () => {
+  test('past maxRefusalsPerMinute a key is answered 429 at once, before its body is read, and its connection closed; other keys are unaffected', {
+    timeout: 60_000,
+  }, async () => {
     const fixture = await startFixture({}, { defaultLimits: { maxRefusalsPerMinute: 10 } });
     try {
       const attacker = await fixture.gateway.mint({ group: 'a' });
@@ -100,7 +108,16 @@ describe('adversary: client strings and refusals', () => {
       }
       // A valid call, announced with a body it never sends: answered without waiting for the body.
       const answer = await new Promise<http.IncomingMessage>((resolve, reject) => {
-        const req = http.request({ socketPath: attacker.socketPath, method: 'POST', path: '/v1/messages', headers: { ...anthropicHeaders(), 'content-length': String(1024 * 1024) }, agent: false }, resolve);
+        const req = http.request(
+          {
+            socketPath: attacker.socketPath,
+            method: 'POST',
+            path: '/v1/messages',
+            headers: { ...anthropicHeaders(), 'content-length': String(1024 * 1024) },
+            agent: false,
+          },
+          resolve,
+        );
         req.on('error', reject);
         req.flushHeaders();
       });
@@ -154,7 +171,9 @@ describe('adversary: client strings and refusals', () => {
       const refusals = 300;
       for (let i = 0; i < refusals; i += 30) {
         await Promise.all(
-          Array.from({ length: 30 }, (_, j) => request({ socketPath: attacker.socketPath, path: `/v1/${padded(`${i + j}-`, 4000)}`, headers: anthropicHeaders(), body: '{}' })),
+          Array.from({ length: 30 }, (_, j) =>
+            request({ socketPath: attacker.socketPath, path: `/v1/${padded(`${i + j}-`, 4000)}`, headers: anthropicHeaders(), body: '{}' }),
+          ),
         );
       }
       const snapshot = fixture.gateway.inspect().keys.find((key) => key.id === attacker.id)!;
@@ -164,7 +183,10 @@ describe('adversary: client strings and refusals', () => {
 
       await fixture.gateway.close(); // writes the open window's summary
       const audit = await readFile(path.join(fixture.stateDir, 'audit.jsonl'), 'utf8');
-      const records = audit.trimEnd().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+      const records = audit
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
       assert.equal(records.filter((record) => record.outcome === 'rejected').length, 20);
       const summaries = records.filter((record) => record.record === 'refusals_suppressed');
       assert.equal(summaries.length, 1);
@@ -194,8 +216,14 @@ describe('adversary: client strings and refusals', () => {
         socket.on('error', () => resolve());
       });
       const snapshot = fixture.gateway.inspect().keys.find((k) => k.id === key.id)!;
-      assert.ok(snapshot.recentCalls.some((call) => call.model?.includes('\u001b]52')), 'the record keeps what the client sent');
-      assert.ok(snapshot.recentCalls.some((call) => call.sessionId?.includes('\u009b')), 'the raw header reached the record');
+      assert.ok(
+        snapshot.recentCalls.some((call) => call.model?.includes('\u001b]52')),
+        'the record keeps what the client sent',
+      );
+      assert.ok(
+        snapshot.recentCalls.some((call) => call.sessionId?.includes('\u009b')),
+        'the raw header reached the record',
+      );
 
       const outputs = {
         key: renderKey(snapshot),

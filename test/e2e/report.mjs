@@ -38,7 +38,9 @@ function scanFile(path, size) {
         const prefix = Buffer.from(needle.prefix);
         for (let i = buf.indexOf(prefix, 0); i !== -1 && i < len; i = buf.indexOf(prefix, i + 1)) {
           if (i + needle.length > len) break;
-          const digest = createHash('sha256').update(buf.subarray(i, i + needle.length)).digest('hex');
+          const digest = createHash('sha256')
+            .update(buf.subarray(i, i + needle.length))
+            .digest('hex');
           const offset = pos - carry + i;
           if (digest === needle.sha256 && !seen.has(`${path}:${needle.name}:${offset}`)) {
             seen.add(`${path}:${needle.name}:${offset}`);
@@ -88,19 +90,31 @@ scan.dirs = scan.dirs.length;
 // container's own loopback, so this must fail (nothing else is ever tried: traffic stays on loopback).
 const direct = await new Promise((resolve) => {
   const socket = net.connect(Number(process.env.E2E_DIRECT_PORT), '127.0.0.1');
-  const timer = setTimeout(() => (socket.destroy(), resolve('TIMEOUT')), 5000);
-  socket.on('connect', () => (clearTimeout(timer), socket.destroy(), resolve('CONNECTED')));
-  socket.on('error', (e) => (clearTimeout(timer), resolve(e.code)));
+  const timer = setTimeout(() => {
+    socket.destroy();
+    resolve('TIMEOUT');
+  }, 5000);
+  socket.on('connect', () => {
+    clearTimeout(timer);
+    socket.destroy();
+    resolve('CONNECTED');
+  });
+  socket.on('error', (e) => {
+    clearTimeout(timer);
+    resolve(e.code);
+  });
 });
 
 const out = (name) => readFileSync(`/tmp/e2e-out/${name}`, 'utf8');
-console.log(JSON.stringify({
-  rc: Number(out('rc')),
-  seconds: Number(out('seconds')),
-  stdout: out('stdout'),
-  stderr: out('stderr'),
-  env: out('env'),
-  uid: process.getuid(),
-  scan,
-  direct,
-}));
+console.log(
+  JSON.stringify({
+    rc: Number(out('rc')),
+    seconds: Number(out('seconds')),
+    stdout: out('stdout'),
+    stderr: out('stderr'),
+    env: out('env'),
+    uid: process.getuid(),
+    scan,
+    direct,
+  }),
+);

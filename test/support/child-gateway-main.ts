@@ -47,3 +47,5 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
   process.stdout.write(`${JSON.stringify({ id: command.id, result })}\n`);
   if (command.cmd === 'close') break;
 }
+// Closed, or the test process is gone (its end of stdin closed): nothing may outlive it.
+process.exit(0);

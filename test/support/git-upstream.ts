@@ -41,7 +41,11 @@ export interface GitUpstream {
 const GIT_ENV = { PATH: '/usr/bin:/bin', HOME: '/nonexistent', GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' };
 
 function run(args: string[], cwd?: string): string {
-  const r = spawnSync('git', args, { cwd, env: { ...GIT_ENV, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' }, encoding: 'utf8' });
+  const r = spawnSync('git', args, {
+    cwd,
+    env: { ...GIT_ENV, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' },
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`git ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
@@ -92,7 +96,9 @@ export async function startGitUpstream(token = REAL_GITHUB_TOKEN): Promise<GitUp
     const entry = record(req, req.headers.authorization === `Bearer ${token}`);
     req.on('end', () => {
       entry.status = entry.authorized ? 200 : 401;
-      const body = JSON.stringify(entry.authorized ? { ok: true, method: entry.method, path: entry.url, bodyBytes: entry.bodyBytes } : { message: 'Bad credentials' });
+      const body = JSON.stringify(
+        entry.authorized ? { ok: true, method: entry.method, path: entry.url, bodyBytes: entry.bodyBytes } : { message: 'Bad credentials' },
+      );
       res.writeHead(entry.status, {
         'content-type': 'application/json',
         'x-github-request-id': 'GH-REQ-1',

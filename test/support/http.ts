@@ -34,9 +34,7 @@ export function request(spec: RequestSpec): Promise<HttpExchange> {
       (res) => {
         const chunks: HttpExchange['chunks'] = [];
         res.on('data', (chunk: Buffer) => chunks.push({ at: performance.now(), text: chunk.toString() }));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.map((c) => c.text).join(''), chunks }),
-        );
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: chunks.map((c) => c.text).join(''), chunks }));
         res.on('error', reject);
       },
     );
@@ -62,7 +60,12 @@ export const openaiHeaders = (extra: Record<string, string> = {}): Record<string
 export function sseData(body: string): unknown[] {
   return body
     .split('\n\n')
-    .map((block) => block.split('\n').find((line) => line.startsWith('data: '))?.slice(6))
+    .map((block) =>
+      block
+        .split('\n')
+        .find((line) => line.startsWith('data: '))
+        ?.slice(6),
+    )
     .filter((data): data is string => data !== undefined && data !== '[DONE]')
     .map((data) => JSON.parse(data));
 }

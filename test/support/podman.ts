@@ -71,9 +71,7 @@ function busyboxBinary(): string {
 
 /** Host library directories Node's shared libraries live in, mounted read-only. */
 function hostLibMounts(): Mount[] {
-  return ['/lib', '/lib64', '/usr/lib']
-    .filter((dir) => existsSync(dir))
-    .map((dir) => ({ source: dir, target: dir, readOnly: true }));
+  return ['/lib', '/lib64', '/usr/lib'].filter((dir) => existsSync(dir)).map((dir) => ({ source: dir, target: dir, readOnly: true }));
 }
 
 /** What the image is made of: rebuild when the Node or busybox binary changes. */
@@ -119,9 +117,12 @@ export function buildTestImage(): { image: string; mounts: Mount[] } {
       if (t.status !== 0) throw new Error(`tar failed: ${t.stderr}`);
       const imp = podman([
         'import',
-        '--change', 'ENV PATH=/usr/local/bin:/bin',
-        '--change', 'WORKDIR /tmp',
-        '--change', `LABEL ${FINGERPRINT_LABEL}=${print}`,
+        '--change',
+        'ENV PATH=/usr/local/bin:/bin',
+        '--change',
+        'WORKDIR /tmp',
+        '--change',
+        `LABEL ${FINGERPRINT_LABEL}=${print}`,
         tar,
         TEST_IMAGE,
       ]);
@@ -155,9 +156,7 @@ export function podmanRun(opts: RunOptions): Promise<RunResult> {
     const timer = setTimeout(() => {
       timedOut = true;
       // Killing the podman client alone would leave the container running: kill the container.
-      spawn('podman', [...GLOBAL_FLAGS, 'rm', '--force', '--time', '0', name], { stdio: 'ignore' }).on('exit', () =>
-        proc.kill('SIGKILL'),
-      );
+      spawn('podman', [...GLOBAL_FLAGS, 'rm', '--force', '--time', '0', name], { stdio: 'ignore' }).on('exit', () => proc.kill('SIGKILL'));
     }, opts.timeoutMs ?? 60_000);
     proc.on('error', (err) => {
       clearTimeout(timer);

@@ -1,10 +1,10 @@
 // Keys and their sockets: identity by socket, revoke, expiry, permissions, and close().
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { eventually, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request } from './support/http.ts';
 import { isRoot, skipUnless } from './support/requirements.ts';
@@ -96,17 +96,21 @@ describe('keys', () => {
     const slow = await startFixture({ eventDelayMs: 200, streamEvents: 8 });
     try {
       const key = await slow.gateway.mint({ group: 'g' });
-      const pending = request({
-        socketPath: key.socketPath,
-        path: '/v1/messages',
-        headers: anthropicHeaders(),
-        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, stream: true, messages: [] }),
-      }).catch((error: Error) => error);
-      await eventually(() => slow.standin.requests.length === 1);
-      await sleep(250);
+      // The stream has started when its first event reaches the client; then the key is revoked.
+      let streaming: () => void = () => undefined;
+      const started = new Promise<void>((resolve) => (streaming = resolve));
+      const cut = new Promise<boolean>((resolve) => {
+        const req = http.request({ socketPath: key.socketPath, method: 'POST', path: '/v1/messages', headers: anthropicHeaders() }, (res) => {
+          res.once('data', () => streaming());
+          res.on('error', () => undefined);
+          res.on('close', () => resolve(!res.complete));
+        });
+        req.on('error', () => resolve(true));
+        req.end(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 8, stream: true, messages: [] }));
+      });
+      await started;
       await slow.gateway.revoke(key.id);
-      const outcome = await pending;
-      assert.ok(outcome instanceof Error, 'the client saw its stream cut');
+      assert.equal(await cut, true, 'the client saw its stream cut');
       await eventually(() => slow.calls.length === 1);
       assert.equal(slow.calls[0]!.outcome, 'client_closed');
     } finally {
@@ -119,8 +123,7 @@ describe('keys', () => {
     assert.equal(await exists(key.socketPath), true);
     await eventually(() => !fx.gateway.keys().some((k) => k.id === key.id), 3000);
     // The directory goes a moment after the key leaves the list.
-    for (let i = 0; i < 100 && (await exists(key.dir)); i++) await sleep(10);
-    assert.equal(await exists(key.dir), false);
+    await eventually(() => !existsSync(key.dir), 2000);
     assert.equal(await connectFails(key.socketPath), 'ENOENT');
   });
 

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, deadPort, providersAt, startFixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request, sseData } from './support/http.ts';
 
@@ -193,7 +192,8 @@ describe('upstream failures and configuration', () => {
       const { socketPath } = await fx.gateway.mint({ group: 'g' });
       const socket = net.connect(socketPath);
       socket.write('POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"model":');
-      await sleep(50);
+      // The gateway has the request once it counts it in flight; the client then leaves mid-body.
+      await eventually(() => fx.gateway.inspect().keys[0]!.inFlight === 1);
       socket.destroy();
       await eventually(() => fx.calls.length === 1);
       assert.equal(fx.calls[0]!.outcome, 'client_closed');

@@ -20,7 +20,7 @@ import { DEFAULT_PER_USE_PRICES, type PerUsePrices } from './metering/server-too
 import { validateLimits, validateServerTools, type KeyLimits, type ServerToolClass } from './keys/limits.ts';
 import { checkNonNegative, ValidationError } from './util/validation.ts';
 import { DEFAULT_RETRY, Health, type RetryPolicy } from './upstream/retry.ts';
-import { createGitHubRelay, gitHubPathHandler, type GitHubOptions } from './github/relay.ts';
+import { createGitHubRelay, type GitHubOptions, type GitHubRelay, gitHubPathHandler } from './github/relay.ts';
 import { Router, type RouteConfig } from './upstream/router.ts';
 import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './upstream/providers.ts';
 import { createRequestHandler, type Routing } from './http/handler.ts';
@@ -186,63 +186,31 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   await mkdir(keysDir, { recursive: true, mode: 0o700 });
 
   const logger = options.logger ?? pino({ level: 'warn' }, pino.destination(2));
-  let upstreams = resolveUpstreams(options.providers ?? providersFromEnv(), options.network);
-  let routing = routingFor(upstreams, options);
-  let github = options.github ? createGitHubRelay(options.github, options.network) : undefined;
+  let outbound = buildOutbound(options);
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
   const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)), (error) =>
     logger.error({ err: error }, 'spend ledger write failed'),
   );
-  const audit = new AuditTrail(stateDir, options.audit);
-  const refusals = new Refusals();
-  const accounting = new Accounting({
-    pricing: pricingFor(options),
-    ledger,
-    defaults: withDefaultLimits(options.defaultLimits),
-    groupBudgets: options.groupBudgets ?? {},
-    groupModels: options.groupModels ?? {},
-    budgetWaitMs: options.budgetWaitMs,
-  });
-
-  const bodyMemoryBytes = options.maxBodyMemoryBytes ?? 256 * MiB;
-  const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
-  const server = http.createServer(
-    {
-      // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
-      requestTimeout: 0,
-      headersTimeout: timeouts.clientHeadersMs,
-      connectionsCheckingInterval: Math.min(5000, timeouts.clientHeadersMs),
-      keepAliveTimeout: 60_000,
-      noDelay: true,
-    },
-    createRequestHandler({
-      keyOf: (socket) => keyOfSocket.get(socket),
-      routing: () => routing,
-      accounting,
-      maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
-      bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
-      timeouts,
-      refusals,
-      onCall(record) {
-        const bounded = boundRecord(record);
-        // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
-        const live = accounting.get(bounded.keyId) !== undefined;
-        if (live && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
-        audit.write(bounded, live);
-        options.onCall?.(bounded);
-      },
-      pathHandlers: [gitHubPathHandler(() => github)],
-      groupServerTools: () => options.groupServerTools ?? {},
-      onInternalError(error) {
-        logger.error({ err: error }, 'internal error while handling a request');
-      },
+  const books: Books = {
+    accounting: new Accounting({
+      pricing: pricingFor(options),
+      ledger,
+      defaults: withDefaultLimits(options.defaultLimits),
+      groupBudgets: options.groupBudgets ?? {},
+      groupModels: options.groupModels ?? {},
+      budgetWaitMs: options.budgetWaitMs,
     }),
-  );
-  server.on('upgrade', (req, socket) => refuseUpgrade(req, socket as Socket));
-  // The server never listens itself (each key's listener hands it connections), but Node only
-  // tracks connections for headersTimeout once a server has emitted 'listening'.
-  server.emit('listening');
+    audit: new AuditTrail(stateDir, options.audit),
+    refusals: new Refusals(),
+  };
+  const { accounting, audit, refusals } = books;
+
+  const server = createServer(options, books, logger, {
+    keyOf: (socket) => keyOfSocket.get(socket),
+    routing: () => outbound.routing,
+    github: () => outbound.github,
+  });
 
   const store = new KeyStore({
     keysDir,
@@ -261,39 +229,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
     },
   });
-
-  function snapshot(record: KeyRecord): KeySnapshot {
-    const account = accounting.get(record.id)!;
-    const recentCalls = audit.recentCalls(record.id);
-    return {
-      ...keyInfo(record),
-      limits: account.limits,
-      spentUsd: account.own.spentUsd,
-      reservedUsd: account.own.reservedUsd,
-      inFlight: record.inFlight,
-      calls: account.calls,
-      requestsLastMinute: account.rates.requestsLastMinute(),
-      tokensLastMinute: account.rates.tokensLastMinute(),
-      lastCallAt: recentCalls[0]?.time,
-      refusalsLastMinute: refusals.lastMinute(record.id),
-      refusalsSuppressed: audit.suppressedRefusals(record.id),
-      recentCalls,
-    };
-  }
-
-  // Key directories left by an earlier run are stale, unless their lease brings them back.
-  const restoring = new Set(leases?.live.map((lease) => lease.id));
-  for (const entry of await readdir(keysDir)) {
-    if (!restoring.has(entry)) await rm(path.join(keysDir, entry), { recursive: true, force: true });
-  }
-  for (const lease of leases?.live ?? []) {
-    const record = await store.mint(
-      { group: lease.group, label: lease.label, owner: lease.owner },
-      { id: lease.id, createdAt: lease.createdAt, expiresAt: lease.expiresAt },
-    );
-    accounting.open(record.id, record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(record.id);
-    logger.info({ key: record.id, group: record.group }, 'key restored');
-  }
+  await restoreKeys(keysDir, leases?.live ?? [], store, accounting, ledger, logger);
 
   let closed = false;
   return {
@@ -328,26 +264,11 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       const next: GatewayOptions = { ...options, ...settings };
       // Check and build everything before changing anything; what was opened for nothing is closed.
       checkSettings(next);
-      const rebuild = given('providers') || given('network');
-      const regitHub = given('github') || (given('network') && next.github !== undefined);
-      let nextUpstreams = upstreams;
-      let nextGitHub = github;
-      let nextRouting = routing;
-      try {
-        if (rebuild) nextUpstreams = resolveUpstreams(next.providers ?? providersFromEnv(), next.network);
-        if (rebuild || given('routes') || given('retry')) nextRouting = routingFor(nextUpstreams, next);
-        if (regitHub) nextGitHub = next.github ? createGitHubRelay(next.github, next.network) : undefined;
-      } catch (error) {
-        if (nextUpstreams !== upstreams) void closeUpstreams(nextUpstreams);
-        throw error;
-      }
+      const nextOutbound = buildOutbound(next, { current: outbound, given });
       const pricing = pricingFor(next);
       // Swap. Calls in flight finish on the old pools; close() waits for them.
-      if (nextUpstreams !== upstreams) void closeUpstreams(upstreams);
-      if (nextGitHub !== github) void github?.close();
-      upstreams = nextUpstreams;
-      routing = nextRouting;
-      github = nextGitHub;
+      closeReplaced(outbound, nextOutbound);
+      outbound = nextOutbound;
       Object.assign(options, settings);
       if (given('prices') || given('unknownModelPrice') || given('serverToolPrices')) accounting.setPricing(pricing);
       if (given('defaultLimits')) accounting.setDefaults(withDefaultLimits(next.defaultLimits));
@@ -356,28 +277,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (given('budgetWaitMs')) accounting.setBudgetWait(next.budgetWaitMs);
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
-    inspect() {
-      const keys = store.list().map(snapshot);
-      const groups = accounting.groupNames().map((group): GroupSnapshot => {
-        const account = accounting.group(group);
-        return {
-          group,
-          spentUsd: account.spentUsd,
-          reservedUsd: account.reservedUsd,
-          budgetUsd: account.limitUsd,
-          liveKeys: keys.filter((key) => key.group === group).length,
-        };
-      });
-      return {
-        keys,
-        groups,
-        totals: {
-          liveKeys: keys.length,
-          inFlight: keys.reduce((sum, key) => sum + key.inFlight, 0),
-          spentUsd: groups.reduce((sum, group) => sum + group.spentUsd, 0),
-        },
-      };
-    },
+    inspect: () => snapshotGateway(store.list(), books),
     async close({ drainMs = 10_000 } = {}) {
       if (closed) return;
       closed = true;
@@ -386,10 +286,160 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       while (store.list().some((key) => key.inFlight > 0) && Date.now() < deadline) await sleep(25);
       await Promise.all(store.list().map((key) => store.revoke(key.id, 'closed')));
       server.close();
-      await closeUpstreams(upstreams);
-      await github?.close();
+      await closeUpstreams(outbound.upstreams);
+      await outbound.github?.close();
       await Promise.all([ledger.close(), audit.close()]);
     },
+  };
+}
+
+/** The gateway's books: spend and limits, the audit trail, and each key's recent refusals. */
+interface Books {
+  accounting: Accounting;
+  audit: AuditTrail;
+  refusals: Refusals;
+}
+
+/** Where calls go: the upstream pools, the routing over them, and the GitHub relay. Swapped whole. */
+interface Outbound {
+  upstreams: Map<string, Upstream>;
+  routing: Routing;
+  github: GitHubRelay | undefined;
+}
+
+/**
+ * Builds the outbound side from `settings`: all of it, or with `change`, only what the given fields
+ * touch (the rest is `change.current`'s). On a failure whatever it opened is closed again.
+ */
+function buildOutbound(settings: GatewayOptions, change?: { current: Outbound; given(field: keyof Reconfigurable): boolean }): Outbound {
+  const given = change?.given ?? (() => true);
+  const rebuild = !change || given('providers') || given('network');
+  const regitHub = !change || given('github') || (given('network') && settings.github !== undefined);
+  let upstreams = change?.current.upstreams;
+  try {
+    if (rebuild || !upstreams) upstreams = resolveUpstreams(settings.providers ?? providersFromEnv(), settings.network);
+    const routing = !change || rebuild || given('routes') || given('retry') ? routingFor(upstreams, settings) : change.current.routing;
+    const github = regitHub ? (settings.github ? createGitHubRelay(settings.github, settings.network) : undefined) : change?.current.github;
+    return { upstreams, routing, github };
+  } catch (error) {
+    if (upstreams && upstreams !== change?.current.upstreams) void closeUpstreams(upstreams);
+    throw error;
+  }
+}
+
+/** Closes what `next` replaced of `previous`; calls in flight on it finish first (its pools drain). */
+function closeReplaced(previous: Outbound, next: Outbound): void {
+  if (next.upstreams !== previous.upstreams) void closeUpstreams(previous.upstreams);
+  if (next.github !== previous.github) void previous.github?.close();
+}
+
+/** The one HTTP server every key's socket hands its connections to, with the request handler. */
+function createServer(
+  options: GatewayOptions,
+  books: Books,
+  logger: Logger,
+  live: { keyOf(socket: Socket): KeyRecord | undefined; routing(): Routing; github(): GitHubRelay | undefined },
+): http.Server {
+  const { accounting, audit, refusals } = books;
+  const bodyMemoryBytes = options.maxBodyMemoryBytes ?? 256 * MiB;
+  const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
+  const server = http.createServer(
+    {
+      // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
+      requestTimeout: 0,
+      headersTimeout: timeouts.clientHeadersMs,
+      connectionsCheckingInterval: Math.min(5000, timeouts.clientHeadersMs),
+      keepAliveTimeout: 60_000,
+      noDelay: true,
+    },
+    createRequestHandler({
+      keyOf: live.keyOf,
+      routing: live.routing,
+      accounting,
+      maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
+      bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
+      timeouts,
+      refusals,
+      onCall(record) {
+        const bounded = boundRecord(record);
+        // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
+        const isLive = accounting.get(bounded.keyId) !== undefined;
+        if (isLive && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
+        audit.write(bounded, isLive);
+        options.onCall?.(bounded);
+      },
+      pathHandlers: [gitHubPathHandler(live.github)],
+      // Read at each call: reconfigure replaces `options.groupServerTools`.
+      groupServerTools: () => options.groupServerTools ?? {},
+      onInternalError(error) {
+        logger.error({ err: error }, 'internal error while handling a request');
+      },
+    }),
+  );
+  server.on('upgrade', (req, socket) => refuseUpgrade(req, socket as Socket));
+  // The server never listens itself (each key's listener hands it connections), but Node only
+  // tracks connections for headersTimeout once a server has emitted 'listening'.
+  server.emit('listening');
+  return server;
+}
+
+/** Key directories left by an earlier run are stale, unless their lease brings them back: those are re-created. */
+async function restoreKeys(keysDir: string, leases: readonly Lease[], store: KeyStore, accounting: Accounting, ledger: Ledger, logger: Logger): Promise<void> {
+  const restoring = new Set(leases.map((lease) => lease.id));
+  for (const entry of await readdir(keysDir)) {
+    if (!restoring.has(entry)) await rm(path.join(keysDir, entry), { recursive: true, force: true });
+  }
+  for (const lease of leases) {
+    const record = await store.mint(
+      { group: lease.group, label: lease.label, owner: lease.owner },
+      { id: lease.id, createdAt: lease.createdAt, expiresAt: lease.expiresAt },
+    );
+    accounting.open(record.id, record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(record.id);
+    logger.info({ key: record.id, group: record.group }, 'key restored');
+  }
+}
+
+/** What `inspect` shows: each live key, each group, and the totals. */
+function snapshotGateway(records: KeyRecord[], books: Books): GatewaySnapshot {
+  const { accounting } = books;
+  const keys = records.map((record) => snapshotKey(record, books));
+  const groups = accounting.groupNames().map((group): GroupSnapshot => {
+    const account = accounting.group(group);
+    return {
+      group,
+      spentUsd: account.spentUsd,
+      reservedUsd: account.reservedUsd,
+      budgetUsd: account.limitUsd,
+      liveKeys: keys.filter((key) => key.group === group).length,
+    };
+  });
+  return {
+    keys,
+    groups,
+    totals: {
+      liveKeys: keys.length,
+      inFlight: keys.reduce((sum, key) => sum + key.inFlight, 0),
+      spentUsd: groups.reduce((sum, group) => sum + group.spentUsd, 0),
+    },
+  };
+}
+
+function snapshotKey(record: KeyRecord, { accounting, audit, refusals }: Books): KeySnapshot {
+  const account = accounting.get(record.id)!;
+  const recentCalls = audit.recentCalls(record.id);
+  return {
+    ...keyInfo(record),
+    limits: account.limits,
+    spentUsd: account.own.spentUsd,
+    reservedUsd: account.own.reservedUsd,
+    inFlight: record.inFlight,
+    calls: account.calls,
+    requestsLastMinute: account.rates.requestsLastMinute(),
+    tokensLastMinute: account.rates.tokensLastMinute(),
+    lastCallAt: recentCalls[0]?.time,
+    refusalsLastMinute: refusals.lastMinute(record.id),
+    refusalsSuppressed: audit.suppressedRefusals(record.id),
+    recentCalls,
   };
 }
 

@@ -36,7 +36,7 @@ export abstract class Exchange implements ResponseObserver {
   protected clientGone = false;
   private released = false;
   /** The relay of the attempt under way: it may keep the exchange open after the client leaves. */
-  relayed: RelayControl | undefined;
+  protected relayed: RelayControl | undefined;
   protected readonly key: KeyRecord;
   protected readonly req: IncomingMessage;
   private readonly path: string;

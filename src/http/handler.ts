@@ -3,27 +3,27 @@
 // meter what comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { AttemptPlan, isRetryableError, isRetryableStatus, retryAfterMs, type Attempt, type Health, type RetryPolicy } from '../upstream/retry.ts';
-import type { BodyHold, BodyMemory } from './body-memory.ts';
-import { isJsonContentType, readBody } from './body.ts';
-import type { CallRecord } from '../metering/call-record.ts';
-import { ClientGone, GatewayError, sendError } from '../wire/errors.ts';
-import { RequestFieldsReader, type RequestFields } from '../wire/request-fields.ts';
-import { Exchange, type ExchangeFields } from './exchange.ts';
-import { headersForUpstream, type HeaderMap } from '../wire/headers.ts';
-import { replaceTopLevelString, setTopLevelField } from '../wire/json-splice.ts';
+import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
 import type { Accounting, Admission, KeyAccount } from '../metering/accounting.ts';
-import type { KeyLimits } from '../keys/limits.ts';
+import type { CallRecord } from '../metering/call-record.ts';
 import { askForStreamUsage, UsageChunkRemover } from '../metering/include-usage.ts';
-import { checkServerTools, serverToolPolicy, worstCaseUses, type ToolUses } from '../metering/server-tools.ts';
-import { createUsageMeter, ZERO_USAGE, type MeteredUsage, type UsageMeter } from '../metering/usage.ts';
-import type { Router } from '../upstream/router.ts';
 import type { Refusals } from '../metering/refusals.ts';
-import { authenticate } from '../upstream/providers.ts';
-import { relay, type EarlyFailure } from '../upstream/relay.ts';
-import { dialectOf } from '../wire/dialect.ts';
+import { checkServerTools, serverToolPolicy, type ToolUses, worstCaseUses } from '../metering/server-tools.ts';
+import { createUsageMeter, type MeteredUsage, type UsageMeter, ZERO_USAGE } from '../metering/usage.ts';
+import { type AttemptObserver, CallAttempts } from '../upstream/attempts.ts';
+import type { RelayControl } from '../upstream/relay.ts';
+import type { Attempt, Health, RetryPolicy } from '../upstream/retry.ts';
+import type { Candidate, Router } from '../upstream/router.ts';
+import { type Dialect, dialectOf } from '../wire/dialect.ts';
 import { resolveRoute, type Route } from '../wire/endpoints.ts';
+import { ClientGone, GatewayError, sendError } from '../wire/errors.ts';
+import { headersForUpstream } from '../wire/headers.ts';
+import { setTopLevelField } from '../wire/json-splice.ts';
+import { type RequestFields, RequestFieldsReader } from '../wire/request-fields.ts';
+import type { BodyHold, BodyMemory } from './body-memory.ts';
+import { isJsonContentType, readBody } from './body.ts';
+import { Exchange, type ExchangeFields } from './exchange.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
@@ -83,113 +83,173 @@ export function createRequestHandler(context: ProxyContext) {
   };
 }
 
+/** The request line, as the steps below read it. */
+interface RequestLine {
+  url: string;
+  path: string;
+  method: string;
+}
+
+/** One request, step by step: every refusal is thrown as a GatewayError and answered in one place. */
 async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
-  const url = req.url ?? '/';
-  const queryAt = url.indexOf('?');
-  const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  const method = req.method ?? 'GET';
-
-  // A key over its refusal rate is answered at once: no body read, no parse, connection closed.
-  const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
-  if (overRefused) {
-    const refused = new CallTracker(context, key, req, res, path, started);
-    const dialect = dialectOf(path, req.headers);
-    res.shouldKeepAlive = false;
-    sendError(res, dialect, overRefused);
-    return refused.finish('rejected', overRefused.statusFor(dialect), overRefused);
-  }
-
-  // Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
-  // secret: the socket is the capability) lets a second shim see that its port already serves this key.
-  if (path === '/api/hello' && (method === 'HEAD' || method === 'GET')) {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2, 'x-gateway-key': key.id });
-    res.end(method === 'HEAD' ? undefined : '{}');
-    return;
-  }
-
-  const other = context.pathHandlers?.find((handler) => handler.matches(path));
+  const line = requestLine(req);
+  if (refusedFast(context, key, account, line, req, res, started)) return;
+  if (answeredProbe(key, line, res)) return;
+  const other = context.pathHandlers?.find((handler) => handler.matches(line.path));
   if (other) return other.handle({ key, limits: account.limits, onCall: context.onCall }, req, res, started);
 
-  const call = new CallTracker(context, key, req, res, path, started);
+  const call = new CallTracker(context, key, req, res, line.path, started);
   try {
-    const route = resolveRoute(method, path, req.headers, url);
-    call.route = route;
-    context.accounting.admitRate(account, key.inFlight - 1);
+    const route = routeCall(context, account, key, line, req, call);
     let body: Buffer | null = null;
-    let model: string | undefined;
     let fields: RequestFields | undefined;
     let serverToolUses: ToolUses | undefined;
     if (route.hasBody) {
-      if (!isJsonContentType(req.headers['content-type'])) {
-        throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
-      }
-      const reader = new RequestFieldsReader();
-      call.bodyHold = context.bodyMemory.hold(key.id);
-      const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
-      body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold: call.bodyHold, reader });
-      fields = reader.finish();
-      serverToolUses = worstCaseUses(
-        checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())),
-      );
-      if (route.endpoint === 'responses' && fields.background) {
-        // Answered later by id, billed by the provider outside any call the gateway sees.
-        throw new GatewayError(
-          'invalid_request',
-          "`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key's budget; send the request without `background`",
-        );
-      }
-      model = fields.model;
-      call.requestBytes = body.length;
-      call.model = model;
-      call.stream = fields.stream;
-      call.drainOnClientClose = !fields.stream && DRAINED.has(route.endpoint);
-      // A search model searches on every call; chat usage does not count it.
-      call.chatWebSearch = fields.webSearchOptions && route.endpoint === 'chat_completions';
-      if (route.endpoint === 'chat_completions') {
-        const asked = askForStreamUsage(body, fields);
-        if (asked) {
-          body = asked;
-          call.usageChunkRemover = new UsageChunkRemover();
-        }
-      }
+      ({ body, fields } = await readRequest(context, key, account, req, call));
+      serverToolUses = checkPolicy(context, key, account, route, fields);
+      body = call.parsed(fields, body);
     }
     const routing = context.routing();
-    const candidates = routing.router.candidates(route.dialect, model);
+    const candidates = routing.router.candidates(route.dialect, fields?.model);
     if (res.destroyed) return call.finish('client_closed', 0);
-    // A call waiting for budget leaves the queue when its client hangs up.
-    const gone = new AbortController();
-    res.once('close', () => gone.abort());
-    call.admission = await context.accounting.admit(
-      account,
-      {
-        endpoint: route.endpoint,
-        model,
-        billedModels: candidates.map((candidate) => candidate.model ?? model),
-        maxOutputTokens: fields?.maxOutputTokens,
-        outputLimitField: fields?.outputLimitField,
-        choices: fields?.choices ?? 1,
-        thinkingBudgetTokens: fields?.thinkingBudgetTokens,
-        serviceTier: fields?.serviceTier,
-        inputBytes: fields?.inputBytes ?? 0,
-        serverToolUses,
-      },
-      gone.signal,
-    );
-    const { clamp } = call.admission;
+    const admission = await admit(context, account, route, fields, serverToolUses, candidates, res);
+    call.admitted(admission);
+    const { clamp } = admission;
     if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
     if (res.destroyed) return call.finish('client_closed', 0);
-    const plan = new AttemptPlan(candidates, routing.health, routing.retry);
-    sendAttempt({ plan, attempt: plan.first(), call, method, url, model, body, headers: headersForUpstream(req.headers), res });
+    new CallAttempts({
+      candidates,
+      health: routing.health,
+      retry: routing.retry,
+      method: line.method,
+      url: line.url,
+      model: fields?.model,
+      body,
+      headers: headersForUpstream(req.headers),
+      res,
+      drainOnClientClose: call.drainOnClientClose,
+      observer: call,
+    }).start();
   } catch (error) {
     if (error instanceof ClientGone) return; // reported as client_closed when the response closes
     if (!(error instanceof GatewayError)) throw error;
     // A refusal does not drain a body it never read: the connection closes instead.
     if (error.headers.connection === 'close' || hasUnreadBody(req)) res.shouldKeepAlive = false;
-    const dialect = call.route?.dialect ?? dialectOf(path, req.headers);
+    const dialect = call.dialect ?? dialectOf(line.path, req.headers);
     sendError(res, dialect, error);
     call.finish('rejected', error.statusFor(dialect), error);
   }
+}
+
+function requestLine(req: IncomingMessage): RequestLine {
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  return { url, path: queryAt === -1 ? url : url.slice(0, queryAt), method: req.method ?? 'GET' };
+}
+
+/** A key over its refusal rate is answered at once: no body read, no parse, connection closed. */
+function refusedFast(
+  context: ProxyContext,
+  key: KeyRecord,
+  account: KeyAccount,
+  line: RequestLine,
+  req: IncomingMessage,
+  res: ServerResponse,
+  started: number,
+): boolean {
+  const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
+  if (!overRefused) return false;
+  const refused = new CallTracker(context, key, req, res, line.path, started);
+  const dialect = dialectOf(line.path, req.headers);
+  res.shouldKeepAlive = false;
+  sendError(res, dialect, overRefused);
+  refused.finish('rejected', overRefused.statusFor(dialect), overRefused);
+  return true;
+}
+
+/**
+ * Claude Code's connectivity probe: answered here, it never needs the upstream. The key id (not a
+ * secret: the socket is the capability) lets a second shim see that its port already serves this key.
+ */
+function answeredProbe(key: KeyRecord, line: RequestLine, res: ServerResponse): boolean {
+  const { path, method } = line;
+  if (path !== '/api/hello' || (method !== 'HEAD' && method !== 'GET')) return false;
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2, 'x-gateway-key': key.id });
+  res.end(method === 'HEAD' ? undefined : '{}');
+  return true;
+}
+
+/** The endpoint and dialect the request names (404/405 otherwise), then the key's rate and concurrency. */
+function routeCall(context: ProxyContext, account: KeyAccount, key: KeyRecord, line: RequestLine, req: IncomingMessage, call: CallTracker): Route {
+  const route = resolveRoute(line.method, line.path, req.headers, line.url);
+  call.routed(route);
+  context.accounting.admitRate(account, key.inFlight - 1);
+  return route;
+}
+
+/** Reads the JSON body (bounded, held against the memory pool) while scanning the fields that matter. */
+async function readRequest(
+  context: ProxyContext,
+  key: KeyRecord,
+  account: KeyAccount,
+  req: IncomingMessage,
+  call: CallTracker,
+): Promise<{ body: Buffer; fields: RequestFields }> {
+  if (!isJsonContentType(req.headers['content-type'])) {
+    throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
+  }
+  const reader = new RequestFieldsReader();
+  const hold = call.holding(context.bodyMemory.hold(key.id));
+  const limit = Math.min(context.maxBodyBytes, account.limits.maxBodyBytes ?? Infinity);
+  const body = await readBody(req, limit, context.timeouts.clientBodyIdleMs, { hold, reader });
+  return { body, fields: reader.finish() };
+}
+
+/** Server tools this key may use (their worst-case uses, for the reservation), and what no key may ask. */
+function checkPolicy(context: ProxyContext, key: KeyRecord, account: KeyAccount, route: Route, fields: RequestFields): ToolUses | undefined {
+  const serverToolUses = worstCaseUses(
+    checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())),
+  );
+  if (route.endpoint === 'responses' && fields.background) {
+    // Answered later by id, billed by the provider outside any call the gateway sees.
+    throw new GatewayError(
+      'invalid_request',
+      "`background: true` is not supported through this gateway: a background response runs and is billed after the call ends, where its cost cannot be metered against this key's budget; send the request without `background`",
+    );
+  }
+  return serverToolUses;
+}
+
+/** Models allowed and budget reserved at the dearest candidate's price; a call waiting for budget leaves the queue when its client hangs up. */
+function admit(
+  context: ProxyContext,
+  account: KeyAccount,
+  route: Route,
+  fields: RequestFields | undefined,
+  serverToolUses: ToolUses | undefined,
+  candidates: Candidate[],
+  res: ServerResponse,
+): Promise<Admission> {
+  const gone = new AbortController();
+  res.once('close', () => gone.abort());
+  const model = fields?.model;
+  return context.accounting.admit(
+    account,
+    {
+      endpoint: route.endpoint,
+      model,
+      billedModels: candidates.map((candidate) => candidate.model ?? model),
+      maxOutputTokens: fields?.maxOutputTokens,
+      outputLimitField: fields?.outputLimitField,
+      choices: fields?.choices ?? 1,
+      thinkingBudgetTokens: fields?.thinkingBudgetTokens,
+      serviceTier: fields?.serviceTier,
+      inputBytes: fields?.inputBytes ?? 0,
+      serverToolUses,
+    },
+    gone.signal,
+  );
 }
 
 function hasUnreadBody(req: IncomingMessage): boolean {
@@ -198,91 +258,88 @@ function hasUnreadBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
-interface AttemptContext {
-  plan: AttemptPlan;
-  attempt: Attempt;
-  call: CallTracker;
-  method: string;
-  url: string;
-  model: string | undefined;
-  body: Buffer | null;
-  headers: HeaderMap;
-  res: ServerResponse;
-}
-
-/**
- * Sends one attempt upstream. A failure before the client saw a byte may be taken over by the
- * plan: the next attempt then goes out after its backoff, to another credential or fallback.
- */
-function sendAttempt(context: AttemptContext): void {
-  const { plan, attempt, call, res } = context;
-  const { upstream, model: rename } = attempt.candidate;
-  const headers = { ...context.headers };
-  let body = context.body;
-  try {
-    authenticate(upstream, attempt.credential, headers);
-  } catch (error) {
-    if (!(error instanceof GatewayError)) throw error;
-    sendError(res, upstream.dialect, error);
-    call.finish('rejected', error.statusFor(upstream.dialect), error);
-    return;
-  }
-  if (body && rename !== undefined && rename !== context.model) body = replaceTopLevelString(body, 'model', rename) ?? body;
-  if (body) headers['content-length'] = String(body.length);
-  call.upstream = upstream.name;
-  call.upstreamModel = rename;
-  call.attempts = attempt.number;
-  call.relayed = relay({
-    upstream,
-    method: context.method,
-    pathAndQuery: context.url,
-    headers,
-    body,
-    res,
-    observer: call,
-    drainOnClientClose: call.drainOnClientClose,
-    onAnswered: (status) => {
-      if (status < 300) plan.succeeded(attempt);
-    },
-    takeOver(failure: EarlyFailure) {
-      const retryable = 'status' in failure ? isRetryableStatus(failure.status) : isRetryableError(failure.error);
-      if (!retryable) return false;
-      const next =
-        'status' in failure ? plan.retry(attempt, failure.status, retryAfterMs(failure.headers['retry-after'])) : plan.retry(attempt, undefined, undefined);
-      if (!next || res.destroyed) return false;
-      setTimeout(() => {
-        if (!res.destroyed) sendAttempt({ ...context, attempt: next.attempt });
-      }, next.delayMs);
-      return true;
-    },
-  });
-}
-
 /**
  * LLM calls read to their end when the client hangs up (non-streaming only): the provider bills them
  * anyway. count_tokens and models cost nothing.
  */
 const DRAINED: ReadonlySet<Route['endpoint']> = new Set(['messages', 'chat_completions', 'responses']);
 
-/** Follows one LLM call from arrival to its last byte, meters it, and reports it once. */
-class CallTracker extends Exchange {
-  route: Route | undefined;
-  model: string | undefined;
-  stream = false;
-  drainOnClientClose = false;
-  chatWebSearch = false;
-  admission: Admission | undefined;
-  usageChunkRemover: UsageChunkRemover | undefined;
-  bodyHold: BodyHold | undefined;
-  upstream: string | undefined;
-  upstreamModel: string | undefined;
-  attempts = 0;
+/**
+ * Follows one LLM call from arrival to its last byte, meters it, and reports it once. The steps of
+ * the request tell it what they learned through the named methods below; nothing else writes it.
+ */
+class CallTracker extends Exchange implements AttemptObserver {
+  private route: Route | undefined;
+  private model: string | undefined;
+  private stream = false;
+  private drain = false;
+  private chatWebSearch = false;
+  private admission: Admission | undefined;
+  private usageChunkRemover: UsageChunkRemover | undefined;
+  private bodyHold: BodyHold | undefined;
+  private upstream: string | undefined;
+  private upstreamModel: string | undefined;
+  private attempts = 0;
   private meter: UsageMeter | undefined;
   private readonly context: ProxyContext;
 
   constructor(context: ProxyContext, key: KeyRecord, req: IncomingMessage, res: ServerResponse, path: string, started: number) {
     super(key, req, res, path, started, ['request-id', 'x-request-id']);
     this.context = context;
+  }
+
+  /** The dialect the client spoke, once the request was routed. */
+  get dialect(): Dialect | undefined {
+    return this.route?.dialect;
+  }
+
+  /** Whether a client hang-up leaves the call read to its end (see RelayRequest.drainOnClientClose). */
+  get drainOnClientClose(): boolean {
+    return this.drain;
+  }
+
+  routed(route: Route): void {
+    this.route = route;
+  }
+
+  /** The body's share of the memory pool, released when the call is reported. */
+  holding(hold: BodyHold): BodyHold {
+    this.bodyHold = hold;
+    return hold;
+  }
+
+  /** The body was read and scanned: returns the body to send (a chat stream is asked for its usage). */
+  parsed(fields: RequestFields, body: Buffer): Buffer {
+    const endpoint = this.route?.endpoint;
+    this.requestBytes = body.length;
+    this.model = fields.model;
+    this.stream = fields.stream;
+    this.drain = !fields.stream && endpoint !== undefined && DRAINED.has(endpoint);
+    // A search model searches on every call; chat usage does not count it.
+    this.chatWebSearch = fields.webSearchOptions && endpoint === 'chat_completions';
+    if (endpoint !== 'chat_completions') return body;
+    const asked = askForStreamUsage(body, fields);
+    if (!asked) return body;
+    this.usageChunkRemover = new UsageChunkRemover();
+    return asked;
+  }
+
+  admitted(admission: Admission): void {
+    this.admission = admission;
+  }
+
+  attempting(attempt: Attempt): void {
+    this.upstream = attempt.candidate.upstream.name;
+    this.upstreamModel = attempt.candidate.model;
+    this.attempts = attempt.number;
+  }
+
+  relaying(control: RelayControl): void {
+    this.relayed = control;
+  }
+
+  refused(status: number, error: GatewayError): void {
+    this.finish('rejected', status, error);
   }
 
   override onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {

@@ -222,6 +222,8 @@ function checkPolicy(context: ProxyContext, key: KeyRecord, account: KeyAccount,
 }
 
 /** Models allowed and budget reserved at the dearest candidate's price; a call waiting for budget leaves the queue when its client hangs up. */
+const CLIENT_CLOSED = new Error('client closed the connection');
+
 function admit(
   context: ProxyContext,
   account: KeyAccount,
@@ -232,7 +234,8 @@ function admit(
   res: ServerResponse,
 ): Promise<Admission> {
   const gone = new AbortController();
-  res.once('close', () => gone.abort());
+  // With a reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
+  res.once('close', () => gone.abort(CLIENT_CLOSED));
   const model = fields?.model;
   return context.accounting.admit(
     account,

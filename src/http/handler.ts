@@ -221,9 +221,9 @@ function checkPolicy(context: ProxyContext, key: KeyRecord, account: KeyAccount,
   return serverToolUses;
 }
 
-/** Models allowed and budget reserved at the dearest candidate's price; a call waiting for budget leaves the queue when its client hangs up. */
 const CLIENT_CLOSED = new Error('client closed the connection');
 
+/** Models allowed and budget reserved at the dearest candidate's price; a call waiting for budget leaves the queue when its client hangs up. */
 function admit(
   context: ProxyContext,
   account: KeyAccount,

@@ -21,6 +21,11 @@ export interface StandinOptions {
   openaiApiKey?: string;
   /** Pause between streamed events, to make them observably separate. Default 0. */
   eventDelayMs?: number;
+  /**
+   * Awaited after each streamed event is written, before the next (a test's lockstep: the next event
+   * waits until the client has the last one). Replaces `eventDelayMs`.
+   */
+  pace?: () => Promise<void>;
   /** Text deltas per streamed answer. Default 8. */
   streamEvents?: number;
   /** Serve HTTPS with this key and certificate (PEM) instead of plain HTTP. */
@@ -106,7 +111,7 @@ async function answer(options: StandinOptions, request: RecordedRequest, res: Se
   const inputTokens = Math.max(1, Math.ceil(request.body.length / 4));
   const words = STANDIN_REPLY.split(' ').map((word, i) => (i === 0 ? word : ` ${word}`));
   const deltas = spread(words, options.streamEvents ?? 8);
-  const stream = new EventWriter(res, options.eventDelayMs ?? 0);
+  const stream = new EventWriter(res, options.eventDelayMs ?? 0, options.pace);
   const id = `standin_${Date.now().toString(36)}`;
   const requestId = { 'request-id': `req_${id}`, 'x-request-id': `req_${id}` };
 
@@ -231,15 +236,21 @@ function spread(words: string[], count: number): string[] {
 class EventWriter {
   private readonly res: ServerResponse;
   private readonly delayMs: number;
-  constructor(res: ServerResponse, delayMs: number) {
+  private readonly pace: (() => Promise<void>) | undefined;
+  constructor(res: ServerResponse, delayMs: number, pace: (() => Promise<void>) | undefined) {
     this.res = res;
     this.delayMs = delayMs;
+    this.pace = pace;
   }
   start(headers: Record<string, string>): void {
     this.res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', ...headers });
     this.res.flushHeaders();
   }
   async raw(text: string): Promise<void> {
+    if (this.pace) {
+      this.res.write(text);
+      return this.pace();
+    }
     if (this.delayMs > 0) await sleep(this.delayMs);
     this.res.write(text);
   }

@@ -136,6 +136,9 @@ export async function startGitUpstream(token = REAL_GITHUB_TOKEN): Promise<GitUp
     const cgi = spawn('git', ['http-backend'], { env, stdio: ['pipe', 'pipe', 'ignore'] });
     req.pipe(cgi.stdin);
     cgi.stdin.on('error', () => undefined);
+    // http-backend may stop reading early (a pack it refuses); the rest is still read and counted,
+    // as a real server drains a request body.
+    cgi.stdin.on('close', () => req.resume());
     let head = Buffer.alloc(0);
     let headersDone = false;
     cgi.stdout.on('data', (chunk: Buffer) => {

@@ -26,6 +26,10 @@ import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions
 import { createRequestHandler, type Routing } from './http/handler.ts';
 import { Refusals } from './metering/refusals.ts';
 import { refuseUpgrade } from './http/upgrade.ts';
+import type { EgressSettings } from './egress/admission.ts';
+import { EgressBooks, type EgressTotals } from './egress/books.ts';
+import { EgressPolicy } from './egress/policy.ts';
+import { createEgressProxy, egressSettings, type EgressOptions } from './egress/proxy.ts';
 
 export interface GatewayOptions {
   /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
@@ -86,6 +90,11 @@ export interface GatewayOptions {
   onCall?: (record: CallRecord) => void;
   /** Git smart HTTP and the GitHub REST API for keys minted with a `github` scope (docs/github.md). */
   github?: GitHubOptions;
+  /**
+   * The forward proxy on each key's socket (docs/egress.md): presets, each group's allowlist, pinned
+   * hosts, DNS servers, timeouts. A key's own list is its `egress` limit. Default: no egress at all.
+   */
+  egress?: EgressOptions;
 }
 
 /**
@@ -109,6 +118,7 @@ export type Reconfigurable = Partial<
     | 'github'
     | 'groupServerTools'
     | 'serverToolPrices'
+    | 'egress'
   >
 >;
 
@@ -134,6 +144,8 @@ export interface KeySnapshot extends KeyInfo {
   refusalsSuppressed: number;
   /** Newest first. */
   recentCalls: CallRecord[];
+  /** Tunnels, bytes and refusals through the forward proxy, once the key used it. */
+  egressUse?: EgressTotals;
 }
 
 export interface GroupSnapshot {
@@ -203,6 +215,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     }),
     audit: new AuditTrail(stateDir, options.audit),
     refusals: new Refusals(),
+    egress: new EgressBooks(),
   };
   const { accounting, audit, refusals } = books;
 
@@ -210,6 +223,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     keyOf: (socket) => keyOfSocket.get(socket),
     routing: () => outbound.routing,
     github: () => outbound.github,
+    egress: () => outbound.egress,
   });
 
   const store = new KeyStore({
@@ -224,6 +238,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       accounting.close(key.id);
       audit.forget(key.id);
       refusals.forget(key.id);
+      books.egress.forget(key.id);
       // On close, leases stay: the next start re-creates the keys.
       if (reason !== 'closed') leases?.journal.revoked(key.id).catch((error: unknown) => logger.error({ err: error }, 'lease journal write failed'));
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
@@ -231,12 +246,19 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   });
   await restoreKeys(keysDir, leases?.live ?? [], store, accounting, ledger, logger);
 
+  /** What a host needs of a key, with whether its limits or group give it egress. */
+  const info = (record: KeyRecord): KeyInfo => {
+    const limits = accounting.get(record.id)?.limits;
+    return { ...keyInfo(record), egress: outbound.egress.policy.grants(record.group, limits?.egress) };
+  };
+
   let closed = false;
   return {
     stateDir,
     async mint(request) {
       if (closed) throw new Error('gateway is closed');
       const { group, label, ttlMs, owner, ...limits } = request;
+      if (limits.egress !== undefined) outbound.egress.policy.check(limits.egress);
       const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
       try {
         const account = accounting.open(record.id, record.group, limits);
@@ -255,10 +277,10 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
         throw error;
       }
       logger.info({ key: record.id, group: record.group, label: record.label }, 'key minted');
-      return keyInfo(record);
+      return info(record);
     },
     revoke: (id) => store.revoke(id, 'revoked'),
-    keys: () => store.list().map(keyInfo),
+    keys: () => store.list().map(info),
     reconfigure(settings) {
       const given = (field: keyof Reconfigurable) => Object.hasOwn(settings, field);
       const next: GatewayOptions = { ...options, ...settings };
@@ -277,7 +299,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (given('budgetWaitMs')) accounting.setBudgetWait(next.budgetWaitMs);
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
-    inspect: () => snapshotGateway(store.list(), books),
+    inspect: () => snapshotGateway(store.list(), books, info),
     async close({ drainMs = 10_000 } = {}) {
       if (closed) return;
       closed = true;
@@ -293,18 +315,20 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   };
 }
 
-/** The gateway's books: spend and limits, the audit trail, and each key's recent refusals. */
+/** The gateway's books: spend and limits, the audit trail, each key's recent refusals and its egress. */
 interface Books {
   accounting: Accounting;
   audit: AuditTrail;
   refusals: Refusals;
+  egress: EgressBooks;
 }
 
-/** Where calls go: the upstream pools, the routing over them, and the GitHub relay. Swapped whole. */
+/** Where calls go: the upstream pools, the routing over them, the GitHub relay and the egress policy. Swapped whole. */
 interface Outbound {
   upstreams: Map<string, Upstream>;
   routing: Routing;
   github: GitHubRelay | undefined;
+  egress: EgressSettings;
 }
 
 /**
@@ -320,7 +344,8 @@ function buildOutbound(settings: GatewayOptions, change?: { current: Outbound; g
     if (rebuild || !upstreams) upstreams = resolveUpstreams(settings.providers ?? providersFromEnv(), settings.network);
     const routing = !change || rebuild || given('routes') || given('retry') ? routingFor(upstreams, settings) : change.current.routing;
     const github = regitHub ? (settings.github ? createGitHubRelay(settings.github, settings.network) : undefined) : change?.current.github;
-    return { upstreams, routing, github };
+    const egress = !change || given('egress') || given('network') ? egressSettings(settings.egress, settings.network) : change.current.egress;
+    return { upstreams, routing, github, egress };
   } catch (error) {
     if (upstreams && upstreams !== change?.current.upstreams) void closeUpstreams(upstreams);
     throw error;
@@ -338,11 +363,50 @@ function createServer(
   options: GatewayOptions,
   books: Books,
   logger: Logger,
-  live: { keyOf(socket: Socket): KeyRecord | undefined; routing(): Routing; github(): GitHubRelay | undefined },
+  live: { keyOf(socket: Socket): KeyRecord | undefined; routing(): Routing; github(): GitHubRelay | undefined; egress(): EgressSettings },
 ): http.Server {
   const { accounting, audit, refusals } = books;
+  const onInternalError = (error: unknown) => logger.error({ err: error }, 'internal error while handling a request');
   const bodyMemoryBytes = options.maxBodyMemoryBytes ?? 256 * MiB;
   const timeouts = { clientHeadersMs: 30_000, clientBodyIdleMs: 30_000, ...options.timeouts };
+  const llm = createRequestHandler({
+    keyOf: live.keyOf,
+    routing: live.routing,
+    accounting,
+    maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
+    bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
+    timeouts,
+    refusals,
+    onCall(record) {
+      const bounded = boundRecord(record);
+      // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
+      const isLive = accounting.get(bounded.keyId) !== undefined;
+      if (isLive && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
+      audit.write(bounded, isLive);
+      options.onCall?.(bounded);
+    },
+    pathHandlers: [gitHubPathHandler(live.github)],
+    // Read at each call: reconfigure replaces `options.groupServerTools`.
+    groupServerTools: () => options.groupServerTools ?? {},
+    onInternalError,
+  });
+  const egress = createEgressProxy({
+    keyOf: live.keyOf,
+    limitsOf: (keyId) => accounting.get(keyId)?.limits,
+    settings: live.egress,
+    books: books.egress,
+    refusals,
+    onRecord(record) {
+      const isLive = accounting.get(record.keyId) !== undefined;
+      if (isLive && record.decision === 'denied' && record.status !== 200) {
+        refusals.add(record.keyId);
+        books.egress.account(record.keyId).refused(record);
+      }
+      audit.writeRecord('egress', record, record.decision === 'denied' && record.status !== 200 && isLive);
+    },
+    onInternalError,
+    api: llm,
+  });
   const server = http.createServer(
     {
       // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
@@ -352,30 +416,9 @@ function createServer(
       keepAliveTimeout: 60_000,
       noDelay: true,
     },
-    createRequestHandler({
-      keyOf: live.keyOf,
-      routing: live.routing,
-      accounting,
-      maxBodyBytes: options.maxBodyBytes ?? 32 * MiB,
-      bodyMemory: new BodyMemory({ totalBytes: bodyMemoryBytes, perKeyBytes: options.maxBodyMemoryPerKeyBytes ?? bodyMemoryBytes / 4 }),
-      timeouts,
-      refusals,
-      onCall(record) {
-        const bounded = boundRecord(record);
-        // A call that ends after its key was revoked is logged, but nothing is kept for a dead key.
-        const isLive = accounting.get(bounded.keyId) !== undefined;
-        if (isLive && bounded.outcome === 'rejected') refusals.add(bounded.keyId);
-        audit.write(bounded, isLive);
-        options.onCall?.(bounded);
-      },
-      pathHandlers: [gitHubPathHandler(live.github)],
-      // Read at each call: reconfigure replaces `options.groupServerTools`.
-      groupServerTools: () => options.groupServerTools ?? {},
-      onInternalError(error) {
-        logger.error({ err: error }, 'internal error while handling a request');
-      },
-    }),
+    egress.request,
   );
+  server.on('connect', egress.connect);
   server.on('upgrade', (req, socket) => refuseUpgrade(req, socket as Socket));
   // The server never listens itself (each key's listener hands it connections), but Node only
   // tracks connections for headersTimeout once a server has emitted 'listening'.
@@ -400,9 +443,9 @@ async function restoreKeys(keysDir: string, leases: readonly Lease[], store: Key
 }
 
 /** What `inspect` shows: each live key, each group, and the totals. */
-function snapshotGateway(records: KeyRecord[], books: Books): GatewaySnapshot {
+function snapshotGateway(records: KeyRecord[], books: Books, info: (record: KeyRecord) => KeyInfo): GatewaySnapshot {
   const { accounting } = books;
-  const keys = records.map((record) => snapshotKey(record, books));
+  const keys = records.map((record) => snapshotKey(record, books, info(record)));
   const groups = accounting.groupNames().map((group): GroupSnapshot => {
     const account = accounting.group(group);
     return {
@@ -424,11 +467,11 @@ function snapshotGateway(records: KeyRecord[], books: Books): GatewaySnapshot {
   };
 }
 
-function snapshotKey(record: KeyRecord, { accounting, audit, refusals }: Books): KeySnapshot {
+function snapshotKey(record: KeyRecord, { accounting, audit, refusals, egress }: Books, info: KeyInfo): KeySnapshot {
   const account = accounting.get(record.id)!;
   const recentCalls = audit.recentCalls(record.id);
   return {
-    ...keyInfo(record),
+    ...info,
     limits: account.limits,
     spentUsd: account.own.spentUsd,
     reservedUsd: account.own.reservedUsd,
@@ -440,6 +483,7 @@ function snapshotKey(record: KeyRecord, { accounting, audit, refusals }: Books):
     refusalsLastMinute: refusals.lastMinute(record.id),
     refusalsSuppressed: audit.suppressedRefusals(record.id),
     recentCalls,
+    egressUse: egress.totals(record.id),
   };
 }
 
@@ -476,6 +520,7 @@ function checkSettings(settings: GatewayOptions): void {
   if (settings.unknownModelPrice !== undefined && settings.unknownModelPrice !== 'deny') checkPrice(settings.unknownModelPrice, 'unknownModelPrice');
   for (const [tool, usd] of Object.entries(settings.serverToolPrices ?? {})) checkNonNegative(usd, `serverToolPrices.${tool}`);
   if (settings.budgetWaitMs !== undefined) checkNonNegative(settings.budgetWaitMs, 'budgetWaitMs');
+  if (settings.defaultLimits?.egress !== undefined) new EgressPolicy(settings.egress).check(settings.defaultLimits.egress, 'defaultLimits.egress');
 }
 
 /** Every rate and token count of a price (and of its `longContext` tier) is a non-negative number. */

@@ -21,6 +21,7 @@ const RANKS: Readonly<Record<string, number>> = {
   upstream: 3,
   http: 4,
   github: 5,
+  egress: 5,
   gateway: 6,
   config: 7,
   control: 8,

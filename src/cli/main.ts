@@ -83,17 +83,37 @@ function addListFlags(command: Command): Command {
     .option('--github-read <globs>', 'GitHub repositories (owner/name globs, repeatable or comma-separated) the key may clone and fetch', list)
     .option('--github-push <globs>', 'GitHub repositories the key may push to (implies read)', list)
     .option('--github-api', 'the key may call the GitHub REST API (repository paths still checked against the globs)')
+    .option(
+      '--egress <entries>',
+      'hosts the key may reach through its proxy: presets (npm, pypi, crates, go, debian, github-releases) or host[:port] (repeatable or comma-separated), e.g. --egress npm,docs.python.org:443',
+      list,
+    )
+    .option('--egress-budget-bytes <n>', 'bytes (both ways) the key may move through its proxy', positive('--egress-budget-bytes', true))
     .addOption(new Option('--models <globs>').argParser(list).hideHelp())
     .addOption(new Option('--server-tools <classes>').argParser(list).hideHelp());
 }
 
 /** The list flags' values, the hidden plurals merged in (the gateway checks the class names). */
-function lists(options: { model?: string[]; models?: string[]; serverTool?: string[]; serverTools?: string[] }): {
+function lists(options: {
+  model?: string[];
+  models?: string[];
+  serverTool?: string[];
+  serverTools?: string[];
+  egress?: string[];
+  egressBudgetBytes?: number;
+}): {
   models?: string[];
   serverTools?: ServerToolClass[];
+  egress?: string[];
+  egressBudgetBytes?: number;
 } {
   const merge = (a?: string[], b?: string[]) => (a || b ? [...(a ?? []), ...(b ?? [])] : undefined);
-  return { models: merge(options.model, options.models), serverTools: merge(options.serverTool, options.serverTools) as ServerToolClass[] | undefined };
+  return {
+    models: merge(options.model, options.models),
+    serverTools: merge(options.serverTool, options.serverTools) as ServerToolClass[] | undefined,
+    egress: options.egress,
+    egressBudgetBytes: options.egressBudgetBytes,
+  };
 }
 
 /** The `gateway` program, writing to `io`; `parseAsync` it, or use `runCli`. */

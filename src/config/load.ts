@@ -10,13 +10,16 @@ import { parseDuration } from '../util/duration.ts';
 import { checked, dropUndefined, httpUrl, ValidationError } from '../util/validation.ts';
 import { parseGitHubSection, type GitHubSource } from './github.ts';
 import type { Owner } from '../keys/store.ts';
-import { validateServerTools, type KeyLimits, type ServerToolClass } from '../keys/limits.ts';
+import { validateServerTools, type EgressEntry, type KeyLimits, type ServerToolClass } from '../keys/limits.ts';
 import type { Price, PriceTable } from '../metering/pricing.ts';
 import type { PerUsePrices } from '../metering/server-tools.ts';
 import type { RetryPolicy } from '../upstream/retry.ts';
 import type { RouteConfig } from '../upstream/router.ts';
 import type { UpstreamKind } from '../upstream/providers.ts';
 import type { CredentialSource, ProviderSource } from './credentials.ts';
+import { EgressPolicy } from '../egress/policy.ts';
+import type { EgressOptions } from '../egress/proxy.ts';
+import { validateEgressResolverOptions } from '../egress/resolve.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
@@ -46,6 +49,8 @@ export interface GatewayConfig {
   drainMs: number;
   /** `[github]`: git smart HTTP and the REST API upstreams, and where the token comes from. */
   github?: GitHubSource;
+  /** `[egress]`: presets, each group's allowlist, pinned hosts, DNS servers, timeouts (docs/egress.md). */
+  egress: EgressOptions;
 }
 
 /** A config file that cannot be used: its message names the file and, when there is one, the field. */
@@ -174,8 +179,15 @@ class Reader {
       'audit',
       'server',
       'github',
+      'egress',
     ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
+    const egress = this.egress(root.egress);
+    const limits = this.limits(root.limits);
+    if (limits.defaultLimits.egress) {
+      const entries = limits.defaultLimits.egress;
+      this.check(() => new EgressPolicy(egress).check(entries, 'limits.egress'));
+    }
     // Named providers; `anthropic` and `openai` keep their env defaults unless the file names them.
     const providers: Record<string, ProviderSource> = defaultProviders();
     for (const [name, value] of Object.entries(this.table(root.providers, 'providers', []))) {
@@ -188,7 +200,8 @@ class Reader {
       routes: this.routes(root.routes, providers),
       retry: this.retry(root.retry),
       network: this.network(root.network),
-      ...this.limits(root.limits),
+      ...limits,
+      egress,
       groupBudgets: this.budgets(root.budgets),
       groupModels: Object.fromEntries(
         Object.entries(this.table(root.group_models, 'group_models', [])).map(([group, globs]) => [group, this.strings(globs, `group_models.${group}`)!]),
@@ -334,6 +347,9 @@ class Reader {
       'server_tools',
       'ttl',
       'budget_wait',
+      'egress',
+      'egress_max_tunnels',
+      'egress_budget_bytes',
     ]);
     let models: string[] | undefined;
     if (table.models !== undefined) {
@@ -351,6 +367,9 @@ class Reader {
       maxRefusalsPerMinute: this.number(table.max_refusals_per_minute, 'limits.max_refusals_per_minute', true),
       models,
       serverTools: this.serverTools(table.server_tools, 'limits.server_tools'),
+      egress: table.egress === undefined ? undefined : this.entries(table.egress, 'limits.egress'),
+      egressMaxTunnels: this.number(table.egress_max_tunnels, 'limits.egress_max_tunnels', true),
+      egressBudgetBytes: this.number(table.egress_budget_bytes, 'limits.egress_budget_bytes', true),
     };
     return {
       defaultLimits: dropUndefined(limits),
@@ -365,6 +384,46 @@ class Reader {
       validateServerTools(value, field);
       return value;
     });
+  }
+
+  /** `[egress]`, its rules compiled once here so a mistake names this file and the field. */
+  private egress(value: unknown): EgressOptions {
+    const table = this.table(value, 'egress', ['presets', 'groups', 'hosts', 'dns_servers', 'connect_timeout', 'idle_timeout']);
+    const named = (field: string) =>
+      Object.fromEntries(
+        Object.entries(this.table(table[field], `egress.${field}`, [])).map(([name, entries]) => [name, this.entries(entries, `egress.${field}.${name}`)]),
+      );
+    const hosts = Object.fromEntries(
+      Object.entries(this.table(table.hosts, 'egress.hosts', [])).map(([host, addresses]) => [
+        host,
+        typeof addresses === 'string' ? [addresses] : this.strings(addresses, `egress.hosts."${host}"`)!,
+      ]),
+    );
+    const options: EgressOptions = dropUndefined({
+      presets: named('presets'),
+      groups: named('groups'),
+      hosts,
+      dnsServers: this.strings(table.dns_servers, 'egress.dns_servers'),
+      connectTimeoutMs: this.duration(table.connect_timeout, 'egress.connect_timeout'),
+      idleTimeoutMs: this.duration(table.idle_timeout, 'egress.idle_timeout'),
+    });
+    this.check(() => {
+      validateEgressResolverOptions(options);
+      return new EgressPolicy(options);
+    });
+    return options;
+  }
+
+  /** An egress list as written: strings and rule tables (checked against the presets by EgressPolicy). */
+  private entries(value: unknown, field: string): EgressEntry[] {
+    if (!Array.isArray(value)) this.fail(field, 'must be an array of hosts ("host[:port]"), preset names or rule tables { host = ..., ports = [...] }');
+    return (value as unknown[]).map((entry) =>
+      typeof entry === 'object' && entry !== null && !Array.isArray(entry)
+        ? Object.fromEntries(
+            Object.entries(entry).map(([name, item]) => [name, Array.isArray(item) ? item.map((v) => (typeof v === 'bigint' ? Number(v) : v)) : item]),
+          )
+        : entry,
+    ) as EgressEntry[];
   }
 
   private serverToolPrices(value: unknown): Partial<PerUsePrices> {

@@ -26,6 +26,7 @@ export async function settingsFrom(config: GatewayConfig, providers: ProvidersCo
     unknownModelPrice: config.unknownModelPrice,
     budgetWaitMs: config.budgetWaitMs,
     github: config.github ? githubOptions(config.github, githubToken) : undefined,
+    egress: config.egress,
   };
 }
 

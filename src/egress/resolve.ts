@@ -117,6 +117,11 @@ function familyOf(address: string): 4 | 6 {
 const NOT_FOUND = new Set(['ENOTFOUND', 'ENODATA', 'EAI_NODATA', 'EAI_NONAME', 'NXDOMAIN']);
 
 /** Resolves egress target hosts on the gateway's side; one per gateway, shared by all tunnels. */
+const LOOPBACK: readonly ResolvedAddress[] = [
+  { address: '127.0.0.1', family: 4 },
+  { address: '::1', family: 6 },
+];
+
 export class EgressResolver {
   readonly #pins: ReadonlyMap<string, ResolvedAddress[]>;
   readonly #dnsServers: readonly string[] | undefined;
@@ -140,6 +145,8 @@ export class EgressResolver {
     const name = pinKey(host);
     const pinned = this.#pins.get(name);
     if (pinned) return { addresses: pinned.map((entry) => ({ ...entry })), source: 'hosts' };
+    // RFC 6761: localhost names are loopback, whatever a DNS server would say of them.
+    if (name === 'localhost' || name.endsWith('.localhost')) return { addresses: LOOPBACK.map((entry) => ({ ...entry })), source: 'dns' };
     const found = this.#dnsServers ? await this.#askServers(name, this.#dnsServers) : await this.#lookup(name);
     const unique = new Map<string, ResolvedAddress>();
     for (const entry of found) if (unique.size < MAX_ADDRESSES) unique.set(entry.address, entry);

@@ -26,3 +26,23 @@ export function clientEnv(port = SHIM_PORT): Record<string, string> {
     GATEWAY_SHIM_PORT: String(port),
   };
 }
+
+/**
+ * For a key with egress: every common tool's proxy variables (both cases: curl reads only the
+ * lower-case http_proxy, Go and Python either) on the shim, which relays them to the key's socket;
+ * NO_PROXY keeps the API calls on the shim direct. NODE_USE_ENV_PROXY makes Node's own fetch and
+ * http honour them (docs/egress.md).
+ */
+export function egressEnv(port = SHIM_PORT): Record<string, string> {
+  const proxy = `http://127.0.0.1:${port}`;
+  const direct = '127.0.0.1,localhost,::1';
+  return {
+    HTTPS_PROXY: proxy,
+    https_proxy: proxy,
+    HTTP_PROXY: proxy,
+    http_proxy: proxy,
+    NO_PROXY: direct,
+    no_proxy: direct,
+    NODE_USE_ENV_PROXY: '1',
+  };
+}

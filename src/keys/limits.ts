@@ -27,7 +27,33 @@ export interface KeyLimits {
   maxRefusalsPerMinute?: number;
   /** Server-side tools (run by the provider) requests may declare. Default: `['web_search']`. */
   serverTools?: ServerToolClass[];
+  /**
+   * Hosts the key may reach through its socket's forward proxy (docs/egress.md): `host[:port]`,
+   * preset names (`npm`, `pypi`, ...) or rules. Default: its group's list, else none.
+   */
+  egress?: EgressEntry[];
+  /** Tunnels and plain HTTP requests open at once through the proxy. Default 32. */
+  egressMaxTunnels?: number;
+  /** Bytes (both ways) the key may move through the proxy over its life. Default: unlimited. */
+  egressBudgetBytes?: number;
 }
+
+/** An egress rule (src/egress/rules.ts compiles and matches them). */
+export interface EgressRule {
+  /** `registry.npmjs.org`, `*.example.com` (its subdomains), an IP literal, or `*`. */
+  host: string;
+  /** Default 80 and 443; empty for any port. */
+  ports?: number[];
+  /** Plain HTTP only: the methods allowed. A rule with methods or paths never allows a tunnel. */
+  methods?: string[];
+  /** Plain HTTP only: path prefixes allowed (`/simple/`). */
+  paths?: string[];
+  /** Non-public addresses or CIDRs (`10.0.0.0/8`) this rule may reach; any other non-public one is refused. */
+  addresses?: string[];
+}
+
+/** `"host"`, `"host:443"`, `"host:*"`, `"[::1]:8080"`, a preset's name, or a rule. */
+export type EgressEntry = string | EgressRule;
 
 /** A key's GitHub scope (`mint({ github: ... })`). Absent: no GitHub access at all. */
 export interface GitHubScope {
@@ -45,7 +71,7 @@ export type ServerToolClass = (typeof SERVER_TOOL_CLASSES)[number];
 
 /** The limits, checked; throws a ValidationError naming the first field that is wrong. */
 export function validateLimits(limits: KeyLimits): KeyLimits {
-  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute'] as const) {
+  for (const name of ['budgetUsd', 'rpm', 'tpm', 'maxConcurrent', 'maxBodyBytes', 'maxRefusalsPerMinute', 'egressMaxTunnels', 'egressBudgetBytes'] as const) {
     const value = limits[name];
     if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
       throw new ValidationError(`limit \`${name}\``, 'must be a non-negative number');
@@ -56,6 +82,9 @@ export function validateLimits(limits: KeyLimits): KeyLimits {
   }
   if (limits.github !== undefined) validateGitHubScope(limits.github);
   if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'limit `serverTools`');
+  // Each entry is checked against the presets by the gateway (egress/policy.ts).
+  if (limits.egress !== undefined && !Array.isArray(limits.egress))
+    throw new ValidationError('limit `egress`', 'must be an array of hosts, preset names or rules');
   return limits;
 }
 

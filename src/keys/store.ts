@@ -45,6 +45,8 @@ export interface KeyInfo {
   socketPath: string;
   createdAt: number;
   expiresAt?: number;
+  /** Whether the key may use its socket's forward proxy (its own or its group's egress list): runners set the proxy env then. */
+  egress?: boolean;
 }
 
 export type RevokeReason = 'revoked' | 'expired' | 'closed';

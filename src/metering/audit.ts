@@ -45,6 +45,22 @@ interface RefusalLog {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** What every audited record carries. */
+export interface AuditedRecord {
+  time: number;
+  keyId: string;
+  group: string;
+  status: number;
+}
+
+/** A record of another kind as one JSON line of at most MAX_AUDIT_LINE_BYTES. */
+function boundedLine(kind: string, record: Record<string, unknown>): string {
+  const line = `${JSON.stringify({ record: kind, ...record, time: new Date(record.time as number).toISOString() })}\n`;
+  if (line.length * 3 <= MAX_AUDIT_LINE_BYTES || Buffer.byteLength(line) <= MAX_AUDIT_LINE_BYTES) return line;
+  const shrunk = Object.fromEntries(Object.entries(record).map(([field, value]) => [field, typeof value === 'string' ? cut(value, SHRUNK_STRING) : value]));
+  return `${JSON.stringify({ record: kind, ...shrunk, time: new Date(record.time as number).toISOString(), truncated: true })}\n`;
+}
+
 /** A call as one JSON line of at most MAX_AUDIT_LINE_BYTES. */
 function auditLine(record: CallRecord): string {
   const line = `${JSON.stringify({ record: 'call', ...record, time: new Date(record.time).toISOString() })}\n`;
@@ -85,6 +101,15 @@ export class AuditTrail {
     this.refusalLinesPerMinute = options.refusalLinesPerMinute ?? 20;
   }
 
+  /**
+   * Logs a record of another kind (`egress`): one line of at most MAX_AUDIT_LINE_BYTES, its strings
+   * already bounded by its maker; with `refused`, counted against the key's refusal lines like calls'.
+   */
+  writeRecord(kind: string, record: AuditedRecord, refused: boolean): void {
+    if (refused && !this.mayWriteRefusal(record)) return;
+    this.writeLine(boundedLine(kind, record as unknown as Record<string, unknown>));
+  }
+
   /** Logs the call; with `remember`, also keeps it among the key's recent calls (not for a revoked key). */
   write(record: CallRecord, remember = true): void {
     // Refusals of a revoked key are rare and written as they come: no window is opened for a dead key.
@@ -99,7 +124,7 @@ export class AuditTrail {
   }
 
   /** Whether this refusal gets its own line; if not, it is counted for the window's summary. */
-  private mayWriteRefusal(record: CallRecord, now = Date.now()): boolean {
+  private mayWriteRefusal(record: AuditedRecord, now = Date.now()): boolean {
     let log = this.refusals.get(record.keyId);
     if (log && now - log.windowStart >= REFUSAL_WINDOW_MS) {
       this.endWindow(log);

@@ -4,7 +4,7 @@
 import type { MintRequest } from '../gateway.ts';
 import { SHIM_NAME, type KeyInfo } from '../keys/store.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
+import { clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
 
 /** Where a container sees its key's directory. */
 export const MOUNT_TARGET = '/run/gateway';
@@ -51,8 +51,9 @@ export async function contribute(minter: KeyMinter, request: ContributeRequest):
   let closing: Promise<void> | undefined;
   return {
     key,
-    // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md).
-    env: { ...clientEnv(port), ...(mint.github ? githubEnv(port, githubHost) : {}) },
+    // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md);
+    // with egress, the proxy variables (docs/egress.md).
+    env: { ...clientEnv(port), ...(mint.github ? githubEnv(port, githubHost) : {}), ...(key.egress ? egressEnv(port) : {}) },
     mounts: [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
     labels: {
       'llm-gateway.key': key.id,

@@ -323,8 +323,10 @@ describe('EgressResolver', () => {
     assert.equal(dns.queries(), before);
   });
 
-  test('localhost through the system resolver is loopback', async () => {
-    const { addresses, source } = await new EgressResolver().resolve('localhost');
+  test('localhost names are loopback without asking DNS (RFC 6761)', async () => {
+    const before = dns.queries();
+    const { addresses, source } = await new EgressResolver({ dnsServers: [dns.address] }).resolve('db.localhost');
+    assert.equal(dns.queries(), before);
     assert.equal(source, 'dns');
     assert.ok(addresses.length >= 1);
     for (const { address, family } of addresses) {

@@ -20,7 +20,7 @@ export interface Resolution {
 export interface EgressResolverOptions {
   /** Names pinned to addresses by the operator (like /etc/hosts or --add-host), e.g. { 'registry.internal': ['10.0.0.5'] }. */
   hosts?: Record<string, string[]>;
-  /** DNS servers ('1.2.3.4' or '1.2.3.4:5353' or '[::1]:53') to ask instead of the system resolver. */
+  /** DNS servers ('1.2.3.4' or '1.2.3.4:5353' or '[::1]:53') to ask instead of resolv.conf's (/etc/hosts is not read: pin names in `hosts`). */
   dnsServers?: string[];
   /** Per lookup. Default 5 s. */
   timeoutMs?: number;
@@ -147,34 +147,22 @@ export class EgressResolver {
     if (pinned) return { addresses: pinned.map((entry) => ({ ...entry })), source: 'hosts' };
     // RFC 6761: localhost names are loopback, whatever a DNS server would say of them.
     if (name === 'localhost' || name.endsWith('.localhost')) return { addresses: LOOPBACK.map((entry) => ({ ...entry })), source: 'dns' };
-    const found = this.#dnsServers ? await this.#askServers(name, this.#dnsServers) : await this.#lookup(name);
+    const found = await this.#ask(name, this.#dnsServers);
     const unique = new Map<string, ResolvedAddress>();
     for (const entry of found) if (unique.size < MAX_ADDRESSES) unique.set(entry.address, entry);
     return { addresses: [...unique.values()], source: 'dns' };
   }
 
-  /** The system resolver (/etc/hosts, nsswitch, resolv.conf) through getaddrinfo. */
-  async #lookup(name: string): Promise<ResolvedAddress[]> {
-    // getaddrinfo cannot be cancelled: past the deadline its answer is dropped (its rejection handled here).
-    const lookup = dns.promises.lookup(name, { all: true });
-    lookup.catch(() => {});
-    const timer = deadline(this.#timeoutMs);
-    try {
-      const answer = await Promise.race([lookup, timer.expired]);
-      if (answer === TIMED_OUT) throw new ResolveError('timeout', `resolving ${name} took longer than ${this.#timeoutMs} ms`);
-      return answer.map(({ address }) => ({ address, family: familyOf(address) }));
-    } catch (error) {
-      throw asResolveError(error, name);
-    } finally {
-      timer.clear();
-    }
-  }
-
-  /** The configured DNS servers, A and AAAA asked together; a family with no records is fine, both empty is not_found. */
-  async #askServers(name: string, servers: readonly string[]): Promise<ResolvedAddress[]> {
+  /**
+   * The configured DNS servers, else the system's (resolv.conf), A and AAAA asked together; a family
+   * with no records is fine, both empty is not_found. Never getaddrinfo: it runs on libuv's four
+   * worker threads and cannot be cancelled, so a container asking for slow names could hold them all
+   * and stall the gateway's file writes; c-ares queries are asynchronous and cancelled at the deadline.
+   */
+  async #ask(name: string, servers: readonly string[] | undefined): Promise<ResolvedAddress[]> {
     // One resolver per lookup, so cancelling it at the deadline cancels this lookup's queries only.
     const resolver = new dns.promises.Resolver({ timeout: Math.max(1, Math.ceil(this.#timeoutMs / 2)), tries: 2 });
-    resolver.setServers([...servers]);
+    if (servers) resolver.setServers([...servers]);
     const timer = deadline(this.#timeoutMs);
     void timer.expired.then(() => resolver.cancel());
     try {

@@ -55,17 +55,51 @@ export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], now = Date.n
     key.limits.rpm === undefined ? String(key.requestsLastMinute) : `${key.requestsLastMinute}/${key.limits.rpm}`,
     String(key.inFlight),
     ago(key.lastCallAt, now),
+    egressCell(key),
   ]);
-  const keyTable = table(['ID', 'GROUP', 'LABEL', 'AGE', 'TTL LEFT', 'SPEND/BUDGET', 'RPM', 'IN FLIGHT', 'LAST CALL'], rows);
+  const keyTable = table(['ID', 'GROUP', 'LABEL', 'AGE', 'TTL LEFT', 'SPEND/BUDGET', 'RPM', 'IN FLIGHT', 'LAST CALL', 'EGRESS (DOWN/UP)'], rows);
   const groupRows = groups
     .filter((group) => group.liveKeys > 0 || group.budgetUsd !== undefined)
     .map((group) => [group.group, String(group.liveKeys), spend(group.spentUsd, group.budgetUsd), usd(group.reservedUsd)]);
   return `${keyTable}\n\n${table(['GROUP', 'KEYS', 'SPEND/BUDGET', 'RESERVED'], groupRows)}`;
 }
 
+/** A limit's value as text: objects (a GitHub scope, an egress rule) as JSON. */
+const item = (value: unknown): string => (typeof value === 'object' ? JSON.stringify(value) : String(value));
+
+/** 1234567 -> "1.2 MB". */
+function bytes(count: number): string {
+  if (count < 1000) return `${count} B`;
+  const [value, unit] = count < 1e6 ? [count / 1e3, 'kB'] : count < 1e9 ? [count / 1e6, 'MB'] : [count / 1e9, 'GB'];
+  return `${value.toFixed(1)} ${unit}`;
+}
+
+/** The key's egress in one cell: tunnels open, bytes down/up. */
+function egressCell(key: KeyRow): string {
+  const use = key.egressUse;
+  if (!use) return key.egress ? 'allowed' : '-';
+  return `${use.tunnelsOpen} open, ${bytes(use.bytesDown)}/${bytes(use.bytesUp)}${use.refusals ? `, ${use.refusals} refused` : ''}`;
+}
+
+/** The key's egress totals and its last refusals (host and path come from the container: escaped by table()). */
+function renderEgress(key: KeySnapshot, now: number): string {
+  const use = key.egressUse;
+  if (!use) return `egress     ${key.egress ? 'allowed, not used yet' : 'none'}`;
+  const budget = key.limits.egressBudgetBytes === undefined ? '' : ` of ${bytes(key.limits.egressBudgetBytes)}`;
+  const line = `egress     ${use.tunnels} tunnels and ${use.requests} requests (${use.tunnelsOpen} open), ${bytes(use.bytesDown)} down and ${bytes(use.bytesUp)} up${budget}, ${use.refusals} refused`;
+  if (use.recentRefusals.length === 0) return line;
+  const rows = use.recentRefusals.map((refusal) => [
+    ago(refusal.time, now),
+    refusal.method ? `${refusal.method} http://${refusal.host}:${refusal.port}${refusal.path ?? ''}` : `CONNECT ${refusal.host}:${refusal.port}`,
+    String(refusal.status),
+    refusal.reason ?? '-',
+  ]);
+  return `${line}\n\n${table(['WHEN', 'EGRESS REFUSED', 'STATUS', 'REASON'], rows)}`;
+}
+
 export function renderKey(key: KeySnapshot, now = Date.now()): string {
   const limits = Object.entries(key.limits)
-    .map(([name, value]) => `${name}=${Array.isArray(value) ? value.join(',') : typeof value === 'object' ? JSON.stringify(value) : value}`)
+    .map(([name, value]) => `${name}=${Array.isArray(value) ? value.map(item).join(',') : item(value)}`)
     .join(' ');
   const head = [
     `key        ${printable(key.id)}`,
@@ -76,6 +110,7 @@ export function renderKey(key: KeySnapshot, now = Date.now()): string {
     `traffic    ${key.calls} calls, ${key.requestsLastMinute} requests and ${key.tokensLastMinute} tokens in the last minute, ${key.inFlight} in flight`,
     `refusals   ${key.refusalsLastMinute ?? 0} in the last minute, ${key.refusalsSuppressed ?? 0} counted in audit summaries instead of one line each`,
     `limits     ${printable(limits) || 'none'}`,
+    renderEgress(key, now),
   ].join('\n');
   if (key.recentCalls.length === 0) return `${head}\n\nno calls yet`;
   const rows = key.recentCalls.map((call) => [

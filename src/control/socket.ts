@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Gateway, MintRequest } from '../gateway.ts';
 import { ValidationError } from '../util/validation.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, SHIM_PORT } from '../keys/client-env.ts';
+import { clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
 
 const CONTROL_SOCKET = 'control.sock';
 
@@ -38,6 +38,9 @@ const MINT_FIELDS = new Set([
   'maxRefusalsPerMinute',
   'github',
   'serverTools',
+  'egress',
+  'egressMaxTunnels',
+  'egressBudgetBytes',
 ]);
 
 interface ControlExtras {
@@ -92,7 +95,8 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
       for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
       const request = { ttlMs: extras.defaultTtlMs, ...body } as MintRequest;
       const key = await gateway.mint(request);
-      return send(res, 201, { ...key, env: { ...clientEnv(), ...(request.github ? githubEnv(SHIM_PORT, extras.githubHost) : {}) } });
+      const env = { ...clientEnv(), ...(request.github ? githubEnv(SHIM_PORT, extras.githubHost) : {}), ...(key.egress ? egressEnv() : {}) };
+      return send(res, 201, { ...key, env });
     }
   }
   if (resource === 'keys' && id !== undefined && sub === undefined) {

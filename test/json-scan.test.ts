@@ -27,6 +27,8 @@ function reference(text: string): Omit<RequestFields, 'inputBytes'> {
   const thinking = object.thinking as { budget_tokens?: unknown } | null | undefined;
   const budget = thinking !== null && typeof thinking === 'object' ? thinking.budget_tokens : undefined;
   const str = (v: unknown, n: number) => (typeof v === 'string' ? v.slice(0, n) : undefined);
+  const whole = (v: unknown, n: number) => (typeof v === 'string' && v.length <= n ? v : undefined);
+  const record = (v: unknown) => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
   return {
     model: object.model as string | undefined,
     stream: object.stream === true,
@@ -45,11 +47,16 @@ function reference(text: string): Omit<RequestFields, 'inputBytes'> {
             type: str(t.type, 128),
             name: str(t.name, 128),
             maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined,
-            serverUrl: str(t.server_url, 2048),
+            serverUrl: whole(t.server_url, 2048),
+            allowedDomains:
+              Array.isArray(t.allowed_domains) && t.allowed_domains.every((d) => whole(d, 512) !== undefined) ? (t.allowed_domains as string[]) : undefined,
           };
         })
       : [],
     mcpServers: Array.isArray(object.mcp_servers) ? object.mcp_servers.length : 0,
+    mcpServerUrls: Array.isArray(object.mcp_servers)
+      ? object.mcp_servers.map((server: unknown) => (record(server).type === 'url' ? whole(record(server).url, 2048) : undefined))
+      : [],
     webSearchOptions: object.web_search_options !== undefined && object.web_search_options !== null,
     streamOptions: object.stream_options,
   };
@@ -105,6 +112,7 @@ const scalar = fc.oneof(
   fc.double({ noNaN: true, noDefaultInfinity: true }),
   fc.boolean(),
   fc.constant(null),
+  fc.constant('url'),
 );
 const value = fc.letrec((tie) => ({
   v: fc.oneof(
@@ -133,6 +141,8 @@ const known = fc.constantFrom(
   'name',
   'max_uses',
   'server_url',
+  'allowed_domains',
+  'url',
 );
 const toolValue = fc.array(fc.oneof(value, fc.dictionary(known, fc.oneof(scalar, value), { maxKeys: 4 })), { maxLength: 4 });
 const request = fc.dictionary(fc.oneof(known, fc.string({ maxLength: 4 })), fc.oneof(value, toolValue, fc.dictionary(known, scalar, { maxKeys: 3 })), {
@@ -177,6 +187,15 @@ describe('the request scanner against JSON.parse', () => {
     assert.equal(parseRequestFields(Buffer.from('{"mo\\u0064el":"claude"}')).model, 'claude');
     assert.throws(() => parseRequestFields(Buffer.from('{"model":"a","mo\\u0064el":"b"}')), /`model` appears more than once/);
     assert.equal(parseRequestFields(Buffer.from('{"x":1,"x":2}')).choices, 1, "duplicates the gateway does not read are the provider's business");
+    // Inside a tool or server too: which of two equal keys a provider keeps is its parser's choice.
+    for (const body of [
+      '{"tools":[{"type":"function","ty\\u0070e":"mcp"}]}',
+      '{"tools":[{"type":"web_fetch_20250910","allowed_domains":["a.example"],"allowed_domains":[]}]}',
+      '{"mcp_servers":[{"type":"url","url":"https://a.example","url":"https://b.example"}]}',
+    ]) {
+      assert.throws(() => parseRequestFields(Buffer.from(body)), /appears more than once in a `(tools|mcp_servers)` entry/, body);
+    }
+    assert.equal(parseRequestFields(Buffer.from('{"tools":[{"type":"function","x":1,"x":2}]}')).tools[0]!.type, 'function');
     assert.throws(() => parseRequestFields(Buffer.from(`{"a":${'['.repeat(128)}${']'.repeat(128)}}`)), /deeper than 128/);
     assert.throws(() => parseRequestFields(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])), /invalid UTF-8/);
     assert.throws(() => parseRequestFields(Buffer.from(`{"model":"${'m'.repeat(257)}"}`)), /longer than 256/);

@@ -9,7 +9,7 @@ import type { Accounting, Admission, KeyAccount } from '../metering/accounting.t
 import type { CallRecord } from '../metering/call-record.ts';
 import { askForStreamUsage, UsageChunkRemover } from '../metering/include-usage.ts';
 import type { Refusals } from '../metering/refusals.ts';
-import { checkServerTools, serverToolPolicy, type ToolUses, worstCaseUses } from '../metering/server-tools.ts';
+import { checkServerTools, type HostAllowed, serverToolPolicy, type ToolUses, worstCaseUses } from '../metering/server-tools.ts';
 import { createUsageMeter, type MeteredUsage, type UsageMeter, ZERO_USAGE } from '../metering/usage.ts';
 import { type AttemptObserver, CallAttempts } from '../upstream/attempts.ts';
 import type { RelayControl } from '../upstream/relay.ts';
@@ -65,6 +65,8 @@ export interface ProxyContext {
   pathHandlers?: readonly PathHandler[];
   /** Server tool classes per group, on top of each key's `serverTools`. */
   groupServerTools?(): Record<string, readonly string[]>;
+  /** The key's egress policy, group's applied: server tools that fetch only hosts it allows pass. */
+  egressAllows?(key: KeyRecord): HostAllowed | undefined;
 }
 
 export function createRequestHandler(context: ProxyContext) {
@@ -209,7 +211,12 @@ async function readRequest(
 /** Server tools this key may use (their worst-case uses, for the reservation), and what no key may ask. */
 function checkPolicy(context: ProxyContext, key: KeyRecord, account: KeyAccount, route: Route, fields: RequestFields): ToolUses | undefined {
   const serverToolUses = worstCaseUses(
-    checkServerTools(route.endpoint, fields, serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.())),
+    checkServerTools(
+      route.endpoint,
+      fields,
+      serverToolPolicy(account.limits.serverTools, key.group, context.groupServerTools?.()),
+      context.egressAllows?.(key),
+    ),
   );
   if (route.endpoint === 'responses' && fields.background) {
     // Answered later by id, billed by the provider outside any call the gateway sees.

@@ -10,8 +10,13 @@ export interface ToolDeclaration {
   name?: string;
   /** Anthropic server tools' `max_uses`. */
   maxUses?: number;
-  /** OpenAI `mcp` tools' `server_url`. */
+  /** OpenAI `mcp` tools' `server_url`: only a whole one (at most MAX_URL_CHARS), never a prefix. */
   serverUrl?: string;
+  /**
+   * Anthropic web tools' `allowed_domains`, when it is a list of strings read whole (each at most
+   * MAX_DOMAIN_CHARS, at most MAX_LISTED_DOMAINS in all the request's tools); undefined otherwise.
+   */
+  allowedDomains?: string[];
 }
 
 /** What the gateway learns from a request body. Unknown or missing fields stay undefined. */
@@ -35,6 +40,11 @@ export interface RequestFields {
   tools: ToolDeclaration[];
   /** Anthropic MCP connector (`mcp_servers`): how many servers the request names. */
   mcpServers: number;
+  /**
+   * Each `mcp_servers` entry's `url`, in order: undefined for an entry that is not `type: 'url'` with
+   * a string `url` of at most MAX_URL_CHARS.
+   */
+  mcpServerUrls: (string | undefined)[];
   /** Chat completions `web_search_options` is present (search models fetch the web for it). */
   webSearchOptions: boolean;
   /** `stream_options` as sent (undefined when absent). */
@@ -54,8 +64,14 @@ const MAX_MODEL_CHARS = 256;
 const MAX_FIELD_CHARS = 128;
 /** Most completions one chat request may ask for (OpenAI's own limit). */
 const MAX_CHOICES = 128;
-/** Most `tools[]` entries one request may declare (Claude Code sends a few dozen). */
+/** Most `tools[]` (and `mcp_servers[]`) entries one request may declare (Claude Code sends a few dozen). */
 const MAX_TOOLS = 1024;
+/** Longest URL kept (a longer one is not read at all: its host could lie past any prefix). */
+const MAX_URL_CHARS = 2048;
+/** Longest `allowed_domains` entry kept (a host name is at most 253, then a path prefix). */
+const MAX_DOMAIN_CHARS = 512;
+/** Most `allowed_domains` entries kept over all the tools of a request. */
+const MAX_LISTED_DOMAINS = 1024;
 /** Longest `stream_options` kept (real ones are a few flags). */
 const MAX_STREAM_OPTIONS_BYTES = 4096;
 const OUTPUT_LIMIT_FIELDS: readonly OutputLimitField[] = ['max_tokens', 'max_completion_tokens', 'max_output_tokens'];
@@ -78,10 +94,13 @@ const PLAN: ScanPlan = {
   ]),
   objects: new Map([['thinking', new Set(['budget_tokens'])]]),
   arrays: new Map([
-    ['tools', new Set(['type', 'name', 'max_uses', 'server_url'])],
-    ['mcp_servers', new Set<string>()],
+    ['tools', new Set(['type', 'name', 'max_uses', 'server_url', 'allowed_domains'])],
+    ['mcp_servers', new Set(['type', 'url'])],
   ]),
   maxElements: MAX_TOOLS,
+  lists: new Map([['tools', new Set(['allowed_domains'])]]),
+  maxListItems: MAX_LISTED_DOMAINS,
+  listItemUnits: MAX_DOMAIN_CHARS,
   raw: new Map([['stream_options', MAX_STREAM_OPTIONS_BYTES]]),
 };
 
@@ -124,8 +143,14 @@ function requestFields(scan: ScanResult): RequestFields {
   const n = field('n');
   const choices = n === undefined || n === null ? 1 : positiveInteger(n, 'n');
   if (choices > MAX_CHOICES) throw new GatewayError('invalid_request', `\`n\` may be at most ${MAX_CHOICES}`);
+  for (const [name, array] of scan.arrays) {
+    if (array.count > MAX_TOOLS) throw new GatewayError('invalid_request', `\`${name}\` may hold at most ${MAX_TOOLS} entries`);
+    if (array.duplicate !== undefined) {
+      throw new GatewayError('invalid_request', `\`${array.duplicate}\` appears more than once in a \`${name}\` entry`);
+    }
+  }
   const tools = scan.arrays.get('tools');
-  if (tools && tools.count > MAX_TOOLS) throw new GatewayError('invalid_request', `\`tools\` may hold at most ${MAX_TOOLS} entries`);
+  const mcpServers = scan.arrays.get('mcp_servers');
   const streamOptions = scan.raw.get('stream_options');
   if (streamOptions === null) {
     throw new GatewayError('invalid_request', `\`stream_options\` is longer than ${MAX_STREAM_OPTIONS_BYTES} bytes`);
@@ -142,7 +167,8 @@ function requestFields(scan: ScanResult): RequestFields {
     background: field('background') === true,
     thinkingBudgetTokens: typeof budget === 'number' && Number.isInteger(budget) && budget > 0 ? budget : undefined,
     tools: tools ? tools.elements.map(toolDeclaration) : [],
-    mcpServers: scan.arrays.get('mcp_servers')?.count ?? 0,
+    mcpServers: mcpServers?.count ?? 0,
+    mcpServerUrls: mcpServers ? mcpServers.elements.map(mcpServerUrl) : [],
     webSearchOptions: field('web_search_options') !== undefined && field('web_search_options') !== null,
     streamOptions: streamOptions === undefined ? undefined : JSON.parse(streamOptions),
     inputBytes: scan.inputBytes,
@@ -183,11 +209,32 @@ function toolDeclaration(tool: Map<string, Scalar>): ToolDeclaration {
   const type = scalarValue(tool.get('type'));
   const name = scalarValue(tool.get('name'));
   const maxUses = scalarValue(tool.get('max_uses'));
-  const serverUrl = scalarValue(tool.get('server_url'));
   return {
     type: typeof type === 'string' ? type.slice(0, MAX_FIELD_CHARS) : undefined,
     name: typeof name === 'string' ? name.slice(0, MAX_FIELD_CHARS) : undefined,
     maxUses: typeof maxUses === 'number' && Number.isInteger(maxUses) && maxUses > 0 ? maxUses : undefined,
-    serverUrl: typeof serverUrl === 'string' ? serverUrl.slice(0, 2048) : undefined,
+    serverUrl: wholeString(tool.get('server_url'), MAX_URL_CHARS),
+    allowedDomains: domainList(tool.get('allowed_domains')),
   };
+}
+
+function mcpServerUrl(server: Map<string, Scalar>): string | undefined {
+  return scalarValue(server.get('type')) === 'url' ? wholeString(server.get('url'), MAX_URL_CHARS) : undefined;
+}
+
+/** A string value of at most `max` characters, as sent; undefined for anything else. */
+function wholeString(scalar: Scalar | undefined, max: number): string | undefined {
+  return scalar?.kind === 'string' && scalar.units! <= max ? scalar.text : undefined;
+}
+
+/** A list of strings every one of which was kept whole; undefined for anything else. */
+function domainList(scalar: Scalar | undefined): string[] | undefined {
+  if (scalar?.kind !== 'array' || scalar.items === undefined || scalar.items.length < scalar.count!) return undefined;
+  const domains: string[] = [];
+  for (const item of scalar.items) {
+    const domain = wholeString(item, MAX_DOMAIN_CHARS);
+    if (domain === undefined) return undefined;
+    domains.push(domain);
+  }
+  return domains;
 }

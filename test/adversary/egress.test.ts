@@ -7,8 +7,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.ts';
-import { classifyTool, declaredServerTools, worstCaseToolCostUsd } from '../../src/metering/server-tools.ts';
+import {
+  checkServerTools,
+  classifyTool,
+  declaredServerTools,
+  type HostAllowed,
+  type ServerToolPolicy,
+  worstCaseToolCostUsd,
+} from '../../src/metering/server-tools.ts';
 import { createUsageMeter } from '../../src/metering/usage.ts';
+import type { Endpoint } from '../../src/wire/endpoints.ts';
+import { GatewayError } from '../../src/wire/errors.ts';
+import { parseRequestFields } from '../../src/wire/request-fields.ts';
 import { eventually, startFixture, type Fixture } from '../support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request } from '../support/http.ts';
 
@@ -381,5 +391,297 @@ describe('adversary: egress through server-side tools', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/**
+ * A stand-in for the key's egress policy: `host:port` rules where the host is exact, `*.rest` (one
+ * label under rest) or `**.rest` (any depth under rest), and the port a number or `*`. Records what
+ * it was asked.
+ */
+function egressRules(...rules: string[]): HostAllowed & { asked: string[] } {
+  const asked: string[] = [];
+  const matches = (rule: string, host: string, port: number) => {
+    const [pattern, rulePort] = rule.split(':') as [string, string];
+    if (rulePort !== '*' && Number(rulePort) !== port) return false;
+    if (pattern.startsWith('**.')) return host.endsWith(pattern.slice(2));
+    if (pattern.startsWith('*.')) return host.endsWith(pattern.slice(1)) && !host.slice(0, -pattern.length + 1).includes('.');
+    return host === pattern;
+  };
+  const allows = (host: string, port: number) => {
+    asked.push(`${host}:${port}`);
+    return rules.some((rule) => matches(rule, host, port));
+  };
+  return Object.assign(allows, { asked });
+}
+
+const NONE: ServerToolPolicy = { key: [], group: { name: 'locked', allowed: [] } };
+
+/** The check as the handler runs it: the body parsed by the request scanner, then the policy. */
+function check(endpoint: Endpoint, body: string, egress: HostAllowed | undefined, policy: ServerToolPolicy = NONE) {
+  return checkServerTools(endpoint, parseRequestFields(Buffer.from(body)), policy, egress);
+}
+
+function refusal(run: () => unknown): string {
+  try {
+    run();
+  } catch (error) {
+    assert.ok(error instanceof GatewayError && error.kind === 'tool_not_allowed', String(error));
+    return error.message;
+  }
+  assert.fail('expected a tool_not_allowed refusal');
+}
+
+const connector = (...urls: (string | undefined)[]) =>
+  message({
+    mcp_servers: urls.map((url, i) => ({ type: 'url', url, name: `s${i}` })),
+    tools: [{ type: 'mcp_toolset', mcp_server_name: 's0' }],
+  });
+const webFetch = (tool: object = {}) => message({ tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', ...tool }] });
+
+describe('adversary: provider-side egress under the key’s egress policy', () => {
+  test('the MCP connector and mcp_toolset pass when the egress policy allows every server URL’s host and port, whatever serverTools says', () => {
+    const egress = egressRules('mcp.example.com:443', 'tools.example.org:8443', 'plain.example.net:80');
+    const declared = check('messages', connector('https://mcp.example.com/sse', 'https://Tools.Example.org:8443/mcp?x=1', 'http://plain.example.net'), egress);
+    assert.deepEqual(
+      declared.map((tool) => tool.declaredAs),
+      ['mcp_toolset', 'mcp_servers'],
+    );
+    assert.deepEqual(
+      new Set(egress.asked),
+      new Set(['mcp.example.com:443', 'tools.example.org:8443', 'plain.example.net:80']),
+      'host lower-cased, default ports by scheme',
+    );
+    // OpenAI remote MCP, on Responses and chat completions alike.
+    const openai = { type: 'mcp', server_label: 'x', server_url: 'https://mcp.example.com/v1', require_approval: 'never' };
+    assert.equal(check('responses', responses({ tools: [openai] }), egress).length, 1);
+    assert.equal(check('chat_completions', chat({ tools: [openai] }), egress).length, 1);
+  });
+
+  test('one server URL the policy does not allow refuses the call, and the refusal names both ways to allow it', () => {
+    const egress = egressRules('mcp.example.com:443');
+    const said = refusal(() => check('messages', connector('https://mcp.example.com/sse', ATTACKER), egress, { key: ['web_search'] }));
+    assert.match(
+      said,
+      /this key may not use the provider's mcp tool \(mcp_toolset\); allowed server tools: web_search \(setting: serverTools \/ server_tools\)/,
+    );
+    assert.match(said, /or allow it with an egress rule for attacker\.example:443$/);
+    assert.doesNotMatch(said, /mcp\.example\.com/, 'only the hosts still missing are named');
+    // The wrong port is not the host.
+    assert.match(
+      refusal(() => check('messages', connector('https://mcp.example.com:444/'), egress)),
+      /egress rule for mcp\.example\.com:444$/,
+    );
+    // Without an egress policy, the same refusal, still naming the rule that would allow it.
+    const noPolicy = refusal(() => check('responses', responses({ tools: [{ type: 'mcp', server_url: ATTACKER }] }), undefined, { key: ['web_search'] }));
+    assert.match(noPolicy, /mcp tool \(mcp\).*serverTools.*egress rule for attacker\.example:443/);
+    // A group's refusal says the same.
+    const grouped = refusal(() => check('messages', connector(ATTACKER), egressRules(), { key: ['mcp'], group: { name: 'ci', allowed: [] } }));
+    assert.match(grouped, /group ci may not use the provider's mcp tool \(mcp_toolset\).*groupServerTools.*egress rule for attacker\.example:443/);
+  });
+
+  test('a server URL that is missing, not http(s), or not read alike by every URL parser is never allowed by egress', () => {
+    const everyHost: HostAllowed = () => true;
+    const bad = [
+      undefined,
+      'ftp://a.example/',
+      'HTTPS://a.example/',
+      'https:/a.example/',
+      'https://user@a.example/',
+      'https://a.example:443@b.example/',
+      'https://a.example\\@b.example/',
+      'https://b.example\\.a.example/',
+      ' https://a.example/',
+      'https://a.example /',
+      'https://a.ex\u0430mple/',
+      'http://2130706433/',
+      'http://0x7f.1/',
+      'http://127.1/',
+      'http://127.000.0.1/',
+      'https://[::1]/',
+      'https://a..example/',
+      'https://a.example./',
+      'https://-a.example/',
+      'https://a.example:/',
+      'https://a.example:0/',
+      'https://a.example:65536/',
+      `https://${'a'.repeat(64)}.example/`,
+      `https://a.example/${'x'.repeat(2048)}`,
+    ];
+    for (const url of bad) {
+      const said = refusal(() => check('messages', connector('https://a.example/', url), everyHost));
+      assert.match(said, /an egress rule cannot allow it: an mcp_servers entry has no plain http\(s\) url/, String(url));
+      assert.match(said, /serverTools/, String(url));
+    }
+    for (const url of bad) {
+      const tool = url === undefined ? { type: 'mcp' } : { type: 'mcp', server_url: url };
+      assert.match(
+        refusal(() => check('responses', responses({ tools: [tool] }), everyHost)),
+        /server_url is missing or not a plain http\(s\) URL/,
+        String(url),
+      );
+    }
+    // A server that is not `type: 'url'`, and mcp_toolset without any server.
+    const stdio = message({ mcp_servers: [{ type: 'stdio', url: 'https://a.example/', name: 'x' }] });
+    assert.match(
+      refusal(() => check('messages', stdio, everyHost)),
+      /no plain http\(s\) url/,
+    );
+    assert.match(
+      refusal(() => check('messages', message({ tools: [{ type: 'mcp_toolset', mcp_server_name: 'x' }] }), everyHost)),
+      /names no mcp_servers/,
+    );
+    // The plain forms the same hosts take are read.
+    assert.equal(check('messages', connector('https://a.example', 'http://127.0.0.1:8080/x#y', 'https://a.example?q'), everyHost).length, 2);
+  });
+
+  test('web_fetch passes only with allowed_domains the policy allows on ports 443 and 80, subdomains included', () => {
+    const everyHost: HostAllowed = () => true;
+    assert.match(
+      refusal(() => check('messages', webFetch(), everyHost)),
+      /web_fetch tool \(web_fetch_20250910\).*serverTools.*an egress rule cannot allow it: it declares no allowed_domains/,
+    );
+    assert.match(
+      refusal(() => check('messages', webFetch({ allowed_domains: [] }), everyHost)),
+      /no allowed_domains/,
+    );
+    assert.match(
+      refusal(() => check('messages', webFetch({ blocked_domains: ['evil.example'] }), everyHost)),
+      /no allowed_domains/,
+    );
+
+    const egress = egressRules(
+      'docs.example.com:443',
+      'docs.example.com:80',
+      '**.docs.example.com:443',
+      '**.docs.example.com:80',
+      'arxiv.org:*',
+      '**.arxiv.org:*',
+    );
+    const declared = check('messages', webFetch({ allowed_domains: ['docs.example.com', 'ArXiv.org/abs/*'], max_uses: 3 }), egress);
+    assert.equal(declared[0]!.class, 'web_fetch');
+    assert.equal(declared[0]!.maxUses, 3, 'still metered as declared');
+    assert.ok(egress.asked.includes('docs.example.com:80') && egress.asked.includes('arxiv.org:443'), 'both ports; the path is not the host');
+    assert.ok(egress.asked.includes('gateway-subdomain-probe.gateway-subdomain-probe.docs.example.com:443'), 'subdomains two labels down');
+
+    // example.com covers api.example.com: a rule for the apex alone does not allow it.
+    const apexOnly = refusal(() => check('messages', webFetch({ allowed_domains: ['example.com'] }), egressRules('example.com:*')));
+    assert.match(apexOnly, /egress rule for example\.com:443 and its subdomains, example\.com:80 and its subdomains$/);
+    // Nor does a rule that matches one label under it (the provider fetches a.b.example.com too).
+    const oneLabel = refusal(() => check('messages', webFetch({ allowed_domains: ['example.com'] }), egressRules('example.com:*', '*.example.com:*')));
+    assert.match(oneLabel, /egress rule for example\.com:443 and its subdomains/);
+    // HTTPS alone is not enough: the URLs may be http.
+    assert.match(
+      refusal(() => check('messages', webFetch({ allowed_domains: ['example.com'] }), egressRules('**.example.com:443', 'example.com:443'))),
+      /rule for example\.com:80 and its subdomains$/,
+    );
+    // One domain the policy does not allow.
+    assert.match(
+      refusal(() => check('messages', webFetch({ allowed_domains: ['docs.example.com', 'evil.example'] }), egress)),
+      /rule for evil\.example:443 and its subdomains, evil\.example:80 and its subdomains$/,
+    );
+  });
+
+  test('web_fetch allowed_domains entries that are not plain domains are never allowed by egress', () => {
+    const everyHost: HostAllowed = () => true;
+    for (const entry of [
+      'https://example.com',
+      '*.example.com',
+      'example.com:8080',
+      'ex ample.com',
+      'exa\u0301mple.com',
+      'example.com.',
+      '',
+      '/path',
+      'a\\b.com',
+      '0x7f.1',
+    ]) {
+      assert.match(
+        refusal(() => check('messages', webFetch({ allowed_domains: ['ok.example', entry] }), everyHost)),
+        /allowed_domains entry .* is not a plain domain/,
+        entry,
+      );
+    }
+    assert.match(
+      refusal(() => check('messages', webFetch({ allowed_domains: ['ok.example', 7] }), everyHost)),
+      /no allowed_domains the gateway could read/,
+    );
+  });
+
+  test('egress allows only the fetching tools, and a group list still narrows every other one', () => {
+    const everyHost: HostAllowed = () => true;
+    assert.match(
+      refusal(() => check('messages', message({ tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }), everyHost)),
+      /code_execution tool/,
+    );
+    const search = message({ tools: [{ type: 'web_search_20250305', name: 'web_search', allowed_domains: ['example.com'] }] });
+    const searchRefusal = refusal(() => check('messages', search, everyHost, { key: ['web_search'], group: { name: 'locked', allowed: [] } }));
+    assert.match(searchRefusal, /group locked may not use the provider's web_search tool/);
+    assert.doesNotMatch(searchRefusal, /egress/, 'no egress way out for a tool egress does not govern');
+    // count_tokens runs nothing.
+    assert.deepEqual(check('count_tokens', connector(ATTACKER), undefined), []);
+  });
+
+  test('the new fields stay bounded: many servers, long URLs, many allowed_domains', () => {
+    const long = `https://a.example/${'x'.repeat(2048 - 'https://a.example/'.length)}`;
+    const many = parseRequestFields(Buffer.from(message({ mcp_servers: Array.from({ length: 1024 }, (_, i) => ({ type: 'url', url: long, name: `s${i}` })) })));
+    assert.equal(many.mcpServers, 1024);
+    assert.equal(many.mcpServerUrls.length, 1024);
+    assert.ok(
+      many.mcpServerUrls.every((url) => url === long),
+      'a URL of 2048 characters is kept whole',
+    );
+    assert.throws(
+      () => parseRequestFields(Buffer.from(message({ mcp_servers: Array.from({ length: 1025 }, () => ({ type: 'url', url: 'https://a.example' })) }))),
+      /`mcp_servers` may hold at most 1024 entries/,
+    );
+    // A longer URL is not kept at all (never a prefix), however long.
+    const huge = parseRequestFields(
+      Buffer.from(
+        message({
+          mcp_servers: [
+            { type: 'url', url: `${long}y` },
+            { type: 'url', url: `https://a.example/${'x'.repeat(4 << 20)}` },
+          ],
+        }),
+      ),
+    );
+    assert.deepEqual(huge.mcpServerUrls, [undefined, undefined]);
+    const tooLongServerUrl = parseRequestFields(Buffer.from(responses({ tools: [{ type: 'mcp', server_url: `${long}y` }] })));
+    assert.equal(tooLongServerUrl.tools[0]!.serverUrl, undefined);
+
+    // allowed_domains: each entry at most 512 characters, at most 1024 kept over the request; a list cut short is not read.
+    const domain = (i: number) => `d${i}.example`;
+    const fields = parseRequestFields(
+      Buffer.from(
+        message({
+          tools: [
+            { type: 'web_fetch_20250910', allowed_domains: Array.from({ length: 1000 }, (_, i) => domain(i)) },
+            { type: 'web_fetch_20250910', allowed_domains: Array.from({ length: 24 }, (_, i) => domain(i)) },
+            { type: 'web_fetch_20250910', allowed_domains: ['one.more'] },
+            { type: 'web_fetch_20250910', allowed_domains: ['x'.repeat(512)] },
+            { type: 'web_fetch_20250910', allowed_domains: ['x'.repeat(513)] },
+            { type: 'web_fetch_20250910', allowed_domains: 'example.com' },
+          ],
+        }),
+      ),
+    );
+    assert.equal(fields.tools[0]!.allowedDomains!.length, 1000);
+    assert.equal(fields.tools[1]!.allowedDomains!.length, 24);
+    assert.equal(fields.tools[2]!.allowedDomains, undefined, 'past the request-wide bound');
+    assert.equal(fields.tools[3]!.allowedDomains, undefined, 'past the bound, even a short list');
+    assert.equal(fields.tools[5]!.allowedDomains, undefined, 'not a list');
+    const separate = parseRequestFields(Buffer.from(webFetch({ allowed_domains: ['x'.repeat(512), 'x'.repeat(513)] })));
+    assert.equal(separate.tools[0]!.allowedDomains, undefined, 'an entry over 512 characters');
+    assert.equal(parseRequestFields(Buffer.from(webFetch({ allowed_domains: ['x'.repeat(512)] }))).tools[0]!.allowedDomains![0]!.length, 512);
+    // A list far past the bound, nested lists and objects inside it: counted, not kept, no crash.
+    const flood = parseRequestFields(
+      Buffer.from(webFetch({ allowed_domains: [...Array.from({ length: 200_000 }, (_, i) => domain(i)), [['deep']], { a: 1 }] })),
+    );
+    assert.equal(flood.tools[0]!.allowedDomains, undefined);
+    assert.match(
+      refusal(() => checkServerTools('messages', flood, NONE, () => true)),
+      /no allowed_domains the gateway could read/,
+    );
   });
 });

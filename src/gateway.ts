@@ -388,6 +388,13 @@ function createServer(
     pathHandlers: [gitHubPathHandler(live.github)],
     // Read at each call: reconfigure replaces `options.groupServerTools`.
     groupServerTools: () => options.groupServerTools ?? {},
+    // Server tools that make the provider fetch URLs follow the key's egress policy (host and port).
+    egressAllows(key) {
+      const { policy } = live.egress();
+      const entries = accounting.get(key.id)?.limits.egress;
+      if (!policy.grants(key.group, entries)) return undefined;
+      return (host, port) => policy.decide(key.group, entries, { host, port }).allowed;
+    },
     onInternalError,
   });
   const egress = createEgressProxy({

@@ -339,6 +339,25 @@ describe('egress through the key socket', () => {
     await closed;
   });
 
+  test("provider-side fetching (the MCP connector) follows the key's egress policy", async () => {
+    const key = await fx.gateway.mint({ group: 'g', egress: ['mcp.example.com:443'] });
+    const body = (url: string) =>
+      JSON.stringify({
+        model: 'claude-sonnet-4-5',
+        max_tokens: 16,
+        messages: [{ role: 'user', content: 'hi' }],
+        mcp_servers: [{ type: 'url', url, name: 'docs' }],
+      });
+    const allowed = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://mcp.example.com/mcp') });
+    assert.equal(allowed.status, 200, allowed.body);
+    const refused = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://attacker.example/mcp') });
+    assert.equal(refused.status, 403);
+    assert.match(refused.body, /egress rule for attacker\.example:443/);
+    const none = await fx.gateway.mint({ group: 'g' });
+    const withoutEgress = await request({ socketPath: none.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://mcp.example.com/mcp') });
+    assert.equal(withoutEgress.status, 403);
+  });
+
   test('bad CONNECT targets get a 400', async () => {
     const key = await fx.gateway.mint({ group: 'g', egress: ['*:*'] });
     for (const target of ['no-port', 'host:0', 'host:99999', '[zz::1]:443', 'a b:443', `${'a'.repeat(300)}.test:443`, '127.1:443']) {

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -54,6 +55,11 @@ describe('configuration errors name the file and the field', () => {
     ['a bad fallback', '[[routes]]\nmodels = ["x"]\nprovider = "anthropic"\nfallbacks = ["ghost:m"]', /routes\[0\]\.fallbacks\[0\]: no provider named "ghost"/],
     ['zero attempts', '[retry]\nattempts = 0', /retry\.attempts: must be at least 1/],
     ['a bad proxy URL', '[network]\nhttps_proxy = "proxy:3128"', /network\.https_proxy: must be an http\(s\) URL/],
+    ['an unknown egress preset', '[limits]\negress = ["nmp"]', /limits\.egress\[0\]: no egress preset named "nmp"/],
+    ['a bad egress rule', '[egress.groups]\nci = [{ host = "a b" }]', /egress\.groups\.ci\[0\]\.host: must be a host name/],
+    ['a bad egress port', '[egress.presets]\nmine = ["docs.example.com:99999"]', /egress\.presets\.mine\[0\]: port must be 1-65535/],
+    ['a bad pinned address', '[egress.hosts]\n"registry.internal" = "10.0.0"', /egress\.hosts\.registry\.internal: must list IP addresses/],
+    ['a bad DNS server', '[egress]\ndns_servers = ["dns.example"]', /egress\.dns_servers: must list servers/],
   ];
   for (const [what, text, expected] of cases) {
     test(what, async () => {
@@ -179,6 +185,33 @@ describe('the daemon', () => {
     assert.ok(!cmdline.includes(REAL_KEY), 'nor in the process arguments');
     const audit = await readFile(path.join(stateDir, 'audit.jsonl'), 'utf8').catch(() => '');
     assert.ok(!audit.includes(REAL_KEY), 'nor in the audit file');
+  });
+
+  test('keys mint --egress: the env carries the proxy, a refusal shows in inspect, an unknown preset is an error', async () => {
+    const minted = await cli(['keys', 'mint', '--config', configFile, '--group', 'builders', '--egress', 'npm,docs.python.org:443', '--egress-budget-bytes', '1000000', '--json']);
+    assert.equal(minted.code, 0, minted.stderr);
+    const key = JSON.parse(minted.stdout) as { id: string; socketPath: string; egress: boolean; env: Record<string, string> };
+    assert.equal(key.egress, true);
+    assert.equal(key.env.HTTPS_PROXY, 'http://127.0.0.1:9460');
+    assert.equal(key.env.http_proxy, 'http://127.0.0.1:9460');
+    assert.equal(key.env.NO_PROXY, '127.0.0.1,localhost,::1');
+    const answer = await new Promise<string>((resolve) => {
+      const socket = net.connect(key.socketPath, () => socket.end('CONNECT evil.example:443 HTTP/1.1\r\nhost: evil.example:443\r\n\r\n'));
+      let text = '';
+      socket.on('data', (chunk) => (text += chunk));
+      socket.on('close', () => resolve(text));
+    });
+    assert.match(answer, /^HTTP\/1\.1 403/);
+    assert.match(answer, /this key allows: registry\.npmjs\.org:443, registry\.yarnpkg\.com:443, docs\.python\.org:443/);
+    const human = await cli(['inspect', key.id, '--config', configFile]);
+    assert.match(human.stdout, /egress {5}0 tunnels and 0 requests \(0 open\), 0 B down and 0 B up of 1\.0 MB, 1 refused/);
+    assert.match(human.stdout, /CONNECT evil\.example:443\s+403\s+not_allowed/);
+    const table = await cli(['inspect', '--config', configFile]);
+    assert.match(table.stdout, /0 open, 0 B\/0 B, 1 refused/);
+    const unknown = await cli(['keys', 'mint', '--config', configFile, '--group', 'builders', '--egress', 'nmp']);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /no egress preset named "nmp"/);
+    await cli(['keys', 'revoke', key.id, '--config', configFile]);
   });
 
   test('inspect --watch redraws the table in place every second', async () => {

@@ -349,21 +349,21 @@ describe('validateEgressResolverOptions', () => {
 
   test('refuses each wrong field by name', () => {
     const cases: ReadonlyArray<readonly [unknown, string]> = [
-      [{ hosts: ['10.0.0.5'] }, 'hosts'],
-      [{ hosts: { 'bad host': ['10.0.0.5'] } }, 'hosts.bad host'],
-      [{ hosts: { '10.0.0.9': ['10.0.0.5'] } }, 'hosts.10.0.0.9'],
-      [{ hosts: { 'registry.internal': [] } }, 'hosts.registry.internal'],
-      [{ hosts: { 'registry.internal': ['registry.example'] } }, 'hosts.registry.internal'],
-      [{ hosts: { 'registry.internal': ['fe80::1%eth0'] } }, 'hosts.registry.internal'],
-      [{ hosts: { 'registry.internal': '10.0.0.5' } }, 'hosts.registry.internal'],
-      [{ dnsServers: [] }, 'dnsServers'],
-      [{ dnsServers: ['dns.example'] }, 'dnsServers'],
-      [{ dnsServers: ['1.1.1.1:0'] }, 'dnsServers'],
-      [{ dnsServers: ['1.1.1.1:65536'] }, 'dnsServers'],
-      [{ dnsServers: ['[::1]53'] }, 'dnsServers'],
-      [{ timeoutMs: 0 }, 'timeoutMs'],
-      [{ timeoutMs: 1.5 }, 'timeoutMs'],
-      [{ timeoutMs: 3_600_000 }, 'timeoutMs'],
+      [{ hosts: ['10.0.0.5'] }, 'egress.hosts'],
+      [{ hosts: { 'bad host': ['10.0.0.5'] } }, 'egress.hosts.bad host'],
+      [{ hosts: { '10.0.0.9': ['10.0.0.5'] } }, 'egress.hosts.10.0.0.9'],
+      [{ hosts: { 'registry.internal': [] } }, 'egress.hosts.registry.internal'],
+      [{ hosts: { 'registry.internal': ['registry.example'] } }, 'egress.hosts.registry.internal'],
+      [{ hosts: { 'registry.internal': ['fe80::1%eth0'] } }, 'egress.hosts.registry.internal'],
+      [{ hosts: { 'registry.internal': '10.0.0.5' } }, 'egress.hosts.registry.internal'],
+      [{ dnsServers: [] }, 'egress.dnsServers'],
+      [{ dnsServers: ['dns.example'] }, 'egress.dnsServers'],
+      [{ dnsServers: ['1.1.1.1:0'] }, 'egress.dnsServers'],
+      [{ dnsServers: ['1.1.1.1:65536'] }, 'egress.dnsServers'],
+      [{ dnsServers: ['[::1]53'] }, 'egress.dnsServers'],
+      [{ timeoutMs: 0 }, 'egress.timeoutMs'],
+      [{ timeoutMs: 1.5 }, 'egress.timeoutMs'],
+      [{ timeoutMs: 3_600_000 }, 'egress.timeoutMs'],
     ];
     for (const [options, field] of cases) {
       assert.throws(

@@ -407,10 +407,14 @@ class Reader {
       connectTimeoutMs: this.duration(table.connect_timeout, 'egress.connect_timeout'),
       idleTimeoutMs: this.duration(table.idle_timeout, 'egress.idle_timeout'),
     });
-    this.check(() => {
-      validateEgressResolverOptions(options);
-      return new EgressPolicy(options);
-    });
+    // The library names fields as GatewayOptions spells them: re-worded as this file does.
+    checked(
+      () => {
+        validateEgressResolverOptions(options);
+        return new EgressPolicy(options);
+      },
+      (field, problem) => this.fail(field.replace('dnsServers', 'dns_servers'), problem),
+    );
     return options;
   }
 

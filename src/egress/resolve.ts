@@ -82,9 +82,9 @@ function isDnsServer(server: string): boolean {
 export function validateEgressResolverOptions(options: EgressResolverOptions): void {
   const { hosts, dnsServers, timeoutMs } = options;
   if (hosts !== undefined) {
-    if (typeof hosts !== 'object' || hosts === null || Array.isArray(hosts)) throw new ValidationError('hosts', 'must be a table of host name to addresses');
+    if (typeof hosts !== 'object' || hosts === null || Array.isArray(hosts)) throw new ValidationError('egress.hosts', 'must be a table of host name to addresses');
     for (const [name, addresses] of Object.entries(hosts)) {
-      const field = `hosts.${name}`;
+      const field = `egress.hosts.${name}`;
       if (!isDnsName(name) || ipLiteral(name) !== 0) throw new ValidationError(field, `must be a host name such as registry.internal, got "${name}"`);
       if (!Array.isArray(addresses) || addresses.length === 0 || addresses.length > MAX_ADDRESSES) {
         throw new ValidationError(field, `must be a list of 1 to ${MAX_ADDRESSES} IP addresses`);
@@ -97,15 +97,15 @@ export function validateEgressResolverOptions(options: EgressResolverOptions): v
   }
   if (dnsServers !== undefined) {
     if (!Array.isArray(dnsServers) || dnsServers.length === 0 || dnsServers.length > MAX_DNS_SERVERS) {
-      throw new ValidationError('dnsServers', `must list 1 to ${MAX_DNS_SERVERS} servers (omit it to use the system resolver)`);
+      throw new ValidationError('egress.dnsServers', `must list 1 to ${MAX_DNS_SERVERS} servers (omit it to use the system resolver)`);
     }
     for (const server of dnsServers) {
       if (typeof server !== 'string' || !isDnsServer(server))
-        throw new ValidationError('dnsServers', `must list servers such as 1.1.1.1, 1.1.1.1:53 or [::1]:53, got "${server}"`);
+        throw new ValidationError('egress.dnsServers', `must list servers such as 1.1.1.1, 1.1.1.1:53 or [::1]:53, got "${server}"`);
     }
   }
   if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS)) {
-    throw new ValidationError('timeoutMs', `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
+    throw new ValidationError('egress.timeoutMs', `must be a whole number of milliseconds from 1 to ${MAX_TIMEOUT_MS}`);
   }
 }
 

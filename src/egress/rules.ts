@@ -58,7 +58,7 @@ export function compileEntries(
         throw new ValidationError(where, `no egress preset named "${entry}" (known: ${Object.keys(presets).sort().join(', ')}); a host needs a dot or a port`);
       }
       if (depth >= MAX_PRESET_DEPTH) throw new ValidationError(where, `presets nest more than ${MAX_PRESET_DEPTH} deep`);
-      rules.push(...compileEntries(preset, presets, `egress preset ${entry}`, entry, depth + 1));
+      rules.push(...compileEntries(preset, presets, `egress.presets.${entry}`, entry, depth + 1));
     } else if (typeof entry === 'string') {
       rules.push(compileRule(parseShorthand(entry, where), where, source));
     } else if (entry !== null && typeof entry === 'object' && !Array.isArray(entry)) {

@@ -28,6 +28,7 @@ import { Refusals } from './metering/refusals.ts';
 import { refuseUpgrade } from './http/upgrade.ts';
 import type { EgressSettings } from './egress/admission.ts';
 import { EgressBooks, type EgressTotals } from './egress/books.ts';
+import { boundEgressRecord } from './egress/record.ts';
 import { EgressPolicy } from './egress/policy.ts';
 import { createEgressProxy, egressSettings, type EgressOptions } from './egress/proxy.ts';
 
@@ -403,7 +404,8 @@ function createServer(
     settings: live.egress,
     books: books.egress,
     refusals,
-    onRecord(record) {
+    onRecord(unbounded) {
+      const record = boundEgressRecord(unbounded);
       const isLive = accounting.get(record.keyId) !== undefined;
       if (isLive && record.decision === 'denied' && record.status !== 200) {
         refusals.add(record.keyId);

@@ -9,7 +9,11 @@ export {
   type MintRequest,
 } from './gateway.ts';
 export type { KeyInfo, MintOptions, Owner } from './keys/store.ts';
-export type { KeyLimits } from './keys/limits.ts';
+export type { EgressEntry, EgressRule, KeyLimits } from './keys/limits.ts';
+export type { EgressOptions } from './egress/proxy.ts';
+export type { EgressRecord } from './egress/record.ts';
+export type { EgressTotals } from './egress/books.ts';
+export { SHIPPED_PRESETS as EGRESS_PRESETS } from './egress/presets.ts';
 export type { Price, PriceTable } from './metering/pricing.ts';
 export { DEFAULT_PRICES } from './metering/pricing.ts';
 export type { AuditOptions } from './metering/audit.ts';
@@ -23,7 +27,7 @@ export type { Endpoint } from './wire/endpoints.ts';
 export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
 export { render, type LaunchSpec, type RenderHost, type Runtime } from './runner/render.ts';
 export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';
-export { clientEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/client-env.ts';
+export { clientEnv, egressEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/client-env.ts';
 export { loadConfig, ConfigError, type GatewayConfig } from './config/load.ts';
 export { ValidationError } from './util/validation.ts';
 export { startDaemon, type Daemon } from './control/daemon.ts';

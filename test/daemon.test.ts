@@ -188,7 +188,19 @@ describe('the daemon', () => {
   });
 
   test('keys mint --egress: the env carries the proxy, a refusal shows in inspect, an unknown preset is an error', async () => {
-    const minted = await cli(['keys', 'mint', '--config', configFile, '--group', 'builders', '--egress', 'npm,docs.python.org:443', '--egress-budget-bytes', '1000000', '--json']);
+    const minted = await cli([
+      'keys',
+      'mint',
+      '--config',
+      configFile,
+      '--group',
+      'builders',
+      '--egress',
+      'npm,docs.python.org:443',
+      '--egress-budget-bytes',
+      '1000000',
+      '--json',
+    ]);
     assert.equal(minted.code, 0, minted.stderr);
     const key = JSON.parse(minted.stdout) as { id: string; socketPath: string; egress: boolean; env: Record<string, string> };
     assert.equal(key.egress, true);

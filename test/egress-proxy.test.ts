@@ -10,6 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
+import type { EgressOptions } from '../src/index.ts';
 import type { EgressRecord } from '../src/egress/record.ts';
 import { startDnsServer, type DnsServer } from './support/dns-server.ts';
 import { eventually, startFixture, type Fixture } from './support/fixture.ts';
@@ -92,7 +93,7 @@ describe('egress through the key socket', () => {
   let plain: http.Server;
   let sitePort: number;
   let plainPort: number;
-  const records: EgressRecord[] = [];
+  let testEgress: EgressOptions;
   const plainRequests: { method?: string; url?: string; host?: string }[] = [];
   let loopbackConnections = 0;
   let bystander: net.Server;
@@ -125,22 +126,14 @@ describe('egress through the key socket', () => {
       if (name === 'metadata.test') return type === 'A' ? ['169.254.169.254'] : [];
       return undefined;
     });
-    fx = await startFixture(
-      {},
-      {
-        egress: {
-          hosts: { 'pkg.test': ['127.0.0.1'], 'other.test': ['127.0.0.1'] },
-          dnsServers: [`127.0.0.1:${dns.port}`],
-          connectTimeoutMs: 1000,
-          presets: { testpkg: [`pkg.test:${sitePort}`] },
-          groups: { ceiling: [`pkg.test:${sitePort}`] },
-        },
-        audit: { file: undefined },
-        onCall: () => undefined,
-      },
-    );
-    fx.gateway.reconfigure({});
-    (fx as unknown as { records: EgressRecord[] }).records = records;
+    testEgress = {
+      hosts: { 'pkg.test': ['127.0.0.1'], 'other.test': ['127.0.0.1'] },
+      dnsServers: [dns.address],
+      connectTimeoutMs: 1000,
+      presets: { testpkg: [`pkg.test:${sitePort}`] },
+      groups: { ceiling: [`pkg.test:${sitePort}`] },
+    };
+    fx = await startFixture({}, { egress: testEgress });
   });
   after(async () => {
     await fx.close();
@@ -350,12 +343,64 @@ describe('egress through the key socket', () => {
       });
     const allowed = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://mcp.example.com/mcp') });
     assert.equal(allowed.status, 200, allowed.body);
-    const refused = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://attacker.example/mcp') });
+    const refused = await request({
+      socketPath: key.socketPath,
+      path: '/v1/messages',
+      headers: anthropicHeaders(),
+      body: body('https://attacker.example/mcp'),
+    });
     assert.equal(refused.status, 403);
     assert.match(refused.body, /egress rule for attacker\.example:443/);
     const none = await fx.gateway.mint({ group: 'g' });
-    const withoutEgress = await request({ socketPath: none.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body: body('https://mcp.example.com/mcp') });
+    const withoutEgress = await request({
+      socketPath: none.socketPath,
+      path: '/v1/messages',
+      headers: anthropicHeaders(),
+      body: body('https://mcp.example.com/mcp'),
+    });
     assert.equal(withoutEgress.status, 403);
+  });
+
+  test("the operator's upstream proxy carries egress too, and a reload changes a group's list for its live keys", async () => {
+    const seen: string[] = [];
+    const parent = http.createServer((req, res) => {
+      seen.push(`${req.method} ${req.url}`);
+      res.end('via parent');
+    });
+    parent.on('connect', (req, client: net.Socket, head) => {
+      seen.push(`CONNECT ${req.url}`);
+      // The parent resolves the name itself: the test's names live on loopback.
+      const upstream = net.connect(Number(String(req.url).split(':')[1]), '127.0.0.1', () => {
+        client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(client).pipe(upstream);
+      });
+      upstream.on('error', () => client.destroy());
+    });
+    await new Promise<void>((resolve) => parent.listen(0, '127.0.0.1', resolve));
+    const proxyUrl = `http://127.0.0.1:${(parent.address() as net.AddressInfo).port}`;
+    const egress = { hosts: { 'pkg.test': ['127.0.0.1'] }, groups: { reload: [`pkg.test:${sitePort}`] } };
+    fx.gateway.reconfigure({ network: { proxyUrl }, egress });
+    try {
+      const key = await fx.gateway.mint({ group: 'reload' });
+      const tunnel = await connectVia(key.socketPath, `pkg.test:${sitePort}`);
+      assert.equal(tunnel.status, 200);
+      assert.equal((await getOverTunnel(tunnel.socket, 'pkg.test', ca.certPem)).body, 'hello from pkg.test');
+      assert.deepEqual(seen, [`CONNECT pkg.test:${sitePort}`]);
+      // A plain HTTP request goes to the parent in absolute form.
+      const plainKey = await fx.gateway.mint({ group: 'g', egress: [`pkg.test:${plainPort}`] });
+      const viaParent = await proxyRequest(plainKey.socketPath, 'GET', `http://pkg.test:${plainPort}/x`);
+      assert.equal(viaParent.body, 'via parent');
+      assert.equal(seen.at(-1), `GET http://pkg.test:${plainPort}/x`);
+      // The group's list is replaced: the same live key is now refused.
+      fx.gateway.reconfigure({ egress: { ...egress, groups: { reload: ['npm'] } } });
+      const refused = await connectVia(key.socketPath, `pkg.test:${sitePort}`);
+      assert.equal(refused.status, 403);
+      assert.match(refused.body, /group reload allows: registry\.npmjs\.org:443/);
+    } finally {
+      fx.gateway.reconfigure({ network: {}, egress: testEgress });
+      parent.close();
+    }
   });
 
   test('bad CONNECT targets get a 400', async () => {

@@ -40,7 +40,7 @@ export interface EgressContext {
 }
 
 /** Tunnels and requests one key may have open at once unless its limits say otherwise. */
-export const DEFAULT_MAX_TUNNELS = 32;
+const DEFAULT_MAX_TUNNELS = 32;
 
 export class EgressRefusal extends Error {
   override readonly name = 'EgressRefusal';
@@ -90,7 +90,8 @@ async function checkedAddresses(settings: EgressSettings, rules: CompiledRule[],
     resolution = await settings.resolver.resolve(host);
   } catch (error) {
     if (!(error instanceof ResolveError)) throw error;
-    if (error.code === 'invalid_host') throw new EgressRefusal(400, 'bad_target', `egress refused: "${host}" is not a host name or an IP address`);
+    if (error.code === 'invalid_host')
+      throw new EgressRefusal(400, 'bad_target', `egress refused: "${host.slice(0, 256)}" is not a host name or an IP address`);
     // Behind an upstream proxy the host may see no outside DNS: the proxy resolves, and checks, then.
     if (settings.parent) return [];
     throw new EgressRefusal(502, 'resolve_failed', `egress to ${host} failed: the name could not be resolved (${error.code})`);

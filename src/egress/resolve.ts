@@ -82,7 +82,8 @@ function isDnsServer(server: string): boolean {
 export function validateEgressResolverOptions(options: EgressResolverOptions): void {
   const { hosts, dnsServers, timeoutMs } = options;
   if (hosts !== undefined) {
-    if (typeof hosts !== 'object' || hosts === null || Array.isArray(hosts)) throw new ValidationError('egress.hosts', 'must be a table of host name to addresses');
+    if (typeof hosts !== 'object' || hosts === null || Array.isArray(hosts))
+      throw new ValidationError('egress.hosts', 'must be a table of host name to addresses');
     for (const [name, addresses] of Object.entries(hosts)) {
       const field = `egress.hosts.${name}`;
       if (!isDnsName(name) || ipLiteral(name) !== 0) throw new ValidationError(field, `must be a host name such as registry.internal, got "${name}"`);

@@ -7,7 +7,7 @@ import { BlockList, isIP } from 'node:net';
 import type { EgressEntry, EgressRule } from '../keys/limits.ts';
 import { ValidationError } from '../util/validation.ts';
 
-export type { EgressEntry, EgressRule };
+export type { EgressEntry };
 
 /** A rule ready to match, with the words a refusal or an audit line uses for it. */
 export interface CompiledRule {
@@ -164,7 +164,7 @@ function ruleText(host: string, ports: ReadonlySet<number> | 'any', methods?: Re
 }
 
 /** Whether `host` (lower-case, no trailing dot) is one `pattern` names. */
-export function hostMatches(pattern: string, host: string): boolean {
+function hostMatches(pattern: string, host: string): boolean {
   if (pattern === '*') return true;
   if (pattern.startsWith('*.')) return host.endsWith(pattern.slice(1)) && host.length > pattern.length - 1;
   return pattern === host;

@@ -36,7 +36,7 @@ function refuse(client: Socket, refusal: EgressRefusal): void {
 }
 
 /** `host:port` as a CONNECT names it (`[v6]:port` for IPv6), or undefined. */
-export function parseAuthority(authority: string): EgressTarget | undefined {
+function parseAuthority(authority: string): EgressTarget | undefined {
   const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/@]+)):(\d{1,5})$/.exec(authority);
   if (!match) return undefined;
   const host = (match[1] ?? match[2]!).toLowerCase().replace(/\.$/, '');

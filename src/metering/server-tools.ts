@@ -94,7 +94,7 @@ export function classifyTool(endpoint: Endpoint, tool: ToolDeclaration): ToolKin
 export type HostAllowed = (host: string, port: number) => boolean;
 
 /** A host and port the provider may fetch from; with `subdomains`, any name under the host too. */
-export interface HostPort {
+interface HostPort {
   host: string;
   port: number;
   subdomains?: boolean;
@@ -104,7 +104,7 @@ export interface HostPort {
  * Where the provider fetches for a tool, as the request shows it: every host and port it may reach,
  * or why the request does not bound it (then no egress rule can allow the tool).
  */
-export type Reach = { hosts: readonly HostPort[] } | { unbounded: string };
+type Reach = { hosts: readonly HostPort[] } | { unbounded: string };
 
 /** A server tool a request declares, with the name the refusal quotes. */
 export interface DeclaredServerTool {

@@ -254,7 +254,7 @@ test('real npm, pip and curl through the egress proxy in --network=none podman c
     assert.ok(tunnels.reduce((sum, line) => sum + line.bytesDown, 0) > npmPack!.tarball.length, JSON.stringify(tunnels));
   });
 
-  await step('npm install with a key not granted the registry: refused; npm shows E403 for the URL, not the gateway message', npmSkip, async (t) => {
+  await step("npm install with a key not granted the registry: refused; npm's E403 line carries the gateway's message", npmSkip, async (t) => {
     const before = requests.length;
     const script = `exec 2>&1; ${npmInstall}; echo "npm-rc=$?"; ls /tmp/proj/node_modules/${NPM_PACKAGE} || true`;
     const { r, lines, ms } = await run('npm-refused', [`${REFUSED_HOST}:443`], script, { mounts: npmMounts, env: npmEnv }, (l) =>
@@ -262,11 +262,17 @@ test('real npm, pip and curl through the egress proxy in --network=none podman c
     );
     const text = output(r);
     t.diagnostic(`npm install (refused): ${ms} ms in the container\n${text}`);
-    // npm shows the CONNECT's 403 as if the registry had answered it, with its own hint; the
-    // gateway's message (the host and "To allow it, ask the operator to grant ...") is not shown,
-    // not even in npm's debug log. The agent learns the URL and "403 Forbidden", no more.
+    // npm drops a refused CONNECT's body but prints its status line: the gateway puts its message
+    // (the host, and what the operator could grant) in the reason phrase, so the agent reads it.
     assert.match(text, /^npm error code E403$/m, text);
-    assert.match(text, new RegExp(`^npm error 403 403 Forbidden - GET https://registry\\.test:${port}/${NPM_PACKAGE}$`, 'm'), text);
+    assert.match(
+      text,
+      new RegExp(
+        `^npm error 403 403 Forbidden \\(egress to registry\\.test:${port} refused: no rule of this key allows it\\. .*To allow it, ask the operator to grant registry\\.test:${port} \\(--egress registry\\.test:${port}\\)\\.\\) - GET https://registry\\.test:${port}/${NPM_PACKAGE}$`,
+        'm',
+      ),
+      text,
+    );
     assert.match(text, /^npm-rc=1$/m, text);
     assert.match(text, /No such file or directory/, text);
     assert.equal(requests.length, before, 'nothing reached the registry');
@@ -298,7 +304,7 @@ test('real npm, pip and curl through the egress proxy in --network=none podman c
     for (const line of tunnels) assert.deepEqual([line.host, line.port, line.sni], ['registry.test', port, 'registry.test']);
   });
 
-  await step('pip install with a key not granted the index: refused; pip shows the tunnel failed with 403 in a retry warning', pipSkip, async (t) => {
+  await step("pip install with a key not granted the index: refused; pip's retry warning carries the gateway's message", pipSkip, async (t) => {
     const before = requests.length;
     const pip = `${python!.executable} -m pip install --target /tmp/pipout --index-url ${origin}/simple/ --cert ${CA_IN_CONTAINER} --disable-pip-version-check --no-cache-dir ${WHEEL_PROJECT}`;
     // pip says why only in its retry warnings: by default 5 of them (6 refusals, about 10 s); with
@@ -307,8 +313,14 @@ test('real npm, pip and curl through the egress proxy in --network=none podman c
     const { r, lines, ms } = await run('pip-refused', [`${REFUSED_HOST}:443`], script, { mounts: [python!.mount] }, (l) => l.length >= 2);
     const text = output(r);
     t.diagnostic(`pip install (refused): ${ms} ms in the container\n${text}`);
-    // pip shows the tunnel's status line, not the gateway's message, then blames the index.
-    assert.match(text, /ProxyError\('Cannot connect to proxy\.', OSError\('Tunnel connection failed: 403 Forbidden'\)\)/, text);
+    // pip shows the tunnel's status line (the gateway's message is in its reason phrase), then blames the index.
+    assert.match(
+      text,
+      new RegExp(
+        `OSError\\('Tunnel connection failed: 403 Forbidden \\(egress to registry\\.test:${port} refused: .*To allow it, ask the operator to grant registry\\.test:${port} `,
+      ),
+      text,
+    );
     assert.match(text, new RegExp(`^ERROR: No matching distribution found for ${WHEEL_PROJECT}\\n+pip-rc=1$`, 'm'), text);
     assert.equal(requests.length, before, 'nothing reached the index');
     assert.equal(lines.length, 2, JSON.stringify(lines));

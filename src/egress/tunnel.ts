@@ -27,13 +27,20 @@ export function createTunnelHandler(context: EgressContext) {
   };
 }
 
-/** Writes a refusal as the CONNECT's answer and closes the connection. */
+/**
+ * Writes a refusal as the CONNECT's answer and closes the connection. Most clients drop a refused
+ * CONNECT's body and print its status line (pip: "Tunnel connection failed: 403 <reason>"), so the
+ * reason phrase carries the message too, as printable ASCII.
+ */
 function refuse(client: Socket, refusal: EgressRefusal): void {
   const body = `${refusal.message}\n`;
   const headers = { ...refusalHeaders(refusal), 'content-length': String(Buffer.byteLength(body)), connection: 'close' };
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
-  client.end(`HTTP/1.1 ${refusal.status} ${refusal.status === 403 ? 'Forbidden' : 'Egress Refused'}\r\n${lines.join('')}\r\n${body}`);
+  const reason = `${STATUS_TEXT[refusal.status] ?? 'Refused'} (${refusal.message})`.replace(/[^\x20-\x7e]/g, '?').slice(0, 512);
+  client.end(`HTTP/1.1 ${refusal.status} ${reason}\r\n${lines.join('')}\r\n${body}`);
 }
+
+const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 429: 'Too Many Requests', 502: 'Bad Gateway' };
 
 /** `host:port` as a CONNECT names it (`[v6]:port` for IPv6), or undefined. */
 function parseAuthority(authority: string): EgressTarget | undefined {

@@ -30,8 +30,9 @@ export function clientEnv(port = SHIM_PORT): Record<string, string> {
 /**
  * For a key with egress: every common tool's proxy variables (both cases: curl reads only the
  * lower-case http_proxy, Go and Python either) on the shim, which relays them to the key's socket;
- * NO_PROXY keeps the API calls on the shim direct. NODE_USE_ENV_PROXY makes Node's own fetch and
- * http honour them (docs/egress.md).
+ * NO_PROXY keeps the API calls on the shim direct. Not NODE_USE_ENV_PROXY, which would make Node's
+ * own fetch honour them but makes every Node process (the shim's included) print an "experimental"
+ * warning on Node 22: docs/egress.md says how an image opts in.
  */
 export function egressEnv(port = SHIM_PORT): Record<string, string> {
   const proxy = `http://127.0.0.1:${port}`;
@@ -43,6 +44,5 @@ export function egressEnv(port = SHIM_PORT): Record<string, string> {
     http_proxy: proxy,
     NO_PROXY: direct,
     no_proxy: direct,
-    NODE_USE_ENV_PROXY: '1',
   };
 }

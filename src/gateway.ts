@@ -217,6 +217,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     audit: new AuditTrail(stateDir, options.audit),
     refusals: new Refusals(),
     egress: new EgressBooks(),
+    egressRefusals: new Refusals(),
   };
   const { accounting, audit, refusals } = books;
 
@@ -240,6 +241,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       audit.forget(key.id);
       refusals.forget(key.id);
       books.egress.forget(key.id);
+      books.egressRefusals.forget(key.id);
       // On close, leases stay: the next start re-creates the keys.
       if (reason !== 'closed') leases?.journal.revoked(key.id).catch((error: unknown) => logger.error({ err: error }, 'lease journal write failed'));
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
@@ -322,6 +324,11 @@ interface Books {
   audit: AuditTrail;
   refusals: Refusals;
   egress: EgressBooks;
+  /**
+   * Egress refusals, counted apart from API calls' against the same per-key limit: an agent whose
+   * tool retries a refused install (pip: six CONNECTs) must not lock its own model calls out.
+   */
+  egressRefusals: Refusals;
 }
 
 /** Where calls go: the upstream pools, the routing over them, the GitHub relay and the egress policy. Swapped whole. */
@@ -403,12 +410,12 @@ function createServer(
     limitsOf: (keyId) => accounting.get(keyId)?.limits,
     settings: live.egress,
     books: books.egress,
-    refusals,
+    refusals: books.egressRefusals,
     onRecord(unbounded) {
       const record = boundEgressRecord(unbounded);
       const isLive = accounting.get(record.keyId) !== undefined;
       if (isLive && record.decision === 'denied' && record.status !== 200) {
-        refusals.add(record.keyId);
+        books.egressRefusals.add(record.keyId);
         books.egress.account(record.keyId).refused(record);
       }
       audit.writeRecord('egress', record, record.decision === 'denied' && record.status !== 200 && isLive);

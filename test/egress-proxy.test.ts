@@ -403,6 +403,32 @@ describe('egress through the key socket', () => {
     }
   });
 
+  test("egress refusals have their own rate: past it egress is refused at once, and the key's API calls still pass", async () => {
+    const key = await fx.gateway.mint({ group: 'g', egress: ['npm'], maxRefusalsPerMinute: 3 });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await connectVia(key.socketPath, 'refused.example:443')).status);
+    assert.deepEqual(statuses, [403, 403, 403, 429, 429]);
+    const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 16, messages: [{ role: 'user', content: 'hi' }] });
+    const call = await request({ socketPath: key.socketPath, path: '/v1/messages', headers: anthropicHeaders(), body });
+    assert.equal(call.status, 200);
+  });
+
+  test('the status line carries the refusal, for clients that print it and drop the body', async () => {
+    const key = await fx.gateway.mint({ group: 'g' });
+    const tunnel = await connectVia(key.socketPath, 'refused.example:443');
+    assert.match(tunnel.head, /^HTTP\/1\.1 403 Forbidden \(egress to refused\.example:443 refused: this key has no egress allowed .*\)\r\n/);
+    const statusMessage = await new Promise<string>((resolve, reject) => {
+      const req = http.request({ socketPath: key.socketPath, path: 'http://refused.example/x', headers: { host: 'refused.example' } });
+      req.once('response', (res) => {
+        res.resume();
+        resolve(res.statusMessage ?? '');
+      });
+      req.once('error', reject);
+      req.end();
+    });
+    assert.match(statusMessage, /^Forbidden \(egress to GET http:\/\/refused\.example:80\/x refused: /);
+  });
+
   test('bad CONNECT targets get a 400', async () => {
     const key = await fx.gateway.mint({ group: 'g', egress: ['*:*'] });
     for (const target of ['no-port', 'host:0', 'host:99999', '[zz::1]:443', 'a b:443', `${'a'.repeat(300)}.test:443`, '127.1:443']) {

@@ -33,7 +33,7 @@ export interface EgressContext {
   limitsOf(keyId: string): KeyLimits | undefined;
   settings(): EgressSettings;
   books: EgressBooks;
-  /** Refusals count toward the key's refusal rate, as its API calls' do. */
+  /** The key's egress refusals in the last minute: past its `maxRefusalsPerMinute`, egress is refused at once. */
   refusals: Refusals;
   onRecord(record: EgressRecord): void;
   onInternalError(error: unknown): void;
@@ -131,6 +131,17 @@ const PROXY_STATUS: Record<EgressReason, string> = {
   refusal_rate: 'http_request_denied',
   key_revoked: 'http_request_denied',
 };
+
+const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 429: 'Too Many Requests', 502: 'Bad Gateway' };
+
+/**
+ * The status line's reason phrase: the status text and the message. Most clients drop a refused
+ * CONNECT's body but print its status line (npm: "403 Forbidden (...)", pip: "Tunnel connection
+ * failed: 403 Forbidden (...)", apt), so the model reads what would allow the request. Printable ASCII.
+ */
+export function reasonPhrase(refusal: EgressRefusal): string {
+  return `${STATUS_TEXT[refusal.status] ?? 'Refused'} (${refusal.message})`.replace(/[^\x20-\x7e]/g, '?').slice(0, 512);
+}
 
 /** The refusal's response headers (besides the length): why, for the client and for tools. */
 export function refusalHeaders(refusal: EgressRefusal): Record<string, string> {

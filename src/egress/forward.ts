@@ -5,7 +5,7 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
-import { admitEgress, type Admitted, type EgressContext, EgressRefusal, refusalHeaders, ruleText } from './admission.ts';
+import { admitEgress, type Admitted, type EgressContext, EgressRefusal, reasonPhrase, refusalHeaders, ruleText } from './admission.ts';
 import { pinnedLookup } from './dial.ts';
 import type { ResolvedAddress } from './resolve.ts';
 import type { EgressRecord } from './record.ts';
@@ -43,7 +43,7 @@ export function createForwardHandler(context: EgressContext) {
 function answerRefusal(res: ServerResponse, refusal: EgressRefusal): void {
   const body = `${refusal.message}\n`;
   res.shouldKeepAlive = false;
-  res.writeHead(refusal.status, { ...refusalHeaders(refusal), 'content-length': Buffer.byteLength(body) });
+  res.writeHead(refusal.status, reasonPhrase(refusal), { ...refusalHeaders(refusal), 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
 

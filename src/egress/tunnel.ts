@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { KeyRecord } from '../keys/store.ts';
-import { admitEgress, type Admitted, type EgressContext, EgressRefusal, refusalHeaders, ruleText } from './admission.ts';
+import { admitEgress, type Admitted, type EgressContext, EgressRefusal, reasonPhrase, refusalHeaders, ruleText } from './admission.ts';
 import { ClientHelloReader } from './client-hello.ts';
 import { DialError, dial } from './dial.ts';
 import type { EgressReason, EgressRecord } from './record.ts';
@@ -27,20 +27,13 @@ export function createTunnelHandler(context: EgressContext) {
   };
 }
 
-/**
- * Writes a refusal as the CONNECT's answer and closes the connection. Most clients drop a refused
- * CONNECT's body and print its status line (pip: "Tunnel connection failed: 403 <reason>"), so the
- * reason phrase carries the message too, as printable ASCII.
- */
+/** Writes a refusal as the CONNECT's answer and closes the connection. */
 function refuse(client: Socket, refusal: EgressRefusal): void {
   const body = `${refusal.message}\n`;
   const headers = { ...refusalHeaders(refusal), 'content-length': String(Buffer.byteLength(body)), connection: 'close' };
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`);
-  const reason = `${STATUS_TEXT[refusal.status] ?? 'Refused'} (${refusal.message})`.replace(/[^\x20-\x7e]/g, '?').slice(0, 512);
-  client.end(`HTTP/1.1 ${refusal.status} ${reason}\r\n${lines.join('')}\r\n${body}`);
+  client.end(`HTTP/1.1 ${refusal.status} ${reasonPhrase(refusal)}\r\n${lines.join('')}\r\n${body}`);
 }
-
-const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 429: 'Too Many Requests', 502: 'Bad Gateway' };
 
 /** `host:port` as a CONNECT names it (`[v6]:port` for IPv6), or undefined. */
 function parseAuthority(authority: string): EgressTarget | undefined {

@@ -31,6 +31,8 @@ async function connectVia(socketPath: string, authority: string): Promise<{ stat
       const status = Number(head.split(' ')[1]);
       if (status === 200) {
         socket.off('data', onData);
+        // Paused, or the tunnel's first bytes would be emitted to no listener before the caller reads.
+        socket.pause();
         if (received.length > end + 4) socket.unshift(received.subarray(end + 4));
         resolve({ status, head, body: '', socket });
       }
@@ -56,7 +58,10 @@ function getOverTunnel(socket: net.Socket, servername: string | undefined, ca: s
         let body = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (body += chunk));
-        res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.once('end', () => {
+          secure.destroy();
+          resolve({ status: res.statusCode ?? 0, body });
+        });
         res.once('error', reject);
       });
       req.once('error', reject);
@@ -427,6 +432,27 @@ describe('egress through the key socket', () => {
       req.end();
     });
     assert.match(statusMessage, /^Forbidden \(egress to GET http:\/\/refused\.example:80\/x refused: /);
+  });
+
+  test('a destination that sends its last bytes and closes: a slow reader still gets every byte', async () => {
+    const size = 8 * 1024 * 1024;
+    const sender = net.createServer((socket) => socket.end(Buffer.alloc(size, 7)));
+    await new Promise<void>((resolve) => sender.listen(0, '127.0.0.1', resolve));
+    const port = (sender.address() as net.AddressInfo).port;
+    try {
+      const key = await fx.gateway.mint({ group: 'g', egress: [{ host: '127.0.0.1', ports: [port] }] });
+      const tunnel = await connectVia(key.socketPath, `127.0.0.1:${port}`);
+      assert.equal(tunnel.status, 200);
+      let received = 0;
+      // Read a chunk at a time with a pause between: the destination has long closed when the tail arrives.
+      for await (const chunk of tunnel.socket) {
+        received += (chunk as Buffer).length;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(received, size);
+    } finally {
+      sender.close();
+    }
   });
 
   test('bad CONNECT targets get a 400', async () => {

@@ -217,10 +217,13 @@ describe('proxy', () => {
     const openai = await request({ socketPath, path: '/v1/files', headers: openaiHeaders() });
     assert.equal(openai.status, 404);
     assert.equal((JSON.parse(openai.body) as { error: { code: string } }).error.code, 'not_found');
-    for (const path of ['/v1/../v1/messages', '/v1/%6dessages', 'http://evil.example/v1/messages', '/v1/messages/']) {
+    for (const path of ['/v1/../v1/messages', '/v1/%6dessages', '/v1/messages/']) {
       const res = await request({ socketPath, path, headers: anthropicHeaders(), body: '{}' });
       assert.equal(res.status, 404, path);
     }
+    // An absolute-form target is egress, never an API call: refused for a key without egress.
+    const absolute = await request({ socketPath, path: 'http://evil.example/v1/messages', headers: anthropicHeaders(), body: '{}' });
+    assert.equal(absolute.status, 403);
     assert.equal(fx.standin.requests.length, before);
   });
 

@@ -45,6 +45,9 @@ function parseAuthority(authority: string): EgressTarget | undefined {
   return { host, port };
 }
 
+/** How long a tunnel whose one side closed waits for the other to finish writing and close. */
+const LINGER_MS = 30_000;
+
 class Tunnel {
   private readonly context: EgressContext;
   private readonly key: KeyRecord;
@@ -61,6 +64,9 @@ class Tunnel {
   private bytesDown = 0;
   private closeAccount: (() => void) | undefined;
   private reported = false;
+  private lingering: NodeJS.Timeout | undefined;
+  /** The client hung up before the tunnel opened. */
+  private readonly closeEarly = () => this.close();
 
   constructor(context: EgressContext, key: KeyRecord, client: Socket, started: number) {
     this.context = context;
@@ -73,7 +79,7 @@ class Tunnel {
     this.target = parseAuthority(authority);
     if (!this.target) throw new EgressRefusal(400, 'bad_target', `egress refused: CONNECT needs host:port, got "${authority.slice(0, 100)}"`);
     const target = this.target;
-    this.client.once('close', () => this.close());
+    this.client.once('close', this.closeEarly);
     this.admitted = await admitEgress(this.context, this.key, limits, target);
     if (this.client.destroyed) return this.report('allowed');
     // Counted open from here, so the key's tunnel limit holds while it connects.
@@ -111,10 +117,11 @@ class Tunnel {
       this.bytesUp += chunk.length;
       if (!account.add(chunk.length, 0, budgetBytes)) this.cut('byte_budget');
     });
+    client.off('close', this.closeEarly);
     for (const socket of [client, server!]) {
       socket.setTimeout(idleTimeoutMs, () => this.close());
       socket.once('error', () => this.close());
-      socket.once('close', () => this.close());
+      socket.once('close', () => this.sideClosed());
     }
     server!.pipe(client);
     const gate = new HelloGate(this.target!, helloTimeoutMs, (verdict) => {
@@ -126,6 +133,18 @@ class Tunnel {
     gate.start(client, head);
   }
 
+  /**
+   * One side closed: the pipe has ended the other, which still writes what it was given (the tail
+   * of a download); the tunnel ends when both are closed, or after LINGER_MS of waiting for the other.
+   */
+  private sideClosed(): void {
+    const { client, server } = this;
+    if (client.destroyed && server?.destroyed) return this.close();
+    // The closed side's pipe paused the open one: read it on (to nowhere) so its end is seen.
+    (client.destroyed ? server : client)?.resume();
+    this.lingering ??= setTimeout(() => this.close(), LINGER_MS).unref();
+  }
+
   /** Ends the tunnel for a reason the audit records. */
   private cut(reason: EgressReason): void {
     this.reason ??= reason;
@@ -133,6 +152,7 @@ class Tunnel {
   }
 
   private close(): void {
+    clearTimeout(this.lingering);
     this.client.destroy();
     this.server?.destroy();
     this.closeAccount?.();

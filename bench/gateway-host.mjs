@@ -4,7 +4,8 @@
 //   revoke {ids}  -> revokes them one after another, timing each
 //   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
 //   cpu           -> process.cpuUsage()
-// The configuration is the real one a host would use: audit trail to a file, metering on.
+// The configuration is the real one a host would use: audit trail to a file, metering on; with
+// BENCH_EGRESS (JSON of the `egress` option), the forward proxy on each key's socket too.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { pino } from 'pino';
@@ -21,6 +22,7 @@ const gateway = await createGateway({
   providers: { anthropic: { baseUrl: process.env.BENCH_UPSTREAM_URL, apiKey: process.env.BENCH_REAL_KEY } },
   // The workloads drive up to 64 requests at once through one key: above the default cap of 32.
   defaultLimits: { maxConcurrent: 128 },
+  ...(process.env.BENCH_EGRESS ? { egress: JSON.parse(process.env.BENCH_EGRESS) } : {}),
 });
 
 const now = () => performance.now();

@@ -1,10 +1,13 @@
 // Load generator, in a process of its own: closed-loop workers over undici's raw dispatch API (no
 // streams, no body parsing) so it stays cheap next to what it measures. Driven over IPC by run.mjs:
-//   {type:'run', target, mode, concurrency, durationMs, maxRequests, headers, body, keysSubset}
+//   {type:'run', target, mode, concurrency, durationMs, maxRequests, method, path, headers, body}
+//   {type:'connect' | 'download', ...}: TLS handshakes and large downloads, direct or through the
+//   egress proxy (bench/tunnels.mjs)
 // target: {origin} for TCP, or {socketPaths:[...]} for Unix sockets (one pool per socket; every
 // request picks a socket at random). mode: 'json' | 'stream' (events as fast as they come) |
 // 'paced' (events carry their send time; one-way delay per event).
 import { Pool } from 'undici';
+import { connectLoop, downloadLoop } from './tunnels.mjs';
 
 const now = () => performance.now();
 const NL2 = Buffer.from('\n\n');
@@ -30,8 +33,10 @@ function quantiles(values, n = values.length) {
 async function run(cmd) {
   const { mode, concurrency, durationMs, maxRequests = 1e7 } = cmd;
   const pools = makePools(cmd.target, concurrency);
-  const body = Buffer.from(cmd.body);
-  const headers = { ...cmd.headers, 'content-length': String(body.length) };
+  // GET (plain HTTP through the proxy) has no body; POST (the API) always has one.
+  const method = cmd.method ?? 'POST';
+  const body = method === 'GET' ? null : Buffer.from(cmd.body);
+  const headers = body ? { ...cmd.headers, 'content-length': String(body.length) } : cmd.headers;
   const streaming = mode !== 'json';
   const latencies = new Float64Array(Math.min(maxRequests, 2_000_000));
   const ttfbs = new Float64Array(latencies.length);
@@ -61,7 +66,7 @@ async function run(cmd) {
       tail = 0,
       evCount = 0;
     pool.dispatch(
-      { path: cmd.path, method: 'POST', headers, body },
+      { path: cmd.path, method, headers, body },
       {
         onRequestStart() {},
         onResponseStart(_c, statusCode) {
@@ -155,10 +160,13 @@ async function run(cmd) {
   };
 }
 
+/** @type {Record<string, (cmd: any) => Promise<object>>} */
+const RUNNERS = { run, connect: connectLoop, download: downloadLoop };
 process.on('message', async (/** @type {any} */ msg) => {
-  if (msg.type === 'run') {
+  const runner = Object.hasOwn(RUNNERS, msg.type) ? RUNNERS[msg.type] : undefined;
+  if (runner) {
     try {
-      send({ type: 'result', result: await run(msg) });
+      send({ type: 'result', result: await runner(msg) });
     } catch (error) {
       send({ type: 'error', message: String(/** @type {Error} */ (error)?.stack ?? error) });
     }

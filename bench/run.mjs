@@ -3,6 +3,8 @@
 //   socket   client -> a key's Unix socket -> gateway -> upstream
 //   shim     client -> shim/shim.mjs (TCP) -> socket -> gateway -> upstream: the real path
 //   portkey  client -> @portkey-ai/gateway (TCP) -> upstream: a peer
+// and egress (issue 14): TLS connects, large downloads and plain HTTP to a loopback site named
+// bench.test, direct against through the key's socket (CONNECT, absolute form) and through the shim.
 // Every actor (upstream, gateway, shim, Portkey, load generator) is a process of its own, so the
 // CPU time each spends is its own. Prints a table, writes bench/results.json.
 //
@@ -10,8 +12,8 @@
 //     --quick    shorter windows (smoke test)
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
-import { fork, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, fork, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,6 +39,11 @@ const PACE_MS = 2;
 const MANY_KEYS = [1000, 10000];
 const SUBSET = 200;
 const CLK_TCK = 100;
+// Egress: the made-up name the site is reached by (pinned to 127.0.0.1 in egress.hosts), one download's
+// size on one tunnel, and on each of DOWNLOAD_PARALLEL tunnels at once.
+const SITE_HOST = 'bench.test';
+const DOWNLOAD_BYTES = (QUICK ? 64 : 256) * 2 ** 20;
+const DOWNLOAD_PARALLEL = 4;
 const WATCHDOG_MS = 15 * 60_000;
 
 /** @type {import('node:child_process').ChildProcess[]} */
@@ -204,6 +211,37 @@ async function startPortkey() {
   return { available: true, child, port, stderr: () => stderr, logFile };
 }
 
+/**
+ * The egress rows' destination: a self-signed certificate for bench.test (openssl), then bench/site.mjs.
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcess, httpsPort: number, httpPort: number, ca: string }>}
+ */
+async function startSite() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-site-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  try {
+    // P-256, as the test CA's (test/support/test-ca.ts): the handshake's cost is the same kind a real registry's is.
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', `/CN=${SITE_HOST}`].concat([
+        '-addext',
+        `subjectAltName=DNS:${SITE_HOST}`,
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]),
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+  } catch (error) {
+    return { available: false, reason: `openssl could not make a certificate: ${String(/** @type {Error} */ (error).message).slice(0, 200)}` };
+  }
+  const child = start(path.join(here, 'site.mjs'), { env: { BENCH_SITE_KEY: key, BENCH_SITE_CERT: cert } });
+  const { httpsPort, httpPort } = await request(child, null, 'ready', 10_000);
+  return { available: true, child, httpsPort, httpPort, ca: readFileSync(cert, 'utf8') };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stats helpers
 
@@ -307,8 +345,14 @@ async function main() {
     rmSync(profileDir, { recursive: true, force: true });
     mkdirSync(profileDir, { recursive: true });
   }
+  // The egress destination, and the rule that lets the bench group's keys (the main key) reach it.
+  const site = await startSite();
+  if (!site.available) console.log(`bench: egress: not available (${site.reason})`);
+  const egress = site.available
+    ? { hosts: { [SITE_HOST]: ['127.0.0.1'] }, groups: { bench: [`${SITE_HOST}:${site.httpsPort}`, `${SITE_HOST}:${site.httpPort}`] } }
+    : undefined;
   const gw = start(path.join(here, 'gateway-host.mjs'), {
-    env: gatewayEnv,
+    env: egress ? { ...gatewayEnv, BENCH_EGRESS: JSON.stringify(egress) } : gatewayEnv,
     execArgv: ['--expose-gc'],
   });
   results.gatewayEntry = (await request(gw, null, 'ready', 20_000)).entry;
@@ -351,6 +395,38 @@ async function main() {
 
   let upstreamStats = (await request(upstream, { type: 'stats' }, 'stats')).stats;
 
+  /**
+   * One measured window of a loadgen command after a warm-up one, with the CPU each actor (`pids`,
+   * and the load generator) spent in it per operation, and what else kept the machine busy.
+   */
+  async function measureWindow(cmd, pids, warmup = cmd) {
+    await request(loadgen, { ...warmup, durationMs: WARMUP }, 'result', WARMUP + 60_000);
+    const actors = [...pids, ['loadgen', loadgen.pid]];
+    const before = Object.fromEntries(actors.map(([n, pid]) => [n, cpuMs(pid)]));
+    const machineBefore = machineBusyMs();
+    const gwCpuBefore = pids.some(([n]) => n === 'gateway') ? (await request(gw, { type: 'cpu' }, 'cpu')).cpu : undefined;
+    const { result } = await request(loadgen, { ...cmd, durationMs: DURATION }, 'result', DURATION + 60_000);
+    const gwCpuAfter = gwCpuBefore ? (await request(gw, { type: 'cpu' }, 'cpu')).cpu : undefined;
+    const after = Object.fromEntries(actors.map(([n, pid]) => [n, cpuMs(pid)]));
+    const machineMs = machineBusyMs() - machineBefore;
+    const oursMs = Object.keys(after).reduce((sum, k) => sum + after[k] - before[k], 0);
+    // Anything else busy on the machine during the window (other users' tests, the runner itself).
+    const otherCores = Math.max(0, (machineMs - oursMs) / result.elapsedMs);
+    const n = Math.max(1, result.requests);
+    const cpuPerRequestUs = {};
+    for (const name of Object.keys(before)) cpuPerRequestUs[name] = ((after[name] - before[name]) * 1000) / n;
+    if (gwCpuBefore) {
+      // The gateway reports its own CPU with microsecond resolution: prefer it over /proc.
+      cpuPerRequestUs.gateway = (gwCpuAfter.user + gwCpuAfter.system - gwCpuBefore.user - gwCpuBefore.system) / n;
+    }
+    // The kernel's share (system time: socket reads and writes) against the gateway's own code (user).
+    const gatewaySystemShare = gwCpuBefore
+      ? (gwCpuAfter.system - gwCpuBefore.system) / Math.max(1, gwCpuAfter.user + gwCpuAfter.system - gwCpuBefore.user - gwCpuBefore.system)
+      : undefined;
+    const cpuCoresBusy = Object.fromEntries(Object.keys(before).map((k) => [k, (cpuPerRequestUs[k] * n) / 1000 / result.elapsedMs]));
+    return { result, cpuPerRequestUs, cpuCoresBusy, otherCores, gatewaySystemShare };
+  }
+
   async function measure(workload, pathName, extra = {}) {
     const p = paths[pathName];
     const headers = { ...p.headers, ...(extra.headers ?? {}) };
@@ -363,28 +439,10 @@ async function main() {
       headers,
       body: workload.mode === 'json' ? REQUEST_BODY : STREAM_BODY,
     };
-    await request(loadgen, { ...cmd, durationMs: WARMUP }, 'result');
-    const before = Object.fromEntries([...p.pids, ['upstream', upstream.pid], ['loadgen', loadgen.pid]].map(([n, pid]) => [n, cpuMs(pid)]));
-    const machineBefore = machineBusyMs();
-    const gwCpuBefore = p.pids.some(([n]) => n === 'gateway') ? (await request(gw, { type: 'cpu' }, 'cpu')).cpu : undefined;
-    const { result } = await request(loadgen, { ...cmd, durationMs: DURATION }, 'result', DURATION + 60_000);
-    const gwCpuAfter = gwCpuBefore ? (await request(gw, { type: 'cpu' }, 'cpu')).cpu : undefined;
-    const after = Object.fromEntries([...p.pids, ['upstream', upstream.pid], ['loadgen', loadgen.pid]].map(([n, pid]) => [n, cpuMs(pid)]));
-    const machineMs = machineBusyMs() - machineBefore;
-    const oursMs = Object.keys(after).reduce((sum, k) => sum + after[k] - before[k], 0);
-    // Anything else busy on the machine during the window (other users' tests, the runner itself).
-    const otherCores = Math.max(0, (machineMs - oursMs) / result.elapsedMs);
+    const { result, cpuPerRequestUs, cpuCoresBusy, otherCores } = await measureWindow(cmd, [...p.pids, ['upstream', upstream.pid]]);
     const stats = (await request(upstream, { type: 'stats' }, 'stats')).stats;
     const mismatches = stats.keyMismatches - upstreamStats.keyMismatches;
     upstreamStats = stats;
-    const n = Math.max(1, result.requests);
-    const cpuPerRequestUs = {};
-    for (const name of Object.keys(before)) cpuPerRequestUs[name] = ((after[name] - before[name]) * 1000) / n;
-    if (gwCpuBefore) {
-      // The gateway reports its own CPU with microsecond resolution: prefer it over /proc.
-      cpuPerRequestUs.gateway = (gwCpuAfter.user + gwCpuAfter.system - gwCpuBefore.user - gwCpuBefore.system) / n;
-    }
-    const cpuCoresBusy = Object.fromEntries(Object.keys(before).map((k) => [k, (cpuPerRequestUs[k] * n) / 1000 / result.elapsedMs]));
     const row = { workload: workload.name, path: pathName, ...result, cpuPerRequestUs, cpuCoresBusy, otherCores, keyMismatches: mismatches };
     results.workloads.push(row);
     const lat = result.latency;
@@ -436,6 +494,67 @@ async function main() {
     console.log(`  portkey stream probe: statuses ${JSON.stringify(probe.statuses)}`);
   }
 
+  // --- Egress: the same site reached directly and through the key's socket (and the shim). ------
+  /** @type {Record<string, { tunnel: object, http: { target: object, path: string }, pids: [string, number | undefined][] }>} */
+  const egressPaths = {};
+  if (site.available) {
+    const authority = `${SITE_HOST}:${site.httpsPort}`;
+    const absolute = `http://${SITE_HOST}:${site.httpPort}/small`;
+    egressPaths.direct = {
+      tunnel: { host: '127.0.0.1', port: site.httpsPort },
+      http: { target: { origin: `http://127.0.0.1:${site.httpPort}` }, path: '/small' },
+      pids: [],
+    };
+    egressPaths.socket = {
+      tunnel: { proxy: { path: mainKey.socketPath }, authority },
+      http: { target: paths.socket.target, path: absolute },
+      pids: paths.socket.pids,
+    };
+    if (shim.available) {
+      egressPaths.shim = {
+        tunnel: { proxy: { host: '127.0.0.1', port: shim.port }, authority },
+        http: { target: paths.shim.target, path: absolute },
+        pids: paths.shim.pids,
+      };
+    }
+    results.egress = { available: true, host: SITE_HOST, rule: egress?.groups.bench, downloadBytes: DOWNLOAD_BYTES, parallel: DOWNLOAD_PARALLEL };
+    console.log(`bench: egress to ${SITE_HOST} (pinned to 127.0.0.1): TLS connects, downloads, plain HTTP GET`);
+    const tlsOf = (e) => ({ target: e.tunnel, servername: SITE_HOST, ca: site.ca });
+    const egressWorkloads = [
+      { name: 'tls connect c1', cmd: (e) => ({ type: 'connect', ...tlsOf(e), concurrency: 1 }) },
+      {
+        name: 'download c1',
+        cmd: (e) => ({ type: 'download', ...tlsOf(e), concurrency: 1, size: DOWNLOAD_BYTES }),
+        warmup: (e) => ({ type: 'download', ...tlsOf(e), concurrency: 1, size: DOWNLOAD_BYTES / 8 }),
+      },
+      {
+        name: `download c${DOWNLOAD_PARALLEL}`,
+        cmd: (e) => ({ type: 'download', ...tlsOf(e), concurrency: DOWNLOAD_PARALLEL, size: DOWNLOAD_BYTES / DOWNLOAD_PARALLEL }),
+        warmup: (e) => ({ type: 'download', ...tlsOf(e), concurrency: DOWNLOAD_PARALLEL, size: DOWNLOAD_BYTES / 8 / DOWNLOAD_PARALLEL }),
+      },
+      { name: 'http get c1', cmd: (e) => ({ type: 'run', mode: 'json', method: 'GET', concurrency: 1, headers: { 'user-agent': 'bench/1' }, ...e.http }) },
+    ];
+    for (const w of egressWorkloads) {
+      for (const [name, e] of Object.entries(egressPaths)) {
+        const pids = [...e.pids, ['site', site.child.pid]];
+        const { result, cpuPerRequestUs, cpuCoresBusy, otherCores, gatewaySystemShare } = await measureWindow(w.cmd(e), pids, w.warmup?.(e));
+        const row = { workload: w.name, path: name, egress: true, ...result, cpuPerRequestUs, cpuCoresBusy, otherCores, gatewaySystemShare };
+        results.workloads.push(row);
+        const what =
+          result.mbps !== undefined
+            ? `${f(result.mbps, 0).padStart(7)} MB/s `
+            : `${f(result.rps, 0).padStart(7)} op/s  p50 ${f(result.latency?.p50)} p99 ${f(result.latency?.p99)} ms`;
+        console.log(
+          `  ${w.name.padEnd(16)} ${name.padEnd(8)} ${what}` +
+            (result.errors ? `  ERRORS ${result.errors} ${result.errorSample ?? JSON.stringify(result.statuses)}` : '') +
+            (otherCores > 0.15 ? `  (other load on the machine: ${f(otherCores, 2)} cores)` : ''),
+        );
+      }
+    }
+  } else {
+    results.egress = { available: false, reason: site.reason };
+  }
+
   // --- Many live keys: the small workload over a random subset of them. ----------------------
   console.log(`bench: many live keys (json c16 over a random ${SUBSET} of them)`);
   let live = [mainKey];
@@ -462,24 +581,34 @@ async function main() {
     console.log('bench: gateway CPU profiles (socket path; the 10,000 keys are revoked first)');
     await request(gw, { type: 'revoke', ids: live.slice(1).map((k) => k.id) }, 'revoked', 300_000);
     results.profiles = {};
-    for (const w of [
-      { name: 'json c1', mode: 'json', concurrency: 1 },
-      { name: 'json c16', mode: 'json', concurrency: 16 },
-      { name: 'stream c1', mode: 'stream', concurrency: 1 },
-    ]) {
-      const cmd = {
-        type: 'run',
-        target: paths.socket.target,
-        path: '/v1/messages',
-        mode: w.mode,
-        concurrency: w.concurrency,
-        headers: paths.socket.headers,
-        body: w.mode === 'json' ? REQUEST_BODY : STREAM_BODY,
-      };
-      await request(loadgen, { ...cmd, durationMs: WARMUP }, 'result');
+    const api = (mode, concurrency) => ({
+      type: 'run',
+      target: paths.socket.target,
+      path: '/v1/messages',
+      mode,
+      concurrency,
+      headers: paths.socket.headers,
+      body: mode === 'json' ? REQUEST_BODY : STREAM_BODY,
+    });
+    /** @type {{ name: string, cmd: object }[]} */
+    const profiled = [
+      { name: 'json c1', cmd: api('json', 1) },
+      { name: 'json c16', cmd: api('json', 16) },
+      { name: 'stream c1', cmd: api('stream', 1) },
+    ];
+    if (egressPaths.socket) {
+      const tunnel = { target: egressPaths.socket.tunnel, servername: SITE_HOST, ca: site.available ? site.ca : undefined, concurrency: 1 };
+      profiled.push(
+        { name: 'tls connect c1', cmd: { type: 'connect', ...tunnel } },
+        { name: 'download c1', cmd: { type: 'download', ...tunnel, size: DOWNLOAD_BYTES } },
+      );
+    }
+    for (const w of profiled) {
+      const { cmd } = w;
+      await request(loadgen, { ...cmd, durationMs: WARMUP }, 'result', WARMUP + 60_000);
       await request(gw, { type: 'profile-start' }, 'profile-started');
       const { result } = await request(loadgen, { ...cmd, durationMs: DURATION }, 'result', DURATION + 60_000);
-      const file = path.join(profileDir, `${w.name.replace(' ', '-')}.cpuprofile`);
+      const file = path.join(profileDir, `${w.name.replaceAll(' ', '-')}.cpuprofile`);
       await request(gw, { type: 'profile-stop', file }, 'profile-stopped', 60_000);
       results.profiles[w.name] = { file: path.relative(root, file), requests: result.requests, rpsUnderProfiler: result.rps, ...summarizeProfile(file, 25) };
       console.log(`  ${w.name}: ${result.requests} requests profiled -> ${path.relative(root, file)}`);
@@ -499,6 +628,7 @@ async function main() {
   }
   await stop(gw, 60_000);
   await stop(upstream);
+  if (site.available) await stop(site.child);
 
   const report = render(results);
   console.log(`\n${report}`);
@@ -632,6 +762,9 @@ function render(r) {
   out.push(table(['live keys', 'req/s', 'p50 ms', 'p99 ms', 'RSS KiB/key', 'heap KiB/key'], keyRows));
   out.push('');
 
+  if (r.egress?.available) out.push(...renderEgress(r, get), '');
+  else if (r.egress) out.push(`Egress: not available: ${r.egress.reason}`, '');
+
   const other = rows.map((x) => x.otherCores ?? 0);
   out.push(
     `Other load on the machine during the measured windows (CPU not used by the bench's processes): mean ${f(other.reduce((a, b) => a + b, 0) / other.length, 2)} cores, max ${f(Math.max(...other), 2)} cores.`,
@@ -644,7 +777,7 @@ function render(r) {
   for (const [name, p] of Object.entries(r.profiles ?? {})) {
     out.push('');
     out.push(
-      `Gateway CPU profile, ${name}, socket path (${p.file}; ${p.requests} requests; self time, % of non-idle samples; ${f((p.busyMs / p.requests) * 1000, 0)} µs busy per request on the main thread):`,
+      `Gateway CPU profile, ${name}, socket path (${p.file}; ${p.requests} ${unit(name)}s; self time, % of non-idle samples; ${f((p.busyMs / p.requests) * 1000, 0)} µs busy per ${unit(name)} on the main thread):`,
     );
     out.push('');
     out.push(
@@ -663,6 +796,100 @@ function render(r) {
   }
   return out.join('\n');
 }
+
+/** The egress tables: TLS connect latency, tunnel throughput, plain HTTP through the proxy. */
+function renderEgress(r, get) {
+  const out = [];
+  const e = r.egress;
+  const shown = ['direct', 'socket', 'shim'];
+  const mb = (bytes) => f(bytes / 1e6, 0);
+  out.push(
+    `Egress (issue 14): a loopback site reached as ${e.host} (egress.hosts pins it to 127.0.0.1; the bench group's rule: ${e.rule.join(', ')}). direct: TCP to 127.0.0.1 + TLS; socket: CONNECT on the key's socket, its 200, then TLS through the tunnel; shim: the same through shim/shim.mjs (what HTTPS_PROXY points at in a container). Self-signed P-256 certificate, a full TLS 1.3 handshake each time.`,
+  );
+  out.push('');
+  const connect = [];
+  const dc = get('tls connect c1', 'direct');
+  for (const p of shown) {
+    const x = get('tls connect c1', p);
+    if (!x) continue;
+    connect.push([
+      p,
+      f(x.rps, 0),
+      f(x.latency.p50),
+      f(x.latency.p99),
+      p === 'direct' ? '' : fs(x.latency.p50 - dc.latency.p50),
+      p === 'direct' ? '' : fs(x.latency.p99 - dc.latency.p99),
+      x.proxyLatency ? `${f(x.proxyLatency.p50)} / ${f(x.proxyLatency.p99)}` : '',
+      gwCpu(x),
+      String(x.errors),
+    ]);
+  }
+  out.push('Connect: open a connection, finish the TLS handshake, close; one at a time. Latency in ms.');
+  out.push('');
+  out.push(table(['path', 'connects/s', 'p50', 'p99', '+p50', '+p99', 'to 200 p50 / p99', 'proxy CPU µs/connect', 'errors'], connect));
+  out.push('');
+  const download = [];
+  for (const w of ['download c1', `download c${e.parallel}`]) {
+    const d = get(w, 'direct');
+    for (const p of shown) {
+      const x = get(w, p);
+      if (!x) continue;
+      // CPU per MB moved, per actor: what the relay costs next to the TLS at both ends.
+      const perMb = (name) => (x.cpuPerRequestUs[name] * x.requests) / (x.bytes / 1e6);
+      const relay = [
+        x.cpuPerRequestUs.gateway !== undefined ? `gw ${f(perMb('gateway'), 0)}` : '',
+        x.cpuPerRequestUs.shim !== undefined ? `shim ${f(perMb('shim'), 0)}` : '',
+      ]
+        .filter(Boolean)
+        .join(' + ');
+      download.push([
+        w,
+        p,
+        f(x.mbps, 0),
+        p === 'direct' ? '1' : f(x.mbps / d.mbps, 2),
+        x.perConnection ? f(x.perConnection.p50, 0) : '—',
+        `${x.requests} × ${mb(x.bytes / Math.max(1, x.requests))}`,
+        relay ? `${relay}${x.gatewaySystemShare === undefined ? '' : ` (gw ${f(x.gatewaySystemShare * 100, 0)}% kernel)`}` : '—',
+        `site ${f(perMb('site'), 0)} + loadgen ${f(perMb('loadgen'), 0)}`,
+        String(x.errors),
+      ]);
+    }
+  }
+  out.push(
+    `Download: GET of ${mb(e.downloadBytes)} MB (${e.downloadBytes / 2 ** 20} MiB) over HTTPS, one connection per download, back to back; c${e.parallel}: ${e.parallel} connections at once, ${mb(e.downloadBytes / e.parallel)} MB each. MB/s = 10^6 bytes of body per second over the window (handshakes included); per connection = while it transferred.`,
+  );
+  out.push('');
+  out.push(
+    table(['workload', 'path', 'MB/s', '× direct', 'per conn. MB/s p50', 'downloads × MB', 'relay CPU µs/MB', 'TLS ends CPU µs/MB', 'errors'], download),
+  );
+  out.push('');
+  const plain = [];
+  const dh = get('http get c1', 'direct');
+  for (const p of shown) {
+    const x = get('http get c1', p);
+    if (!x) continue;
+    plain.push([
+      p,
+      f(x.rps, 0),
+      p === 'direct' ? '1' : f(x.rps / dh.rps, 2),
+      f(x.latency.p50),
+      f(x.latency.p99),
+      p === 'direct' ? '' : fs(x.latency.p50 - dh.latency.p50),
+      p === 'direct' ? '' : fs(x.latency.p99 - dh.latency.p99),
+      gwCpu(x),
+      String(x.errors),
+    ]);
+  }
+  out.push(
+    'Plain HTTP: GET /small (22 B), keep-alive client; direct in origin form to 127.0.0.1, through the proxy in absolute form (http://bench.test:PORT/small), which opens one upstream connection per request. c1, latency in ms.',
+  );
+  out.push('');
+  out.push(table(['path', 'req/s', '× direct', 'p50', 'p99', '+p50', '+p99', 'proxy CPU µs/req', 'errors'], plain));
+  return out;
+}
+
+/** What one operation of a workload is, for the profile summaries. */
+const unit = (workload) => (workload.startsWith('tls connect') ? 'handshake' : workload.startsWith('download') ? 'download' : 'request');
 
 function gwCpu(x) {
   const c = x.cpuPerRequestUs;

@@ -139,7 +139,10 @@ class Tunnel {
    */
   private sideClosed(): void {
     const { client, server } = this;
-    if (client.destroyed && server?.destroyed) return this.close();
+    if (client.destroyed && server?.destroyed) {
+      this.close();
+      return;
+    }
     // The closed side's pipe paused the open one: read it on (to nowhere) so its end is seen.
     (client.destroyed ? server : client)?.resume();
     this.lingering ??= setTimeout(() => this.close(), LINGER_MS).unref();

@@ -4,9 +4,10 @@
 # builds the registry-free test image, bubblewrap is the light sandbox, iproute2 (`ip`) builds the
 # private network namespaces of the shim's --check test, openssl makes the TLS test certificates.
 # git: the git end-to-end test serves repositories with `git http-backend` and lends git to its container.
+# curl and python3-pip: the egress end-to-end test lends them to its containers (curl, pip install).
 # Fails when it cannot install them: the tests that need them fail rather than skip in CI.
 set -euo pipefail
-packages=(podman runc busybox-static bubblewrap iproute2 openssl git)
+packages=(podman runc busybox-static bubblewrap iproute2 openssl git curl python3-pip)
 dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

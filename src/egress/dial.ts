@@ -73,9 +73,7 @@ export function pinnedLookup(addresses: readonly ResolvedAddress[]): LookupFunct
 function dialThroughProxy(target: DialTarget, timeoutMs: number, parent: ParentProxy): Promise<net.Socket> {
   const authority = `${net.isIP(target.host) === 6 ? `[${target.host}]` : target.host}:${target.port}`;
   const { url } = parent;
-  const headers: Record<string, string> = { host: authority };
-  if (url.username)
-    headers['proxy-authorization'] = `Basic ${Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64')}`;
+  const headers: Record<string, string> = { host: authority, ...proxyAuthorization(url) };
   const secure = url.protocol === 'https:';
   return new Promise((resolve, reject) => {
     const request = (secure ? https : http).request({
@@ -102,6 +100,13 @@ function dialThroughProxy(target: DialTarget, timeoutMs: number, parent: ParentP
     request.once('error', (error) => reject(error instanceof DialError ? error : new DialError(`the upstream proxy failed: ${connectProblem(error)}`)));
     request.end();
   });
+}
+
+/** The upstream proxy's credentials from its URL (`http://user:pass@proxy:3128`), as a header. */
+export function proxyAuthorization(url: URL): Record<string, string> {
+  if (!url.username) return {};
+  const credentials = Buffer.from(`${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`).toString('base64');
+  return { 'proxy-authorization': `Basic ${credentials}` };
 }
 
 function connectProblem(error: Error): string {

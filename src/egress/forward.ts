@@ -6,7 +6,7 @@ import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerRespon
 import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
 import { admitEgress, type Admitted, type EgressContext, EgressRefusal, reasonPhrase, refusalHeaders, ruleText } from './admission.ts';
-import { pinnedLookup } from './dial.ts';
+import { pinnedLookup, proxyAuthorization } from './dial.ts';
 import type { ResolvedAddress } from './resolve.ts';
 import type { EgressRecord } from './record.ts';
 import type { EgressTarget } from './rules.ts';
@@ -150,12 +150,8 @@ class Forward {
   private destination(url: URL, addresses: readonly ResolvedAddress[]): { options: http.RequestOptions; proxyHeaders: Record<string, string> } {
     const parent = this.context.settings().parent;
     if (parent) {
-      const { username, password, hostname, port } = parent.url;
-      const credentials = Buffer.from(`${decodeURIComponent(username)}:${decodeURIComponent(password)}`).toString('base64');
-      return {
-        options: { host: hostname.replace(/^\[|\]$/g, ''), port: port || 80, path: url.href },
-        proxyHeaders: username ? { 'proxy-authorization': `Basic ${credentials}` } : {},
-      };
+      const { hostname, port } = parent.url;
+      return { options: { host: hostname.replace(/^\[|\]$/g, ''), port: port || 80, path: url.href }, proxyHeaders: proxyAuthorization(parent.url) };
     }
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const options = { host, port: url.port || 80, path: `${url.pathname}${url.search}`, lookup: pinnedLookup(addresses), autoSelectFamily: true };

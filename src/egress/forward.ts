@@ -2,28 +2,15 @@
 // egress whose method and path the gateway sees, so rules may narrow them. The URL is parsed once
 // (dot segments resolved) and the same path is checked and sent; the Host header is the checked
 // authority, whatever the client wrote. One upstream connection per request, to a checked address.
-import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
+import { headersThroughProxy } from '../wire/headers.ts';
 import { admitEgress, type Admitted, type EgressContext, EgressRefusal, reasonPhrase, refusalHeaders, ruleText } from './admission.ts';
 import { pinnedLookup, proxyAuthorization } from './dial.ts';
 import type { ResolvedAddress } from './resolve.ts';
 import type { EgressRecord } from './record.ts';
 import type { EgressTarget } from './rules.ts';
-
-/** Headers that describe one hop, never forwarded (RFC 9110 7.6.1), and the proxy's own credentials. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-]);
 
 export function createForwardHandler(context: EgressContext) {
   return (req: IncomingMessage, res: ServerResponse): void => {
@@ -107,7 +94,8 @@ class Forward {
     const upstream = http.request({
       ...options,
       method: req.method,
-      headers: { ...forwardedHeaders(req.headers, url), ...proxyHeaders },
+      // Host is the checked authority, whatever the client wrote.
+      headers: { ...headersThroughProxy(req.headers), host: url.host, ...proxyHeaders },
       setHost: false,
       agent: false,
       timeout: settings.idleTimeoutMs,
@@ -123,7 +111,7 @@ class Forward {
     upstream.once('timeout', () => upstream.destroy(new Error('idle')));
     upstream.once('response', (response) => {
       clearTimeout(connectTimer);
-      res.writeHead(response.statusCode ?? 502, responseHeaders(response.headers));
+      res.writeHead(response.statusCode ?? 502, headersThroughProxy(response.headers));
       response.on('data', (chunk: Buffer) => {
         this.bytesDown += chunk.length;
         if (!admitted.account.add(0, chunk.length, budgetBytes)) response.destroy();
@@ -187,29 +175,4 @@ class Forward {
       durationMs: Date.now() - this.started,
     });
   }
-}
-
-/** The client's headers minus the hop's own, with Host set to the URL's (checked) authority. */
-function forwardedHeaders(headers: IncomingHttpHeaders, url: URL): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  const named = new Set(
-    String(headers.connection ?? '')
-      .toLowerCase()
-      .split(',')
-      .map((name) => name.trim()),
-  );
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || named.has(name)) continue;
-    out[name] = value;
-  }
-  out.host = url.host;
-  return out;
-}
-
-function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
-  }
-  return out;
 }

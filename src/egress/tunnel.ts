@@ -86,7 +86,8 @@ class Tunnel {
     this.closeAccount = this.admitted.account.opened('tunnel', () => this.cut('key_revoked'));
     let server: Socket;
     try {
-      server = await dial({ ...target, addresses: this.admitted.addresses }, this.context.settings().connectTimeoutMs, this.context.settings().parent);
+      const { connectTimeoutMs, parent } = this.context.settings();
+      server = await dial({ ...target, addresses: this.admitted.addresses }, connectTimeoutMs, parent);
     } catch (error) {
       if (!(error instanceof DialError)) throw error;
       throw new EgressRefusal(error.proxyStatus === 403 ? 403 : 502, 'connect_failed', `egress to ${target.host}:${target.port} failed: ${error.message}`);

@@ -31,6 +31,9 @@ const DROP_FROM_CLIENT = new Set([
 
 const DROP_FROM_UPSTREAM = new Set([...HOP_BY_HOP, 'proxy-authenticate', 'set-cookie', 'alt-svc']);
 
+/** What a forward proxy (egress) keeps of neither side: the hop's own headers and its credentials. */
+const DROP_AT_PROXY = new Set([...HOP_BY_HOP, 'host', 'proxy-authorization', 'proxy-authenticate']);
+
 /** Names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1). */
 function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
@@ -65,6 +68,11 @@ export function headersForUpstream(incoming: IncomingHttpHeaders): HeaderMap {
 /** The upstream's response headers as they may go back to the client. */
 export function headersForClient(upstream: IncomingHttpHeaders): HeaderMap {
   return filterHeaders(upstream, (name) => DROP_FROM_UPSTREAM.has(name));
+}
+
+/** Headers an egress request or response passes on: all but the hop's own (Host is the caller's to set). */
+export function headersThroughProxy(headers: IncomingHttpHeaders): HeaderMap {
+  return filterHeaders(headers, (name) => DROP_AT_PROXY.has(name));
 }
 
 /**

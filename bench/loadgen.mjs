@@ -8,6 +8,7 @@
 // 'paced' (events carry their send time; one-way delay per event).
 import { Pool } from 'undici';
 import { connectLoop, downloadLoop } from './tunnels.mjs';
+import { quantiles } from './stats.mjs';
 
 const now = () => performance.now();
 const NL2 = Buffer.from('\n\n');
@@ -19,15 +20,6 @@ function makePools(target, concurrency) {
   if (target.origin) return [new Pool(target.origin, { connections: concurrency, pipelining: 1, keepAliveTimeout: 30_000 })];
   const perSocket = Math.max(1, Math.ceil(concurrency / Math.min(concurrency, target.socketPaths.length)));
   return target.socketPaths.map((socketPath) => new Pool('http://localhost', { socketPath, connections: perSocket, pipelining: 1, keepAliveTimeout: 30_000 }));
-}
-
-function quantiles(values, n = values.length) {
-  if (n === 0) return null;
-  const a = values.slice(0, n).sort();
-  const q = (p) => a[Math.min(n - 1, Math.floor(p * n))];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += a[i];
-  return { n, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: a[n - 1], mean: sum / n };
 }
 
 async function run(cmd) {

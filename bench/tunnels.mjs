@@ -5,6 +5,7 @@
 //   target: {host, port} (direct) | {proxy: {path} | {host, port}, authority: 'bench.test:PORT'}
 import net from 'node:net';
 import tls from 'node:tls';
+import { quantiles } from './stats.mjs';
 
 const now = () => performance.now();
 const HEAD_END = Buffer.from('\r\n\r\n');
@@ -80,15 +81,6 @@ function download(secure, size, host) {
     secure.once('error', reject);
     secure.write(`GET /bytes?n=${size} HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
   });
-}
-
-function quantiles(values, n = values.length) {
-  if (n === 0) return null;
-  const a = values.slice(0, n).sort();
-  const q = (p) => a[Math.min(n - 1, Math.floor(p * n))];
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += a[i];
-  return { n, p50: q(0.5), p90: q(0.9), p99: q(0.99), max: a[n - 1], mean: sum / n };
 }
 
 /** Closed loop, `concurrency` workers, until the deadline; `one` resolves when its operation is done. */

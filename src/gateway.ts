@@ -11,7 +11,7 @@ import { pino, type Logger } from 'pino';
 import { BodyMemory } from './http/body-memory.ts';
 import { AuditTrail, type AuditOptions } from './metering/audit.ts';
 import { boundRecord, type CallRecord } from './metering/call-record.ts';
-import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner } from './keys/store.ts';
+import { KeyStore, type KeyInfo, type KeyRecord, type MintOptions, type Owner, type ServiceGrant } from './keys/store.ts';
 import { LeaseJournal, type Lease } from './keys/leases.ts';
 import { Accounting } from './metering/accounting.ts';
 import { Ledger } from './metering/ledger.ts';
@@ -31,6 +31,10 @@ import { EgressBooks, type EgressTotals } from './egress/books.ts';
 import { boundEgressRecord } from './egress/record.ts';
 import { EgressPolicy } from './egress/policy.ts';
 import { createEgressProxy, egressSettings, type EgressOptions } from './egress/proxy.ts';
+import { closeServices, createServices, type Service, type ServiceOptions } from './services/service.ts';
+import { serviceGranted, servicePathHandler } from './services/relay.ts';
+import { writeMcpConfig } from './services/client.ts';
+import { SHIM_PORT } from './keys/client-env.ts';
 
 export interface GatewayOptions {
   /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
@@ -96,6 +100,12 @@ export interface GatewayOptions {
    * hosts, DNS servers, timeouts. A key's own list is its `egress` limit. Default: no egress at all.
    */
   egress?: EgressOptions;
+  /**
+   * HTTP services and MCP servers behind the sockets, by name (docs/services.md): each with its base
+   * URL and the host's credential, reached at `/svc/NAME/` by keys granted it (`mint({ services })`
+   * or the service's `groups`).
+   */
+  services?: Record<string, ServiceOptions>;
 }
 
 /**
@@ -120,6 +130,7 @@ export type Reconfigurable = Partial<
     | 'groupServerTools'
     | 'serverToolPrices'
     | 'egress'
+    | 'services'
   >
 >;
 
@@ -127,7 +138,11 @@ export type Reconfigurable = Partial<
 export type CompleteSettings = Reconfigurable & Record<keyof Reconfigurable, unknown>;
 
 /** `mint` options: who the key is for, and any limit that differs from the defaults. */
-export type MintRequest = MintOptions & KeyLimits;
+export type MintRequest = MintOptions &
+  KeyLimits & {
+    /** The shim's port inside the container, for the URLs in the key's `mcp.json`. Default 9460. */
+    shimPort?: number;
+  };
 
 export interface KeySnapshot extends KeyInfo {
   limits: KeyLimits;
@@ -226,6 +241,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     routing: () => outbound.routing,
     github: () => outbound.github,
     egress: () => outbound.egress,
+    services: () => outbound.services,
   });
 
   const store = new KeyStore({
@@ -249,10 +265,14 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   });
   await restoreKeys(keysDir, leases?.live ?? [], store, accounting, ledger, logger);
 
-  /** What a host needs of a key, with whether its limits or group give it egress. */
+  /** The configured services the key may use. */
+  const grantsOf = (record: KeyRecord, limits: KeyLimits): ServiceGrant[] =>
+    [...outbound.services.values()].filter((service) => serviceGranted(service, record, limits)).map(({ name, kind }) => ({ name, kind }));
+  /** What a host needs of a key, with whether its limits or group give it egress, and its services. */
   const info = (record: KeyRecord): KeyInfo => {
-    const limits = accounting.get(record.id)?.limits;
-    return { ...keyInfo(record), egress: outbound.egress.policy.grants(record.group, limits?.egress) };
+    const limits = accounting.get(record.id)?.limits ?? {};
+    const services = grantsOf(record, limits);
+    return { ...keyInfo(record), egress: outbound.egress.policy.grants(record.group, limits.egress), ...(services.length > 0 ? { services } : {}) };
   };
 
   let closed = false;
@@ -260,11 +280,14 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     stateDir,
     async mint(request) {
       if (closed) throw new Error('gateway is closed');
-      const { group, label, ttlMs, owner, ...limits } = request;
+      const { group, label, ttlMs, owner, shimPort = SHIM_PORT, ...limits } = request;
       if (limits.egress !== undefined) outbound.egress.policy.check(limits.egress);
+      checkServiceNames(limits.services, outbound.services);
+      if (!Number.isInteger(shimPort) || shimPort < 1 || shimPort > 65535) throw new ValidationError('mint `shimPort`', 'must be a TCP port (1-65535)');
       const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
       try {
         const account = accounting.open(record.id, record.group, limits);
+        await writeMcpConfig(record.dir, shimPort, grantsOf(record, account.limits), owner ?? options.socketOwner);
         const lease: Lease = {
           id: record.id,
           group,
@@ -313,6 +336,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       server.close();
       await closeUpstreams(outbound.upstreams);
       await outbound.github?.close();
+      await closeServices(outbound.services);
       await Promise.all([ledger.close(), audit.close()]);
     },
   };
@@ -331,11 +355,12 @@ interface Books {
   egressRefusals: Refusals;
 }
 
-/** Where calls go: the upstream pools, the routing over them, the GitHub relay and the egress policy. Swapped whole. */
+/** Where calls go: the upstream pools, the routing over them, the GitHub relay, the services and the egress policy. Swapped whole. */
 interface Outbound {
   upstreams: Map<string, Upstream>;
   routing: Routing;
   github: GitHubRelay | undefined;
+  services: Map<string, Service>;
   egress: EgressSettings;
 }
 
@@ -347,15 +372,19 @@ function buildOutbound(settings: GatewayOptions, change?: { current: Outbound; g
   const given = change?.given ?? (() => true);
   const rebuild = !change || given('providers') || given('network');
   const regitHub = !change || given('github') || (given('network') && settings.github !== undefined);
+  const reservices = !change || given('services') || (given('network') && settings.services !== undefined);
   let upstreams = change?.current.upstreams;
+  let services: Map<string, Service> | undefined;
   try {
     if (rebuild || !upstreams) upstreams = resolveUpstreams(settings.providers ?? providersFromEnv(), settings.network);
     const routing = !change || rebuild || given('routes') || given('retry') ? routingFor(upstreams, settings) : change.current.routing;
     const github = regitHub ? (settings.github ? createGitHubRelay(settings.github, settings.network) : undefined) : change?.current.github;
     const egress = !change || given('egress') || given('network') ? egressSettings(settings.egress, settings.network) : change.current.egress;
-    return { upstreams, routing, github, egress };
+    services = reservices ? createServices(settings.services, settings.network) : change!.current.services;
+    return { upstreams, routing, github, services, egress };
   } catch (error) {
     if (upstreams && upstreams !== change?.current.upstreams) void closeUpstreams(upstreams);
+    if (services && services !== change?.current.services) void closeServices(services);
     throw error;
   }
 }
@@ -364,6 +393,7 @@ function buildOutbound(settings: GatewayOptions, change?: { current: Outbound; g
 function closeReplaced(previous: Outbound, next: Outbound): void {
   if (next.upstreams !== previous.upstreams) void closeUpstreams(previous.upstreams);
   if (next.github !== previous.github) void previous.github?.close();
+  if (next.services !== previous.services) void closeServices(previous.services);
 }
 
 /** The one HTTP server every key's socket hands its connections to, with the request handler. */
@@ -371,7 +401,13 @@ function createServer(
   options: GatewayOptions,
   books: Books,
   logger: Logger,
-  live: { keyOf(socket: Socket): KeyRecord | undefined; routing(): Routing; github(): GitHubRelay | undefined; egress(): EgressSettings },
+  live: {
+    keyOf(socket: Socket): KeyRecord | undefined;
+    routing(): Routing;
+    github(): GitHubRelay | undefined;
+    egress(): EgressSettings;
+    services(): ReadonlyMap<string, Service>;
+  },
 ): http.Server {
   const { accounting, audit, refusals } = books;
   const onInternalError = (error: unknown) => logger.error({ err: error }, 'internal error while handling a request');
@@ -393,7 +429,7 @@ function createServer(
       audit.write(bounded, isLive);
       options.onCall?.(bounded);
     },
-    pathHandlers: [gitHubPathHandler(live.github)],
+    pathHandlers: [gitHubPathHandler(live.github), servicePathHandler(live.services)],
     // Read at each call: reconfigure replaces `options.groupServerTools`.
     groupServerTools: () => options.groupServerTools ?? {},
     // Server tools that make the provider fetch URLs follow the key's egress policy (host and port).
@@ -537,6 +573,16 @@ function checkSettings(settings: GatewayOptions): void {
   for (const [tool, usd] of Object.entries(settings.serverToolPrices ?? {})) checkNonNegative(usd, `serverToolPrices.${tool}`);
   if (settings.budgetWaitMs !== undefined) checkNonNegative(settings.budgetWaitMs, 'budgetWaitMs');
   if (settings.defaultLimits?.egress !== undefined) new EgressPolicy(settings.egress).check(settings.defaultLimits.egress, 'defaultLimits.egress');
+}
+
+/** A key's `services` name configured services only (a typo would otherwise grant nothing, silently). */
+function checkServiceNames(names: readonly string[] | undefined, services: ReadonlyMap<string, Service>): void {
+  for (const name of names ?? []) {
+    if (!services.has(name)) {
+      const configured = services.size > 0 ? `configured: ${[...services.keys()].join(', ')}` : 'none is configured';
+      throw new ValidationError('mint `services`', `no service "${String(name).slice(0, 64)}" (${configured})`);
+    }
+  }
 }
 
 /** Every rate and token count of a price (and of its `longContext` tier) is a non-negative number. */

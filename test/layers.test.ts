@@ -22,6 +22,7 @@ const RANKS: Readonly<Record<string, number>> = {
   http: 4,
   github: 5,
   egress: 5,
+  services: 5,
   gateway: 6,
   config: 7,
   control: 8,

@@ -89,6 +89,11 @@ function addListFlags(command: Command): Command {
       list,
     )
     .option('--egress-budget-bytes <n>', 'bytes (both ways) the key may move through its proxy', positive('--egress-budget-bytes', true))
+    .option(
+      '--service <names>',
+      "configured services ([services.NAME]) the key may use at /svc/NAME/ (repeatable or comma-separated); MCP servers go in the key's mcp.json",
+      list,
+    )
     .addOption(new Option('--models <globs>').argParser(list).hideHelp())
     .addOption(new Option('--server-tools <classes>').argParser(list).hideHelp());
 }
@@ -101,11 +106,13 @@ function lists(options: {
   serverTools?: string[];
   egress?: string[];
   egressBudgetBytes?: number;
+  service?: string[];
 }): {
   models?: string[];
   serverTools?: ServerToolClass[];
   egress?: string[];
   egressBudgetBytes?: number;
+  services?: string[];
 } {
   const merge = (a?: string[], b?: string[]) => (a || b ? [...(a ?? []), ...(b ?? [])] : undefined);
   return {
@@ -113,6 +120,7 @@ function lists(options: {
     serverTools: merge(options.serverTool, options.serverTools) as ServerToolClass[] | undefined,
     egress: options.egress,
     egressBudgetBytes: options.egressBudgetBytes,
+    services: options.service,
   };
 }
 

@@ -2,7 +2,7 @@
 // the token read from where the section says (env var, file or command; never a literal, never argv).
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { resolveCredentials, type CredentialSource } from './credentials.ts';
+import type { CredentialSource } from './credentials.ts';
 import type { GitHubOptions } from '../github/relay.ts';
 import type { GitHubScope } from '../keys/limits.ts';
 import { checked, checkHostName, httpUrl } from '../util/validation.ts';
@@ -56,13 +56,6 @@ export function githubCredentialSources(source: GitHubSource) {
 
 export function githubOptions(source: GitHubSource, token: string | undefined): GitHubOptions {
   return { webUrl: source.webUrl, apiUrl: source.apiUrl, host: source.host, token };
-}
-
-/** `createGateway({ github })` from the section, the token read now (for `gateway run`'s embedded gateway). */
-export async function resolveGitHubOptions(source: GitHubSource | undefined): Promise<GitHubOptions | undefined> {
-  if (!source) return undefined;
-  const state = await resolveCredentials(githubCredentialSources(source));
-  return githubOptions(source, state.providers.github?.apiKey);
 }
 
 /** The `--github-read/--github-push/--github-api` flags of `keys mint` and `run` as a scope, if any. */

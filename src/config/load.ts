@@ -20,6 +20,8 @@ import type { CredentialSource, ProviderSource } from './credentials.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import type { EgressOptions } from '../egress/proxy.ts';
 import { validateEgressResolverOptions } from '../egress/resolve.ts';
+import { checkService, type CredentialInjection } from '../services/service.ts';
+import type { ServiceSource } from './services.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
@@ -51,6 +53,8 @@ export interface GatewayConfig {
   github?: GitHubSource;
   /** `[egress]`: presets, each group's allowlist, pinned hosts, DNS servers, timeouts (docs/egress.md). */
   egress: EgressOptions;
+  /** `[services.NAME]`: HTTP services and MCP servers, and where each one's token comes from (docs/services.md). */
+  services: Record<string, ServiceSource>;
 }
 
 /** A config file that cannot be used: its message names the file and, when there is one, the field. */
@@ -180,6 +184,7 @@ class Reader {
       'server',
       'github',
       'egress',
+      'services',
     ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
     const egress = this.egress(root.egress);
@@ -218,6 +223,7 @@ class Reader {
       socketOwner: this.sockets(root.sockets),
       audit: this.audit(root.audit),
       github: parseGitHubSection(root.github, (field, message) => this.fail(field, message)),
+      services: Object.fromEntries(Object.entries(this.table(root.services, 'services', [])).map(([name, value]) => [name, this.service(name, value)])),
       drainMs: this.duration(this.table(root.server, 'server', ['drain_timeout']).drain_timeout, 'server.drain_timeout') ?? 10_000,
     };
   }
@@ -282,6 +288,86 @@ class Reader {
         totalMs: this.duration(timeouts.total, `${field}.timeouts.total`),
       }),
     };
+  }
+
+  /** One `[services.NAME]`: checked whole here (as the gateway will), so a mistake names this file and the field. */
+  private service(name: string, value: unknown): ServiceSource {
+    const field = `services.${name}`;
+    const ways = ['header', 'basic_user', 'query_param'];
+    const table = this.table(value, field, [
+      'base_url',
+      'kind',
+      'token_env',
+      'token_file',
+      'token_command',
+      ...ways,
+      'prefix',
+      'methods',
+      'paths',
+      'groups',
+      'stream',
+      'pass_client_auth',
+      'rpm',
+      'max_concurrent',
+      'max_body_bytes',
+      'timeouts',
+    ]);
+    const baseUrl = this.string(table.base_url, `${field}.base_url`);
+    if (baseUrl === undefined) this.fail(`${field}.base_url`, 'is required (the service\'s URL, e.g. "https://mcp.example.com/mcp")');
+    const token: CredentialSource[] = [];
+    const env = this.string(table.token_env, `${field}.token_env`);
+    const file = this.string(table.token_file, `${field}.token_file`);
+    const command = this.string(table.token_command, `${field}.token_command`);
+    if (env) token.push({ env });
+    if (file) token.push({ file: path.resolve(expandHome(file)) });
+    if (command) token.push({ command });
+    if (token.length === 0) this.fail(field, 'names no token: set token_env, token_file or token_command');
+    if (ways.filter((way) => table[way] !== undefined).length > 1) this.fail(field, 'sets more than one of header, basic_user and query_param');
+    const header = this.string(table.header, `${field}.header`);
+    const prefix = table.prefix === undefined ? undefined : typeof table.prefix === 'string' ? table.prefix : this.fail(`${field}.prefix`, 'must be a string');
+    const basic = this.string(table.basic_user, `${field}.basic_user`);
+    const query = this.string(table.query_param, `${field}.query_param`);
+    if (prefix !== undefined && (basic !== undefined || query !== undefined)) this.fail(`${field}.prefix`, 'goes with header only');
+    const inject: CredentialInjection | undefined =
+      basic !== undefined
+        ? { basic }
+        : query !== undefined
+          ? { query }
+          : header !== undefined || prefix !== undefined
+            ? { header: header ?? 'authorization', prefix: prefix ?? (header === undefined || header.toLowerCase() === 'authorization' ? 'Bearer ' : '') }
+            : undefined;
+    for (const flag of ['stream', 'pass_client_auth']) {
+      if (table[flag] !== undefined && typeof table[flag] !== 'boolean') this.fail(`${field}.${flag}`, 'must be true or false');
+    }
+    const timeouts = this.table(table.timeouts, `${field}.timeouts`, ['connect', 'first_byte', 'idle', 'total']);
+    const kind = this.string(table.kind, `${field}.kind`);
+    const source: ServiceSource = {
+      baseUrl,
+      kind: kind as ServiceSource['kind'],
+      token,
+      inject,
+      methods: this.strings(table.methods, `${field}.methods`),
+      paths: this.strings(table.paths, `${field}.paths`),
+      groups: this.strings(table.groups, `${field}.groups`),
+      stream: table.stream as boolean | undefined,
+      passClientAuth: table.pass_client_auth as boolean | undefined,
+      rpm: this.number(table.rpm, `${field}.rpm`, true),
+      maxConcurrent: this.number(table.max_concurrent, `${field}.max_concurrent`, true),
+      maxBodyBytes: this.number(table.max_body_bytes, `${field}.max_body_bytes`, true),
+      timeouts: dropUndefined({
+        connectMs: this.duration(timeouts.connect, `${field}.timeouts.connect`),
+        firstByteMs: this.duration(timeouts.first_byte, `${field}.timeouts.first_byte`),
+        idleMs: this.duration(timeouts.idle, `${field}.timeouts.idle`),
+        totalMs: this.duration(timeouts.total, `${field}.timeouts.total`),
+      }),
+    };
+    // The library's own checks, its field names re-worded as this file spells them.
+    const { token: _token, ...options } = source;
+    checked(
+      () => checkService(name, options),
+      (failed, problem) => this.fail(`${field}.${CONFIG_SERVICE_FIELDS[failed.slice(field.length + 1)] ?? failed.slice(field.length + 1)}`, problem),
+    );
+    return source;
   }
 
   private strings(value: unknown, field: string): string[] | undefined {
@@ -494,6 +580,17 @@ class Reader {
     };
   }
 }
+
+/** The library's service fields as `[services.NAME]` spells them. */
+const CONFIG_SERVICE_FIELDS: Record<string, string> = {
+  baseUrl: 'base_url',
+  'inject.header': 'header',
+  'inject.prefix': 'prefix',
+  'inject.basic': 'basic_user',
+  'inject.query': 'query_param',
+  maxConcurrent: 'max_concurrent',
+  maxBodyBytes: 'max_body_bytes',
+};
 
 function expandHome(file: string): string {
   return file === '~' || file.startsWith('~/') ? path.join(homedir(), file.slice(1)) : file;

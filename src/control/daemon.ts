@@ -9,8 +9,7 @@ import { loadConfig, type GatewayConfig } from '../config/load.ts';
 import { controlSocketPath, startControlServer } from './socket.ts';
 import { CredentialWatcher, resolveCredentials } from '../config/credentials.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
-import { githubCredentialSources, githubOptions } from '../config/github.ts';
-import { settingsFrom } from '../config/settings.ts';
+import { settingsFrom, tokenSettings, tokenSources } from '../config/settings.ts';
 
 export interface ServeOptions {
   configFile?: string;
@@ -37,13 +36,11 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   const credentials = await resolveCredentials(config.providers);
   const startedAt = Date.now();
   let summary = credentials.summary;
-  // The GitHub token is read like a provider's key, and followed the same way (file changes).
-  const githubSources = () => (config.github ? githubCredentialSources(config.github) : {});
-  const githubState = await resolveCredentials(githubSources());
-  const githubToken = (state: typeof githubState) => state.providers.github?.apiKey;
+  // The GitHub and service tokens are read like a provider's key, and followed the same way (file changes).
+  const tokens = await resolveCredentials(tokenSources(config));
 
   const gateway = await createGateway({
-    ...(await settingsFrom(config, credentials.providers, githubToken(githubState))),
+    ...(await settingsFrom(config, credentials.providers, tokens.providers)),
     stateDir: config.stateDir,
     logger,
     socketOwner: config.socketOwner,
@@ -59,14 +56,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     },
     logger,
   );
-  const githubWatcher = new CredentialWatcher(
-    githubSources(),
-    githubState,
-    (state) => {
-      if (config.github) gateway.reconfigure({ github: githubOptions(config.github, githubToken(state)) });
-    },
-    logger,
-  );
+  const tokenWatcher = new CredentialWatcher(tokenSources(config), tokens, (state) => gateway.reconfigure(tokenSettings(config, state.providers)), logger);
   let control: Server;
   try {
     control = await startControlServer(gateway, {
@@ -77,7 +67,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     });
   } catch (error) {
     watcher.close();
-    githubWatcher.close();
+    tokenWatcher.close();
     await gateway.close({ drainMs: 0 });
     throw error;
   }
@@ -96,10 +86,10 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
         next.stateDir = config.stateDir;
       }
       const state = await resolveCredentials(next.providers);
-      const nextGitHub = await resolveCredentials(next.github ? githubCredentialSources(next.github) : {});
-      gateway.reconfigure(await settingsFrom(next, state.providers, githubToken(nextGitHub)));
+      const nextTokens = await resolveCredentials(tokenSources(next));
+      gateway.reconfigure(await settingsFrom(next, state.providers, nextTokens.providers));
       watcher.replace(next.providers, state);
-      githubWatcher.replace(next.github ? githubCredentialSources(next.github) : {}, nextGitHub);
+      tokenWatcher.replace(tokenSources(next), nextTokens);
       config = next;
       summary = state.summary;
       logger.info({ credentials: summary, liveKeys: gateway.keys().length }, 'configuration reloaded');
@@ -108,7 +98,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       stopping ??= (async () => {
         logger.info({ inFlight: gateway.inspect().totals.inFlight }, 'shutting down: draining calls in flight');
         watcher.close();
-        githubWatcher.close();
+        tokenWatcher.close();
         await new Promise((resolve) => control.close(resolve));
         await unlink(controlSocketPath(config.stateDir)).catch(() => undefined);
         await gateway.close({ drainMs: config.drainMs });

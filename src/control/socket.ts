@@ -9,6 +9,7 @@ import type { Gateway, MintRequest } from '../gateway.ts';
 import { ValidationError } from '../util/validation.ts';
 import { githubEnv } from '../github/env.ts';
 import { clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
+import { serviceEnv } from '../services/client.ts';
 
 const CONTROL_SOCKET = 'control.sock';
 
@@ -41,6 +42,8 @@ const MINT_FIELDS = new Set([
   'egress',
   'egressMaxTunnels',
   'egressBudgetBytes',
+  'services',
+  'shimPort',
 ]);
 
 interface ControlExtras {
@@ -95,7 +98,13 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
       for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
       const request = { ttlMs: extras.defaultTtlMs, ...body } as MintRequest;
       const key = await gateway.mint(request);
-      const env = { ...clientEnv(), ...(request.github ? githubEnv(SHIM_PORT, extras.githubHost) : {}), ...(key.egress ? egressEnv() : {}) };
+      const port = request.shimPort ?? SHIM_PORT;
+      const env = {
+        ...clientEnv(port),
+        ...(request.github ? githubEnv(port, extras.githubHost) : {}),
+        ...(key.egress ? egressEnv(port) : {}),
+        ...serviceEnv(port, key.services ?? []),
+      };
       return send(res, 201, { ...key, env });
     }
   }

@@ -162,7 +162,7 @@ function forward(github: GitHubRelay, access: GitHubAccess, req: IncomingMessage
     observer: record,
     sendError: (r, error) => answer(r, access.kind === 'git', error.statusFor('openai'), error),
     // A 401 from upstream (a bad host token) must not make git or gh ask the container for a password.
-    dropResponseHeaders: ['www-authenticate'],
+    rewriteResponseHeaders: (forClient) => delete forClient['www-authenticate'],
   });
 }
 

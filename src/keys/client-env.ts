@@ -6,6 +6,9 @@
 /** The shim's default port inside the container. */
 export const SHIM_PORT = 9460;
 
+/** Where a container sees its key's directory. */
+export const MOUNT_TARGET = '/run/gateway';
+
 /**
  * Deliberately unlike a real key: Claude Code sends `sk-ant-...` keys to api.anthropic.com itself for
  * bootstrap calls, whatever its base URL.

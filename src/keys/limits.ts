@@ -32,6 +32,11 @@ export interface KeyLimits {
    * preset names (`npm`, `pypi`, ...) or rules. Default: its group's list, else none.
    */
   egress?: EgressEntry[];
+  /**
+   * Configured services (docs/services.md) the key may use at `/svc/NAME/`, besides those given to
+   * its whole group. Default: its group's only.
+   */
+  services?: string[];
   /** Tunnels and plain HTTP requests open at once through the proxy. Default 32. */
   egressMaxTunnels?: number;
   /** Bytes (both ways) the key may move through the proxy over its life. Default: unlimited. */
@@ -79,6 +84,9 @@ export function validateLimits(limits: KeyLimits): KeyLimits {
   }
   if (limits.models !== undefined && !(Array.isArray(limits.models) && limits.models.every((m) => typeof m === 'string'))) {
     throw new ValidationError('limit `models`', 'must be an array of glob patterns');
+  }
+  if (limits.services !== undefined && !(Array.isArray(limits.services) && limits.services.every((name) => typeof name === 'string'))) {
+    throw new ValidationError('limit `services`', 'must be an array of service names');
   }
   if (limits.github !== undefined) validateGitHubScope(limits.github);
   if (limits.serverTools !== undefined) validateServerTools(limits.serverTools, 'limit `serverTools`');

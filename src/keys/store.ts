@@ -47,6 +47,14 @@ export interface KeyInfo {
   expiresAt?: number;
   /** Whether the key may use its socket's forward proxy (its own or its group's egress list): runners set the proxy env then. */
   egress?: boolean;
+  /** The configured services the key may use at `/svc/NAME/` (its own grants and its group's). */
+  services?: ServiceGrant[];
+}
+
+/** A service a key may use, as its container is told about it (`mcp`: listed in the key's `mcp.json`). */
+export interface ServiceGrant {
+  name: string;
+  kind: 'http' | 'mcp';
 }
 
 export type RevokeReason = 'revoked' | 'expired' | 'closed';

@@ -14,10 +14,13 @@ export interface CallRecord {
   label?: string;
   /** Claude Code's `x-claude-code-session-id`, or the OpenAI SDKs' session header, when sent. */
   sessionId?: string;
-  /** The API the client spoke (`github` for git and GitHub API calls). */
-  dialect?: Dialect | 'github';
-  /** `git` (smart HTTP) and `github_api` calls cost nothing and carry `repo` and `service`. */
-  endpoint?: Endpoint | 'git' | 'github_api';
+  /** The API the client spoke (`github` for git and GitHub API calls, `service` for a configured service's). */
+  dialect?: Dialect | 'github' | 'service';
+  /**
+   * `git` (smart HTTP) and `github_api` calls cost nothing and carry `repo` and `service`; `service`
+   * calls (`/svc/NAME/...`) cost nothing and name the service in `upstream`.
+   */
+  endpoint?: Endpoint | 'git' | 'github_api' | 'service';
   /** GitHub calls: `owner/name` the request names, when it names one. */
   repo?: string;
   /** Git calls: `git-upload-pack` (clone, fetch) or `git-receive-pack` (push). */

@@ -4,10 +4,10 @@
 import type { MintRequest } from '../gateway.ts';
 import { SHIM_NAME, type KeyInfo } from '../keys/store.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
+import { clientEnv, egressEnv, MOUNT_TARGET, SHIM_PORT } from '../keys/client-env.ts';
+import { serviceEnv } from '../services/client.ts';
 
-/** Where a container sees its key's directory. */
-export const MOUNT_TARGET = '/run/gateway';
+export { MOUNT_TARGET };
 
 /** Anything that can mint and revoke keys: an embedded Gateway, or the daemon's control client. */
 export interface KeyMinter {
@@ -47,13 +47,18 @@ export interface Contribution {
 
 export async function contribute(minter: KeyMinter, request: ContributeRequest): Promise<Contribution> {
   const { port = SHIM_PORT, githubHost, ...mint } = request;
-  const key = await minter.mint(mint);
+  const key = await minter.mint({ ...mint, shimPort: port });
   let closing: Promise<void> | undefined;
   return {
     key,
     // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md);
-    // with egress, the proxy variables (docs/egress.md).
-    env: { ...clientEnv(port), ...(mint.github ? githubEnv(port, githubHost) : {}), ...(key.egress ? egressEnv(port) : {}) },
+    // with egress, the proxy variables (docs/egress.md); with services, their URLs and the MCP config (docs/services.md).
+    env: {
+      ...clientEnv(port),
+      ...(mint.github ? githubEnv(port, githubHost) : {}),
+      ...(key.egress ? egressEnv(port) : {}),
+      ...serviceEnv(port, key.services ?? []),
+    },
     mounts: [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
     labels: {
       'llm-gateway.key': key.id,

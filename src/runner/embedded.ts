@@ -6,18 +6,17 @@ import path from 'node:path';
 import { pino } from 'pino';
 import type { GatewayConfig } from '../config/load.ts';
 import { resolveCredentials } from '../config/credentials.ts';
-import { settingsFrom } from '../config/settings.ts';
+import { settingsFrom, tokenSources } from '../config/settings.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
-import { resolveGitHubOptions } from '../config/github.ts';
 
 /** The gateway for `config` (loaded once by the caller). */
 export async function embeddedGateway(config: GatewayConfig): Promise<Gateway> {
   const credentials = await resolveCredentials(config.providers);
   // Private: sharing the daemon's state dir would race with a daemon started later.
   const privateDir = await mkdtemp(path.join(tmpdir(), 'gw-run-'));
-  const github = await resolveGitHubOptions(config.github);
+  const tokens = await resolveCredentials(tokenSources(config));
   const gateway = await createGateway({
-    ...(await settingsFrom(config, credentials.providers, github?.token)),
+    ...(await settingsFrom(config, credentials.providers, tokens.providers)),
     stateDir: privateDir,
     logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     socketOwner: config.socketOwner,

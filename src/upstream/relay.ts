@@ -36,8 +36,13 @@ export interface RelayRequest {
   res: ServerResponse;
   /** Answers the gateway's own errors in another shape than the upstream's dialect (git, GitHub). */
   sendError?(res: ServerResponse, error: GatewayError): void;
-  /** Response headers not to pass back (e.g. `www-authenticate`, which would make git prompt). */
-  dropResponseHeaders?: readonly string[];
+  /** Edits the response headers before they go back (drops `www-authenticate`, which would make git prompt). */
+  rewriteResponseHeaders?(headers: HeaderMap, status: number): void;
+  /**
+   * Looks at the upstream's answer before the client sees any of it: an error returned is answered
+   * instead (in the request's error shape) and the upstream response is abandoned.
+   */
+  vetResponse?(status: number, headers: ResponseHeaders): GatewayError | undefined;
   observer: ResponseObserver;
   /**
    * Offered every failure that happens before the client has seen a byte. Returning true takes the
@@ -132,13 +137,21 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
       controller.abort(new TakenOver('retried elsewhere'));
       return;
     }
+    const refusal = this.draining ? undefined : this.request.vetResponse?.(statusCode, headers);
+    if (refusal) {
+      this.abandoned = true;
+      controller.abort(new TakenOver('answered by the gateway'));
+      observer.onResponseStart?.(statusCode, headers);
+      this.answerError(refusal);
+      return;
+    }
     this.request.onAnswered?.(statusCode);
     this.status = statusCode;
     this.streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
     observer.onResponseStart?.(statusCode, headers);
     if (this.draining) return;
     const forClient = headersForClient(headers);
-    for (const name of this.request.dropResponseHeaders ?? []) delete forClient[name];
+    this.request.rewriteResponseHeaders?.(forClient, statusCode);
     res.writeHead(statusCode, forClient);
     // An event stream's headers go out at once: the client starts its clock on them.
     if (this.streaming) res.flushHeaders();
@@ -177,17 +190,24 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
     if (!res.headersSent && !(error instanceof TotalTimeout) && this.request.takeOver?.({ error })) return;
     const failure = describeUpstreamError(upstream, error, res.headersSent);
     if (!res.headersSent) {
-      if (this.request.sendError) this.request.sendError(res, failure);
-      else sendError(res, upstream.dialect, failure);
-      observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.dialect), failure);
-    } else if (this.streaming) {
-      // Mid-stream: end the stream with an error event the client's SDK understands.
+      this.answerError(failure);
+    } else if (this.streaming && !this.request.sendError) {
+      // Mid-stream: end the stream with an error event the LLM client's SDK understands (other
+      // streams, an MCP server's, have no such event: they are cut).
       res.end(streamErrorEvent(upstream.dialect, failure.message));
       observer.onResponseEnd('upstream_failed', this.status, failure);
     } else {
       res.destroy();
       observer.onResponseEnd('upstream_failed', this.status, failure);
     }
+  }
+
+  /** Answers the client with a gateway error (nothing was sent yet) and ends the exchange. */
+  private answerError(failure: GatewayError): void {
+    const { res, observer, upstream } = this.request;
+    if (this.request.sendError) this.request.sendError(res, failure);
+    else sendError(res, upstream.dialect, failure);
+    observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.dialect), failure);
   }
 
   private done(): void {

@@ -20,7 +20,8 @@ export type ErrorKind =
   | 'tool_not_allowed'
   | 'rate_limited'
   | 'budget_exhausted'
-  | 'github_not_allowed';
+  | 'github_not_allowed'
+  | 'service_not_allowed';
 
 interface KindSpec {
   status: number;
@@ -54,6 +55,7 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   tool_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   github_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  service_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true },
   // Measured (docs/clients.md): Claude Code makes one attempt on 402 and stops. OpenAI's own signal
   // for spent quota is 429 `insufficient_quota`, which Codex alone does not retry.

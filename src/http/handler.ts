@@ -262,7 +262,8 @@ function admit(
   );
 }
 
-function hasUnreadBody(req: IncomingMessage): boolean {
+/** Whether the request has a body that was not read (answering it then must close the connection). */
+export function hasUnreadBody(req: IncomingMessage): boolean {
   if (req.complete) return false;
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');

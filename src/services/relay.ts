@@ -5,7 +5,7 @@
 // ways unbuffered (MCP's event streams, uploads); the credential is masked out of whatever comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
-import type { PathHandler } from '../http/handler.ts';
+import { hasUnreadBody, type PathHandler } from '../http/handler.ts';
 import { Exchange, type ExchangeFields } from '../http/exchange.ts';
 import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
@@ -81,7 +81,8 @@ function handleService(call: ServiceCall, req: IncomingMessage, res: ServerRespo
     forward(service, req, res, rest, query, record);
   } catch (error) {
     if (!(error instanceof GatewayError)) throw error;
-    if (!req.complete) res.shouldKeepAlive = false;
+    // A refusal does not read a body it never needed: the connection closes instead.
+    if (hasUnreadBody(req)) res.shouldKeepAlive = false;
     sendError(res, 'openai', error);
     record.finish('rejected', error.statusFor('openai'), error);
   }

@@ -8,12 +8,13 @@ export {
   type KeySnapshot,
   type MintRequest,
 } from './gateway.ts';
-export type { KeyInfo, MintOptions, Owner } from './keys/store.ts';
+export type { KeyInfo, MintOptions, Owner, ServiceGrant } from './keys/store.ts';
 export type { EgressEntry, EgressRule, KeyLimits } from './keys/limits.ts';
 export type { EgressOptions } from './egress/proxy.ts';
 export type { EgressRecord } from './egress/record.ts';
 export type { EgressTotals } from './egress/books.ts';
 export { SHIPPED_PRESETS as EGRESS_PRESETS } from './egress/presets.ts';
+export type { CredentialInjection, ServiceOptions } from './services/service.ts';
 export type { Price, PriceTable } from './metering/pricing.ts';
 export { DEFAULT_PRICES } from './metering/pricing.ts';
 export type { AuditOptions } from './metering/audit.ts';

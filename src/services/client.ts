@@ -8,7 +8,7 @@ import type { Owner, ServiceGrant } from '../keys/store.ts';
 import { SERVICE_PREFIX } from './relay.ts';
 
 /** The MCP client configuration the gateway writes into a key's directory when it has MCP services. */
-export const MCP_CONFIG_NAME = 'mcp.json';
+const MCP_CONFIG_NAME = 'mcp.json';
 
 function serviceUrl(port: number, name: string): string {
   return `http://127.0.0.1:${port}${SERVICE_PREFIX}${name}`;
@@ -24,7 +24,7 @@ export function serviceEnv(port: number, grants: readonly ServiceGrant[]): Recor
 }
 
 /** Claude Code's (and most MCP clients') `{ mcpServers }` for the key's MCP services, over streamable HTTP. */
-export function mcpConfig(port: number, grants: readonly ServiceGrant[]): { mcpServers: Record<string, { type: 'http'; url: string }> } {
+function mcpConfig(port: number, grants: readonly ServiceGrant[]): { mcpServers: Record<string, { type: 'http'; url: string }> } {
   const servers = grants.filter((grant) => grant.kind === 'mcp').map((grant) => [grant.name, { type: 'http' as const, url: serviceUrl(port, grant.name) }]);
   return { mcpServers: Object.fromEntries(servers) };
 }

@@ -110,6 +110,7 @@ export function renderKey(key: KeySnapshot, now = Date.now()): string {
     `traffic    ${key.calls} calls, ${key.requestsLastMinute} requests and ${key.tokensLastMinute} tokens in the last minute, ${key.inFlight} in flight`,
     `refusals   ${key.refusalsLastMinute ?? 0} in the last minute, ${key.refusalsSuppressed ?? 0} counted in audit summaries instead of one line each`,
     `limits     ${printable(limits) || 'none'}`,
+    `services   ${key.services?.map((grant) => (grant.kind === 'mcp' ? `${grant.name} (mcp)` : grant.name)).join(', ') || 'none'}`,
     renderEgress(key, now),
   ].join('\n');
   if (key.recentCalls.length === 0) return `${head}\n\nno calls yet`;

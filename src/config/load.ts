@@ -20,7 +20,7 @@ import type { CredentialSource, ProviderSource } from './credentials.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import type { EgressOptions } from '../egress/proxy.ts';
 import { validateEgressResolverOptions } from '../egress/resolve.ts';
-import { checkService, type CredentialInjection } from '../services/service.ts';
+import { checkService, isServiceName, type CredentialInjection } from '../services/service.ts';
 import type { ServiceSource } from './services.ts';
 
 export interface GatewayConfig {
@@ -293,6 +293,8 @@ class Reader {
   /** One `[services.NAME]`: checked whole here (as the gateway will), so a mistake names this file and the field. */
   private service(name: string, value: unknown): ServiceSource {
     const field = `services.${name}`;
+    // Checked first and named as the file spells it: `[services."Bad Name"]`.
+    if (!isServiceName(name)) this.fail(`services.${JSON.stringify(name)}`, 'a service name is lower-case letters, digits, "-" and "_" (at most 63)');
     const ways = ['header', 'basic_user', 'query_param'];
     const table = this.table(value, field, [
       'base_url',

@@ -5,24 +5,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { runCli } from '../src/cli/main.ts';
 import { startControlServer } from '../src/control/socket.ts';
 import { createGateway, type Gateway } from '../src/gateway.ts';
-
-/** Runs one command line; its exit code and what it wrote. */
-async function gateway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: string[] = [];
-  const err: string[] = [];
-  stdout.on('data', (chunk: Buffer) => out.push(chunk.toString()));
-  stderr.on('data', (chunk: Buffer) => err.push(chunk.toString()));
-  const code = await runCli(args, { stdout, stderr });
-  return { code, stdout: out.join(''), stderr: err.join('') };
-}
+import { gateway } from './support/cli.ts';
 
 describe('gateway CLI in-process', () => {
   let dir: string;

@@ -6,10 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { runCli } from '../src/cli/main.ts';
 import { resolveCredentials } from '../src/config/credentials.ts';
 import { ConfigError, loadConfig } from '../src/config/load.ts';
 import { settingsFrom, tokenSources } from '../src/config/settings.ts';
@@ -19,19 +17,8 @@ import { contribute } from '../src/runner/contribute.ts';
 import { render } from '../src/runner/render.ts';
 import { eventually } from './support/fixture.ts';
 import { request } from './support/http.ts';
+import { gateway } from './support/cli.ts';
 import { startRestService, type RestCredential, type RestService } from './support/rest-service.ts';
-
-/** Runs one `gateway` command line in this process; its exit code and what it wrote. */
-async function gateway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out: string[] = [];
-  const err: string[] = [];
-  stdout.on('data', (chunk: Buffer) => out.push(chunk.toString()));
-  stderr.on('data', (chunk: Buffer) => err.push(chunk.toString()));
-  const code = await runCli(args, { stdout, stderr });
-  return { code, stdout: out.join(''), stderr: err.join('') };
-}
 
 const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 

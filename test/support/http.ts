@@ -69,3 +69,15 @@ export function sseData(body: string): unknown[] {
     .filter((data): data is string => data !== undefined && data !== '[DONE]')
     .map((data) => JSON.parse(data));
 }
+
+/** A request's whole body, up to `limit` bytes; undefined when it is larger (for the test servers). */
+export async function readBodyUpTo(req: http.IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}

@@ -11,6 +11,7 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import * as z from 'zod';
+import { readBodyUpTo } from './http.ts';
 
 /** Every `lookup_ticket` answer carries it, so a test can find the tool's output wherever it lands. */
 export const MCP_TICKET_MARKER = 'gateway-mcp-marker-7f3a';
@@ -62,18 +63,6 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 
 const rpcError = (code: number, message: string) => ({ jsonrpc: '2.0', error: { code, message }, id: null });
 
-/** Reads the body up to `MAX_BODY_BYTES`; undefined when it is larger. */
-async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) return undefined;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
 export async function startMcpServer(options: McpServerOptions): Promise<McpTestServer> {
   const mcpPath = options.path ?? '/mcp';
   const expected = `Bearer ${options.token}`;
@@ -124,7 +113,7 @@ export async function startMcpServer(options: McpServerOptions): Promise<McpTest
 
     let parsed: unknown;
     if (req.method === 'POST') {
-      const body = await readBody(req);
+      const body = await readBodyUpTo(req, MAX_BODY_BYTES);
       if (body === undefined) return sendJson(res, 413, rpcError(-32000, 'Request body too large'), { connection: 'close' });
       try {
         parsed = JSON.parse(body.toString('utf8'));

@@ -5,6 +5,7 @@
 // stream, a request that never answers, and an upstream 401 of its own.
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readBodyUpTo } from './http.ts';
 
 export type RestCredential =
   /** `Authorization: Bearer <token>` */
@@ -69,18 +70,6 @@ function receivedCredential(credential: RestCredential, req: IncomingMessage, ur
   return String(req.headers[name] ?? '');
 }
 
-/** Reads the body up to `MAX_BODY_BYTES`; undefined when it is larger. */
-async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) return undefined;
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
 export async function startRestService(options: RestServiceOptions): Promise<RestService> {
   const { credential } = options;
   const timers = new Set<NodeJS.Timeout>();
@@ -104,7 +93,7 @@ export async function startRestService(options: RestServiceOptions): Promise<Res
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? '';
     const url = new URL(req.url ?? '/', 'http://x');
-    const body = await readBody(req);
+    const body = await readBodyUpTo(req, MAX_BODY_BYTES);
     const seen: RestSeenRequest = {
       method,
       path: req.url ?? '',

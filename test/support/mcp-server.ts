@@ -24,6 +24,8 @@ export interface McpSeenRequest {
   /** Path with the query, as received. */
   path: string;
   headers: IncomingHttpHeaders;
+  /** A POST's JSON-RPC method (`initialize`, `tools/call`, ...; `a,b` for a batch), once its body parsed. */
+  rpc?: string;
 }
 
 export interface McpTestServer {
@@ -98,7 +100,8 @@ export async function startMcpServer(options: McpServerOptions): Promise<McpTest
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    state.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers });
+    const seen: McpSeenRequest = { method: req.method ?? '', path: req.url ?? '', headers: req.headers };
+    state.requests.push(seen);
     if (req.headers.authorization !== expected) {
       state.unauthorized++;
       req.resume();
@@ -117,6 +120,10 @@ export async function startMcpServer(options: McpServerOptions): Promise<McpTest
       if (body === undefined) return sendJson(res, 413, rpcError(-32000, 'Request body too large'), { connection: 'close' });
       try {
         parsed = JSON.parse(body.toString('utf8'));
+        seen.rpc = [parsed]
+          .flat()
+          .map((message) => String((message as { method?: unknown } | null)?.method ?? 'response'))
+          .join(',');
       } catch {
         return sendJson(res, 400, rpcError(-32700, 'Parse error'));
       }

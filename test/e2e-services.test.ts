@@ -19,6 +19,7 @@ import { writeNeedles } from './support/needles.ts';
 import { buildTestImage, podmanAvailable } from './support/podman.ts';
 import { skipUnless } from './support/requirements.ts';
 import { startRestService } from './support/rest-service.ts';
+import { answerMessages, type Block, toolResultText } from './support/scripted-model.ts';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
 const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
@@ -47,54 +48,6 @@ interface Report {
 
 // ---- the stand-in model's scripted answers ----
 
-type Block = Record<string, unknown>;
-
-/** The text of the tool_result answering `toolUseId`, or undefined when the conversation has none. */
-function toolResultText(messages: unknown, toolUseId: string): string | undefined {
-  for (const message of (messages as { content?: unknown }[]) ?? []) {
-    if (!Array.isArray(message.content)) continue;
-    for (const block of message.content as Block[]) {
-      if (block.type !== 'tool_result' || block.tool_use_id !== toolUseId) continue;
-      const content = block.content;
-      if (typeof content === 'string') return content;
-      if (Array.isArray(content)) return (content as Block[]).map((c) => (typeof c.text === 'string' ? c.text : '')).join('');
-      return '';
-    }
-  }
-  return undefined;
-}
-
-/** Answers a streaming /v1/messages with `content` as Anthropic's SSE events (Claude Code always streams). */
-function streamMessage(res: ServerResponse, model: unknown, content: Block[], stopReason: string): void {
-  const usage = { input_tokens: 321, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 17 };
-  const message = {
-    id: `msg_svc_${Date.now().toString(36)}`,
-    type: 'message',
-    role: 'assistant',
-    model,
-    content: [],
-    stop_reason: null,
-    stop_sequence: null,
-    usage,
-  };
-  const events: Block[] = [{ type: 'message_start', message }];
-  content.forEach((block, index) => {
-    if (block.type === 'tool_use') {
-      events.push({ type: 'content_block_start', index, content_block: { ...block, input: {} } });
-      events.push({ type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(block.input) } });
-    } else {
-      events.push({ type: 'content_block_start', index, content_block: { type: 'text', text: '' } });
-      events.push({ type: 'content_block_delta', index, delta: { type: 'text_delta', text: block.text } });
-    }
-    events.push({ type: 'content_block_stop', index });
-  });
-  events.push({ type: 'message_delta', delta: { stop_reason: stopReason, stop_sequence: null }, usage: { output_tokens: usage.output_tokens } });
-  events.push({ type: 'message_stop' });
-  res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
-  for (const event of events) res.write(`event: ${String(event.type)}\ndata: ${JSON.stringify(event)}\n\n`);
-  res.end();
-}
-
 /** What the scripted conversation saw: the tools offered on each turn, and what was answered. */
 interface Script {
   offered: string[][];
@@ -120,7 +73,7 @@ function mcpTurn(script: Script) {
     if (!conversation.includes('E2E-MCP-TURN') || body.stream !== true) return false;
     const answer = (turn: string, content: Block[], stop: string): true => {
       script.turns.push(turn);
-      streamMessage(res, body.model, content, stop);
+      answerMessages(res, { ...body, stream: true }, content, stop);
       return true;
     };
     const result = toolResultText(body.messages, CALL_ID);

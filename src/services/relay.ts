@@ -122,10 +122,12 @@ function forward(service: Service, req: IncomingMessage, res: ServerResponse, re
     pipeline(req, body, () => undefined);
   }
   const { needles } = service.credential!;
+  // `/svc/NAME` alone is the base itself: its path, or `/` for a base URL without one.
+  const upstreamRest = rest === '' && service.upstream.pathPrefix === '' ? '/' : rest;
   relay({
     upstream: service.upstream,
     method: req.method ?? 'GET',
-    pathAndQuery: `${rest}${upstreamQuery ? `?${upstreamQuery}` : ''}`,
+    pathAndQuery: `${upstreamRest}${upstreamQuery ? `?${upstreamQuery}` : ''}`,
     headers,
     body,
     res,

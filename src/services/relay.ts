@@ -144,9 +144,11 @@ function forward(service: Service, req: IncomingMessage, res: ServerResponse, re
         return new GatewayError('upstream_failed', `service ${service.name} answered with an event stream, which its configuration does not allow`);
       return undefined;
     },
-    rewriteResponseHeaders(forClient) {
+    rewriteResponseHeaders(forClient, _status, fromUpstream) {
       delete forClient['www-authenticate'];
-      if (!service.passClientAuth) delete forClient['set-cookie'];
+      // The hop drops Set-Cookie; a service that passes the client's cookies passes the upstream's back.
+      const setCookie = fromUpstream['set-cookie'];
+      if (service.passClientAuth && setCookie !== undefined) forClient['set-cookie'] = setCookie;
       dropRevealingHeaders(forClient, needles);
       rewriteLocation(forClient, service, rest);
     },

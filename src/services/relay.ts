@@ -94,7 +94,7 @@ function admit(service: Service, method: string, rest: string): void {
   }
   const decoded = decodeServicePath(rest);
   if ('problem' in decoded) throw new GatewayError('invalid_request', `service ${service.name}: ${decoded.problem}`);
-  if (!pathAllowed(service.paths, decoded.path)) {
+  if (!pathAllowed(service.paths, decoded.path) || !pathAllowed(service.paths, decoded.literal)) {
     const globs = service.paths!.map((rule) => rule.glob).join(', ');
     throw new GatewayError('service_not_allowed', `service ${service.name} allows the paths ${globs}: ${boundedPath(decoded.path)} is outside them`);
   }

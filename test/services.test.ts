@@ -44,6 +44,9 @@ let gw: ServicesGateway;
 /** Granted every service by name. */
 let key: KeyInfo;
 
+/** A broken gateway (one that buffers, or never answers) fails a test in this time instead of hanging it. */
+const BOUNDED = { timeout: 5000 };
+
 before(async () => {
   [bearer, keyed, basic, query, mcpSse, mcpJson, gated] = await Promise.all([
     startRestService({ credential: { kind: 'bearer', token: TOKEN } }),
@@ -81,33 +84,37 @@ after(async () => {
 
 const get = (p: string, headers: Record<string, string> = {}, socketPath = key.socketPath) => request({ socketPath, path: p, headers });
 
-test("injection: bearer, a named header, Basic and a query parameter reach the stand-in, which answers 200 only to the real credential; the client's own never do", async () => {
-  const cases = [
-    { name: 'rest', standin: bearer, header: 'authorization', value: `Bearer ${TOKEN}` },
-    { name: 'keyed', standin: keyed, header: 'x-api-key', value: TOKEN },
-    { name: 'basic', standin: basic, header: 'authorization', value: `Basic ${BASIC}` },
-    { name: 'query', standin: query, header: undefined, value: undefined },
-  ];
-  for (const { name, standin, header, value } of cases) {
-    const res = await get(`/svc/${name}/api/tickets/7?x=1`, CLIENT_CREDENTIALS);
-    assert.equal(res.status, 200, `${name}: ${res.body}`);
-    assert.deepEqual(JSON.parse(res.body), { id: '7', title: 'Printer on fire', status: 'open' });
-    const seen = standin.requests.at(-1)!;
-    assert.equal(seen.authorized, true, name);
-    for (const sent of ['authorization', 'cookie', 'x-api-key']) {
-      assert.equal(seen.headers[sent], sent === header ? value : undefined, `${name}: ${sent}`);
+test(
+  "injection: bearer, a named header, Basic and a query parameter reach the stand-in, which answers 200 only to the real credential; the client's own never do",
+  BOUNDED,
+  async () => {
+    const cases = [
+      { name: 'rest', standin: bearer, header: 'authorization', value: `Bearer ${TOKEN}` },
+      { name: 'keyed', standin: keyed, header: 'x-api-key', value: TOKEN },
+      { name: 'basic', standin: basic, header: 'authorization', value: `Basic ${BASIC}` },
+      { name: 'query', standin: query, header: undefined, value: undefined },
+    ];
+    for (const { name, standin, header, value } of cases) {
+      const res = await get(`/svc/${name}/api/tickets/7?x=1`, CLIENT_CREDENTIALS);
+      assert.equal(res.status, 200, `${name}: ${res.body}`);
+      assert.deepEqual(JSON.parse(res.body), { id: '7', title: 'Printer on fire', status: 'open' });
+      const seen = standin.requests.at(-1)!;
+      assert.equal(seen.authorized, true, name);
+      for (const sent of ['authorization', 'cookie', 'x-api-key']) {
+        assert.equal(seen.headers[sent], sent === header ? value : undefined, `${name}: ${sent}`);
+      }
+      assert.equal(seen.path, name === 'query' ? `/api/tickets/7?x=1&api_key=${TOKEN}` : '/api/tickets/7?x=1', name);
     }
-    assert.equal(seen.path, name === 'query' ? `/api/tickets/7?x=1&api_key=${TOKEN}` : '/api/tickets/7?x=1', name);
-  }
-});
+  },
+);
 
-test('injection: a client-supplied value of the query parameter is replaced, not duplicated', async () => {
+test('injection: a client-supplied value of the query parameter is replaced, not duplicated', BOUNDED, async () => {
   const res = await get('/svc/query/api/tickets/8?api_key=container-fake&a=1&api_key=again&b=2');
   assert.equal(res.status, 200, res.body);
   assert.equal(query.requests.at(-1)!.path, `/api/tickets/8?a=1&b=2&api_key=${TOKEN}`);
 });
 
-test("passClientAuth: the client's Authorization and Cookie pass when the credential goes in another header, its x-api-key does not", async () => {
+test("passClientAuth: the client's Authorization and Cookie pass when the credential goes in another header, its x-api-key does not", BOUNDED, async () => {
   const res = await get('/svc/keyed-pass/api/echo-headers', CLIENT_CREDENTIALS);
   assert.equal(res.status, 200, res.body);
   const seen = keyed.requests.at(-1)!;
@@ -123,7 +130,7 @@ test("passClientAuth: the client's Authorization and Cookie pass when the creden
   assert.equal((await get('/svc/gated/cookie')).headers['set-cookie'], undefined);
 });
 
-test('paths: the prefix is stripped and the rest passed as sent, query and body included; /svc/NAME alone is the base path exactly', async () => {
+test('paths: the prefix is stripped and the rest passed as sent, query and body included; /svc/NAME alone is the base path exactly', BOUNDED, async () => {
   const body = JSON.stringify({ title: 'printer', note: 'x'.repeat(3000) });
   const created = await request({
     socketPath: key.socketPath,
@@ -160,7 +167,7 @@ test('paths: the prefix is stripped and the rest passed as sent, query and body 
   }
 });
 
-test("grants: a service given to a group works for its keys without naming it; KeyInfo lists each key's services", async () => {
+test("grants: a service given to a group works for its keys without naming it; KeyInfo lists each key's services", BOUNDED, async () => {
   const ops = await gw.gateway.mint({ group: 'ops' });
   const other = await gw.gateway.mint({ group: 'g', services: ['rest'] });
   try {
@@ -180,27 +187,31 @@ test("grants: a service given to a group works for its keys without naming it; K
   }
 });
 
-test('responses: a reflected credential is masked in the body (content-length still right); headers that reveal it and set-cookie are dropped', async () => {
-  for (const name of ['rest', 'basic', 'keyed']) {
-    const echo = await get(`/svc/${name}/api/echo-headers`);
-    assert.equal(echo.status, 200, echo.body);
-    assert.equal(Number(echo.headers['content-length']), Buffer.byteLength(echo.body), name);
-    assert.ok(!echo.body.includes(TOKEN) && !echo.body.includes(BASIC), `${name}: ${echo.body}`);
-    const { headers } = JSON.parse(echo.body) as { headers: Record<string, string> };
-    if (name === 'keyed') assert.equal(headers['x-api-key'], MASKED);
-    else assert.match(headers.authorization!, /^(Bearer|Basic) \*+$/, name);
+test(
+  'responses: a reflected credential is masked in the body (content-length still right); headers that reveal it and set-cookie are dropped',
+  BOUNDED,
+  async () => {
+    for (const name of ['rest', 'basic', 'keyed']) {
+      const echo = await get(`/svc/${name}/api/echo-headers`);
+      assert.equal(echo.status, 200, echo.body);
+      assert.equal(Number(echo.headers['content-length']), Buffer.byteLength(echo.body), name);
+      assert.ok(!echo.body.includes(TOKEN) && !echo.body.includes(BASIC), `${name}: ${echo.body}`);
+      const { headers } = JSON.parse(echo.body) as { headers: Record<string, string> };
+      if (name === 'keyed') assert.equal(headers['x-api-key'], MASKED);
+      else assert.match(headers.authorization!, /^(Bearer|Basic) \*+$/, name);
 
-    const reflect = await get(`/svc/${name}/api/reflect-auth-header`);
-    assert.equal(reflect.status, 200);
-    assert.deepEqual(JSON.parse(reflect.body), { ok: true });
-    for (const header of ['x-seen-credential', 'set-cookie']) assert.equal(reflect.headers[header], undefined, `${name}: ${header}`);
-    // The x-api-key service sends no Authorization: the stand-in reflects an empty one, which reveals nothing.
-    assert.equal(reflect.headers['x-seen-authorization'], name === 'keyed' ? '' : undefined, name);
-    assert.ok(!JSON.stringify(reflect.headers).includes(TOKEN));
-  }
-});
+      const reflect = await get(`/svc/${name}/api/reflect-auth-header`);
+      assert.equal(reflect.status, 200);
+      assert.deepEqual(JSON.parse(reflect.body), { ok: true });
+      for (const header of ['x-seen-credential', 'set-cookie']) assert.equal(reflect.headers[header], undefined, `${name}: ${header}`);
+      // The x-api-key service sends no Authorization: the stand-in reflects an empty one, which reveals nothing.
+      assert.equal(reflect.headers['x-seen-authorization'], name === 'keyed' ? '' : undefined, name);
+      assert.ok(!JSON.stringify(reflect.headers).includes(TOKEN));
+    }
+  },
+);
 
-test('responses: an upstream 401 is answered 502 without www-authenticate, never 401', async () => {
+test('responses: an upstream 401 is answered 502 without www-authenticate, never 401', BOUNDED, async () => {
   const res = await get('/svc/rest/api/unauthorized');
   assert.equal(res.status, 502);
   assert.equal(res.headers['www-authenticate'], undefined);
@@ -209,7 +220,7 @@ test('responses: an upstream 401 is answered 502 without www-authenticate, never
   assert.match(error.message, /service rest refused the gateway's credential \(401\)/);
 });
 
-test('redirects: one inside the service points back through the socket, one elsewhere is left as is; neither is followed', async () => {
+test('redirects: one inside the service points back through the socket, one elsewhere is left as is; neither is followed', BOUNDED, async () => {
   const before = bearer.requests.length;
   const same = await get('/svc/rest/api/redirect-same');
   assert.equal(same.status, 302);
@@ -225,7 +236,7 @@ test('redirects: one inside the service points back through the socket, one else
   );
 });
 
-test('SSE: events are relayed one by one, each before the upstream sends the next', async () => {
+test('SSE: events are relayed one by one, each before the upstream sends the next', BOUNDED, async () => {
   const ticks = await get('/svc/rest/api/stream');
   assert.equal(ticks.status, 200);
   assert.match(String(ticks.headers['content-type']), /^text\/event-stream/);
@@ -248,7 +259,7 @@ test('SSE: events are relayed one by one, each before the upstream sends the nex
   assert.equal(res.body, 'event: one\ndata: 1\n\nevent: two\ndata: 2\n\n');
 });
 
-test('SSE: a service configured with stream: false answers an event stream with 502', async () => {
+test('SSE: a service configured with stream: false answers an event stream with 502', BOUNDED, async () => {
   const res = await get('/svc/nostream/api/stream');
   assert.equal(res.status, 502);
   assert.equal(gatewayError(res).code, 'upstream_failed');
@@ -263,108 +274,116 @@ for (const [name, server] of [
   ['tickets', () => mcpSse],
   ['tickets-json', () => mcpJson],
 ] as const) {
-  test(`MCP (${name === 'tickets' ? 'SSE' : 'JSON'} answers): the SDK client over the key's socket initializes, lists and calls tools, gets the GET stream's notification, ends the session`, async () => {
-    const mcp = server();
-    const before = mcp.requests.length;
-    const socket = socketFetch(key.socketPath);
-    const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1/svc/${name}`), {
-      fetch: socket.fetch,
-      requestInit: { headers: { authorization: 'Bearer container-fake' } },
-    });
-    const client = new Client({ name: 'svc-test', version: '1.0.0' });
-    let toolsChanged = 0;
-    client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
-      toolsChanged++;
-    });
-    try {
-      await client.connect(transport);
-      assert.equal(mcp.sessions().length, 1);
-      // The server's Mcp-Session-Id reached the client, and the client's came back on later requests.
-      const sessionId = transport.sessionId;
-      assert.equal(sessionId, mcp.sessions()[0]);
+  test(
+    `MCP (${name === 'tickets' ? 'SSE' : 'JSON'} answers): the SDK client over the key's socket initializes, lists and calls tools, gets the GET stream's notification, ends the session`,
+    BOUNDED,
+    async () => {
+      const mcp = server();
+      const before = mcp.requests.length;
+      const socket = socketFetch(key.socketPath);
+      const transport = new StreamableHTTPClientTransport(new URL(`http://127.0.0.1/svc/${name}`), {
+        fetch: socket.fetch,
+        requestInit: { headers: { authorization: 'Bearer container-fake' } },
+      });
+      const client = new Client({ name: 'svc-test', version: '1.0.0' });
+      let toolsChanged = 0;
+      client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+        toolsChanged++;
+      });
+      try {
+        await client.connect(transport);
+        assert.equal(mcp.sessions().length, 1);
+        // The server's Mcp-Session-Id reached the client, and the client's came back on later requests.
+        const sessionId = transport.sessionId;
+        assert.equal(sessionId, mcp.sessions()[0]);
 
-      const { tools } = await client.listTools();
-      assert.deepEqual(tools.map((t) => t.name).sort(), ['echo_headers', 'lookup_ticket']);
-      assert.equal(textOf(await client.callTool({ name: 'lookup_ticket', arguments: { id: 'T-42' } })), `TICKET T-42: ${MCP_TICKET_MARKER} status=open`);
-      const echoed = textOf(await client.callTool({ name: 'echo_headers', arguments: {} }));
-      assert.ok(!echoed.includes(MCP_TOKEN), echoed);
-      assert.equal(echoed, `authorization=Bearer ${'*'.repeat(MCP_TOKEN.length)}`);
+        const { tools } = await client.listTools();
+        assert.deepEqual(tools.map((t) => t.name).sort(), ['echo_headers', 'lookup_ticket']);
+        assert.equal(textOf(await client.callTool({ name: 'lookup_ticket', arguments: { id: 'T-42' } })), `TICKET T-42: ${MCP_TICKET_MARKER} status=open`);
+        const echoed = textOf(await client.callTool({ name: 'echo_headers', arguments: {} }));
+        assert.ok(!echoed.includes(MCP_TOKEN), echoed);
+        assert.equal(echoed, `authorization=Bearer ${'*'.repeat(MCP_TOKEN.length)}`);
 
-      // A notification with no request behind it travels on the GET stream, through the gateway.
-      await eventually(() => mcp.requests.slice(before).some((r) => r.method === 'GET'));
-      await mcp.notifyToolsChanged();
-      await eventually(() => toolsChanged === 1);
+        // A notification with no request behind it travels on the GET stream, through the gateway.
+        await eventually(() => mcp.requests.slice(before).some((r) => r.method === 'GET'));
+        await mcp.notifyToolsChanged();
+        await eventually(() => toolsChanged === 1);
 
-      await transport.terminateSession();
-      assert.deepEqual(mcp.sessions(), []);
-      const seen = mcp.requests.slice(before);
-      assert.ok(seen.some((r) => r.method === 'DELETE'));
-      // After initialize, every request carried the session id through the gateway.
-      assert.ok(seen.slice(1).every((r) => r.headers['mcp-session-id'] === sessionId));
-      assert.ok(seen.every((r) => r.headers.authorization === `Bearer ${MCP_TOKEN}` && r.path === '/mcp'));
-      assert.equal(mcp.unauthorized, 0);
-    } finally {
-      await client.close();
-      await socket.close();
-    }
-    const records = gw.calls.filter((r) => r.keyId === key.id && r.upstream === name);
-    assert.ok(records.length >= 5, `${records.length} records`);
-    assert.ok(records.every((r) => r.dialect === 'service' && r.path === `/svc/${name}`));
-    assert.ok(records.some((r) => r.method === 'GET' && r.stream));
-    assert.ok(records.some((r) => r.method === 'DELETE' && r.status === 200));
-  });
+        await transport.terminateSession();
+        assert.deepEqual(mcp.sessions(), []);
+        const seen = mcp.requests.slice(before);
+        assert.ok(seen.some((r) => r.method === 'DELETE'));
+        // After initialize, every request carried the session id through the gateway.
+        assert.ok(seen.slice(1).every((r) => r.headers['mcp-session-id'] === sessionId));
+        assert.ok(seen.every((r) => r.headers.authorization === `Bearer ${MCP_TOKEN}` && r.path === '/mcp'));
+        assert.equal(mcp.unauthorized, 0);
+      } finally {
+        await client.close();
+        await socket.close();
+      }
+      const records = gw.calls.filter((r) => r.keyId === key.id && r.upstream === name);
+      assert.ok(records.length >= 5, `${records.length} records`);
+      assert.ok(records.every((r) => r.dialect === 'service' && r.path === `/svc/${name}`));
+      assert.ok(records.some((r) => r.method === 'GET' && r.stream));
+      assert.ok(records.some((r) => r.method === 'DELETE' && r.status === 200));
+    },
+  );
 }
 
-test('audit: one record per call with the service, method, path, status, bytes and latency; refusals rejected; no record or audit line holds the credential', async () => {
-  const mine = await startServicesGateway({
-    rest: { baseUrl: bearer.url, credential: TOKEN },
-    basic: { baseUrl: basic.url, credential: TOKEN, inject: { basic: 'bot' } },
-  });
-  const audited = await mine.gateway.mint({ group: 'audit', services: ['rest', 'basic'] });
-  let lines: string[];
-  try {
-    const body = '{"title":"audited"}';
-    const created = await request({ socketPath: audited.socketPath, method: 'POST', path: '/svc/rest/api/tickets?x=1', body });
-    assert.equal(created.status, 201);
-    const echo = await request({ socketPath: audited.socketPath, path: '/svc/basic/api/echo-headers', headers: CLIENT_CREDENTIALS });
-    const reflect = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/reflect-auth-header' });
-    const refused = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/../x' });
-    const upstream401 = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/unauthorized' });
-    assert.equal(refused.status, 400);
-    await eventually(() => mine.calls.length === 5);
-    const [post, echoed, reflected, rejected, failed] = mine.calls;
-    assert.deepEqual(
-      mine.calls.map((r) => [r.dialect, r.endpoint, r.upstream, r.method, r.path, r.status, r.outcome, r.keyId]),
-      [
-        ['service', 'service', 'rest', 'POST', '/svc/rest/api/tickets', 201, 'complete', audited.id],
-        ['service', 'service', 'basic', 'GET', '/svc/basic/api/echo-headers', 200, 'complete', audited.id],
-        ['service', 'service', 'rest', 'GET', '/svc/rest/api/reflect-auth-header', 200, 'complete', audited.id],
-        ['service', 'service', 'rest', 'GET', '/svc/rest/api/../x', 400, 'rejected', audited.id],
-        ['service', 'service', 'rest', 'GET', '/svc/rest/api/unauthorized', 502, 'upstream_failed', audited.id],
-      ],
-    );
-    assert.equal(post!.requestBytes, Buffer.byteLength(body));
-    assert.equal(post!.responseBytes, Buffer.byteLength(created.body));
-    assert.equal(echoed!.responseBytes, Buffer.byteLength(echo.body));
-    assert.equal(reflected!.responseBytes, Buffer.byteLength(reflect.body));
-    assert.equal(rejected!.errorKind, 'invalid_request');
-    assert.equal(failed!.errorKind, 'upstream_failed');
-    assert.equal(upstream401.status, 502);
-    for (const record of mine.calls) {
-      assert.ok(record.latencyMs > 0 && record.latencyMs < 5000, String(record.latencyMs));
-      assert.equal(record.costUsd, 0);
+test(
+  'audit: one record per call with the service, method, path, status, bytes and latency; refusals rejected; no record or audit line holds the credential',
+  BOUNDED,
+  async () => {
+    const mine = await startServicesGateway({
+      rest: { baseUrl: bearer.url, credential: TOKEN },
+      basic: { baseUrl: basic.url, credential: TOKEN, inject: { basic: 'bot' } },
+    });
+    const audited = await mine.gateway.mint({ group: 'audit', services: ['rest', 'basic'] });
+    let lines: string[];
+    try {
+      const body = '{"title":"audited"}';
+      const created = await request({ socketPath: audited.socketPath, method: 'POST', path: '/svc/rest/api/tickets?x=1', body });
+      assert.equal(created.status, 201);
+      const echo = await request({ socketPath: audited.socketPath, path: '/svc/basic/api/echo-headers', headers: CLIENT_CREDENTIALS });
+      const reflect = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/reflect-auth-header' });
+      const refused = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/../x' });
+      const upstream401 = await request({ socketPath: audited.socketPath, path: '/svc/rest/api/unauthorized' });
+      assert.equal(refused.status, 400);
+      await eventually(() => mine.calls.length === 5);
+      const [post, echoed, reflected, rejected, failed] = mine.calls;
+      assert.deepEqual(
+        mine.calls.map((r) => [r.dialect, r.endpoint, r.upstream, r.method, r.path, r.status, r.outcome, r.keyId]),
+        [
+          ['service', 'service', 'rest', 'POST', '/svc/rest/api/tickets', 201, 'complete', audited.id],
+          ['service', 'service', 'basic', 'GET', '/svc/basic/api/echo-headers', 200, 'complete', audited.id],
+          ['service', 'service', 'rest', 'GET', '/svc/rest/api/reflect-auth-header', 200, 'complete', audited.id],
+          ['service', 'service', 'rest', 'GET', '/svc/rest/api/../x', 400, 'rejected', audited.id],
+          ['service', 'service', 'rest', 'GET', '/svc/rest/api/unauthorized', 502, 'upstream_failed', audited.id],
+        ],
+      );
+      assert.equal(post!.requestBytes, Buffer.byteLength(body));
+      assert.equal(post!.responseBytes, Buffer.byteLength(created.body));
+      assert.equal(echoed!.responseBytes, Buffer.byteLength(echo.body));
+      assert.equal(reflected!.responseBytes, Buffer.byteLength(reflect.body));
+      assert.equal(rejected!.errorKind, 'invalid_request');
+      assert.equal(failed!.errorKind, 'upstream_failed');
+      assert.equal(upstream401.status, 502);
+      for (const record of mine.calls) {
+        assert.ok(record.latencyMs > 0 && record.latencyMs < 5000, String(record.latencyMs));
+        assert.equal(record.costUsd, 0);
+      }
+    } finally {
+      lines = await mine.close();
     }
-  } finally {
-    lines = await mine.close();
-  }
-  assert.equal(lines.length, 5);
-  assert.ok(lines.every((line) => JSON.parse(line).dialect === 'service'));
-  for (const text of [JSON.stringify(mine.calls), ...lines]) {
-    assert.ok(!text.includes(TOKEN) && !text.includes(BASIC), text);
-  }
-});
+    assert.equal(lines.length, 5);
+    assert.ok(lines.every((line) => JSON.parse(line).dialect === 'service'));
+    for (const text of [JSON.stringify(mine.calls), ...lines]) {
+      assert.ok(!text.includes(TOKEN) && !text.includes(BASIC), text);
+    }
+  },
+);
 
-test('reconfigure: the next call uses the new token; a service removed is a 404', async () => {
+test('reconfigure: the next call uses the new token; a service removed is a 404', BOUNDED, async () => {
   const rotated = 'rotated-svc-token-0e5c7a9f31';
   const standin = await startRestService({ credential: { kind: 'bearer', token: rotated } });
   const mine = await startServicesGateway({ rot: { baseUrl: standin.url, credential: TOKEN } });
@@ -393,7 +412,7 @@ test('reconfigure: the next call uses the new token; a service removed is a 404'
   }
 });
 
-test('mcp.json: a key with an MCP service gets one in its directory (shimPort honoured); a key without none', async () => {
+test('mcp.json: a key with an MCP service gets one in its directory (shimPort honoured); a key without none', BOUNDED, async () => {
   const withMcp = await gw.gateway.mint({ group: 'g', services: ['tickets', 'rest'], shimPort: 7777 });
   const withoutMcp = await gw.gateway.mint({ group: 'g', services: ['rest'] });
   const plain = await gw.gateway.mint({ group: 'g' });

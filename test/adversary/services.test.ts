@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { KeyInfo } from '../../src/index.ts';
 import { ValidationError } from '../../src/index.ts';
+import { eventually } from '../support/fixture.ts';
 import { request, type HttpExchange } from '../support/http.ts';
 import { startRestService, type RestService } from '../support/rest-service.ts';
 import {
@@ -29,6 +30,9 @@ let query: RestService;
 let held: GatedUpstream;
 let split: GatedUpstream;
 let gw: ServicesGateway;
+
+/** A broken gateway (one that buffers, or never answers) fails a test in this time instead of hanging it. */
+const BOUNDED = { timeout: 5000 };
 
 before(async () => {
   [rest, basic, query, held, split] = await Promise.all([
@@ -74,7 +78,7 @@ function assertRefused(res: HttpExchange, status: number, code: string, message?
   return error.message;
 }
 
-test('grants: a service the key was not given answers exactly like one that does not exist; names that are not names are not echoed', async () => {
+test('grants: a service the key was not given answers exactly like one that does not exist; names that are not names are not echoed', BOUNDED, async () => {
   const key = await keyFor(['rest']);
   const before = rest.requests.length;
   const ungranted = await send(key, 'GET', '/svc/narrow/api/tickets/1');
@@ -96,7 +100,7 @@ test('grants: a service the key was not given answers exactly like one that does
   assert.equal(rest.requests.length, before, 'nothing refused reached the upstream');
 });
 
-test('methods: one the service does not allow is 403 naming the allowed ones; nothing reaches the upstream', async () => {
+test('methods: one the service does not allow is 403 naming the allowed ones; nothing reaches the upstream', BOUNDED, async () => {
   const key = await keyFor(['narrow']);
   const before = rest.requests.length;
   for (const method of ['POST', 'DELETE', 'PUT', 'OPTIONS', 'PATCH']) {
@@ -111,7 +115,7 @@ test('methods: one the service does not allow is 403 naming the allowed ones; no
   assert.equal(rest.requests.length, before + 1);
 });
 
-test('paths: outside the globs is 403 naming them; case, empty segments and encoded slashes (read either way) do not step around a glob', async () => {
+test('paths: outside the globs is 403 naming them; case, empty segments and encoded slashes (read either way) do not step around a glob', BOUNDED, async () => {
   const key = await keyFor(['narrow']);
   const before = rest.requests.length;
   for (const path of [
@@ -140,7 +144,7 @@ test('paths: outside the globs is 403 naming them; case, empty segments and enco
   assert.equal(rest.requests.at(-1)!.path, '/api/projects/group%2Fname');
 });
 
-test('traversal: .., %2e%2e, %2F.., %252e, a backslash, control characters: 400 and nothing reaches the upstream', async () => {
+test('traversal: .., %2e%2e, %2F.., %252e, a backslash, control characters: 400 and nothing reaches the upstream', BOUNDED, async () => {
   const key = await keyFor(['rest', 'narrow']);
   const before = rest.requests.length;
   for (const name of ['rest', 'narrow']) {
@@ -166,11 +170,31 @@ test('traversal: .., %2e%2e, %2F.., %252e, a backslash, control characters: 400 
   assert.equal(rest.requests.length, before);
 });
 
-test('bodies: past maxBodyBytes is 413, announced by content-length or sent chunked; nothing complete reaches the upstream', async () => {
+test('bodies: past maxBodyBytes is 413, announced by content-length or sent chunked; nothing complete reaches the upstream', BOUNDED, async () => {
   const key = await keyFor(['small']);
   const before = rest.requests.length;
   const big = Buffer.alloc(4096, 'x');
   assertRefused(await send(key, 'POST', '/svc/small/api/tickets', { 'content-type': 'application/json' }, big), 413, 'body_too_large', /up to 1024 bytes/);
+
+  // An announced length is refused on its headers: the client has sent 100 of its 4096 bytes and
+  // waits, and the answer comes anyway (a gateway that read the body first would wait with it).
+  const announced = await new Promise<number>((resolve, reject) => {
+    const req = http.request(
+      { socketPath: key.socketPath, method: 'POST', path: '/svc/small/api/tickets', headers: { 'content-length': '4096' }, agent: false },
+      (res) => {
+        clearTimeout(deadline);
+        resolve(res.statusCode ?? 0);
+        req.destroy();
+      },
+    );
+    const deadline = setTimeout(() => {
+      reject(new Error('no answer before the body was complete'));
+      req.destroy();
+    }, 2000);
+    req.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
+    req.write(Buffer.alloc(100, 'x'));
+  });
+  assert.equal(announced, 413);
 
   // Chunked: no length to check up front, so the body is cut as it streams past the limit.
   const chunked = await new Promise<HttpExchange>((resolve, reject) => {
@@ -192,7 +216,7 @@ test('bodies: past maxBodyBytes is 413, announced by content-length or sent chun
   assert.equal(JSON.parse(fits.body).received_bytes, 1024);
 });
 
-test("rate: past the service's rpm a key gets 429 with retry-after; another key is not limited by it", async () => {
+test("rate: past the service's rpm a key gets 429 with retry-after; another key is not limited by it", BOUNDED, async () => {
   const greedy = await keyFor(['limited']);
   const other = await keyFor(['limited']);
   for (let i = 0; i < 2; i++) assert.equal((await send(greedy, 'GET', '/svc/limited/api/tickets/1')).status, 200);
@@ -204,7 +228,7 @@ test("rate: past the service's rpm a key gets 429 with retry-after; another key 
   assert.equal((await send(other, 'GET', '/svc/limited/api/tickets/1')).status, 200);
 });
 
-test('concurrency: past maxConcurrent a key gets 429 while its request is open; another key is not held by it; freed when it ends', async () => {
+test('concurrency: past maxConcurrent a key gets 429 while its request is open; another key is not held by it; freed when it ends', BOUNDED, async () => {
   const holder = await keyFor(['held']);
   const other = await keyFor(['held']);
   const open = send(holder, 'GET', '/svc/held/hold');
@@ -224,7 +248,31 @@ test('concurrency: past maxConcurrent a key gets 429 while its request is open; 
   assert.equal((await send(holder, 'GET', '/svc/held/hold')).status, 200);
 });
 
-test('configuration: a service without a credential is 503; minting a key with an unknown service is a ValidationError', async () => {
+test('concurrency: a client that hangs up mid-stream frees its slot at once', BOUNDED, async () => {
+  const upstream = await startGatedUpstream(TOKEN);
+  const mine = await startServicesGateway({ once: { baseUrl: upstream.url, credential: TOKEN, maxConcurrent: 1 } });
+  try {
+    const key = await mine.gateway.mint({ group: 'g', services: ['once'] });
+    await new Promise<void>((resolve, reject) => {
+      const req = http.get({ socketPath: key.socketPath, path: '/svc/once/sse', agent: false }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? undefined : reject(error)));
+    });
+    await eventually(() => mine.calls.length === 1);
+    assert.equal(mine.calls[0]!.outcome, 'client_closed');
+    const next = await request({ socketPath: key.socketPath, path: '/svc/once/cookie' });
+    assert.equal(next.status, 200, next.body);
+  } finally {
+    await mine.close();
+    await upstream.close();
+  }
+});
+
+test('configuration: a service without a credential is 503; minting a key with an unknown service is a ValidationError', BOUNDED, async () => {
   const key = await keyFor(['tokenless']);
   const before = rest.requests.length;
   assertRefused(await send(key, 'GET', '/svc/tokenless/api/tickets/1'), 503, 'provider_not_configured', /no credential configured for service tokenless/);
@@ -236,7 +284,7 @@ test('configuration: a service without a credential is 503; minting a key with a
   await assert.rejects(gw.gateway.mint({ group: 'g', services: ['rest', 'REST'] }), ValidationError);
 });
 
-test('hygiene: a credential split across two upstream writes is still masked', async () => {
+test('hygiene: a credential split across two upstream writes is still masked', BOUNDED, async () => {
   const key = await keyFor(['split']);
   const chunks: string[] = [];
   const res = await requestStreaming({ socketPath: key.socketPath, path: '/svc/split/split' }, (text) => {
@@ -249,23 +297,27 @@ test('hygiene: a credential split across two upstream writes is still masked', a
   assert.equal(res.body, `before:${'*'.repeat(TOKEN.length)}:after`);
 });
 
-test("hygiene: Basic's base64 form and a query credential are masked when reflected; a redirect or a cookie carrying the token is dropped", async () => {
-  const key = await keyFor(['basic', 'basic-pass', 'query', 'split']);
-  const echo = await send(key, 'GET', '/svc/basic/api/echo-headers');
-  assert.equal(JSON.parse(echo.body).headers.authorization, `Basic ${'*'.repeat(BASIC.length)}`);
-  for (const name of ['basic-pass', 'query']) {
-    const reflect = await send(key, 'GET', `/svc/${name}/api/reflect-auth-header`);
-    assert.equal(reflect.status, 200);
-    assert.equal(reflect.headers['set-cookie'], undefined, `${name}: passClientAuth passes cookies, not one made of the token`);
-    assert.equal(reflect.headers['x-seen-credential'], undefined, name);
-    assert.ok(!JSON.stringify(reflect.headers).includes(TOKEN), name);
-  }
-  const leak = await send(key, 'GET', '/svc/split/leak-redirect');
-  assert.equal(leak.status, 302);
-  assert.equal(leak.headers.location, undefined);
-});
+test(
+  "hygiene: Basic's base64 form and a query credential are masked when reflected; a redirect or a cookie carrying the token is dropped",
+  BOUNDED,
+  async () => {
+    const key = await keyFor(['basic', 'basic-pass', 'query', 'split']);
+    const echo = await send(key, 'GET', '/svc/basic/api/echo-headers');
+    assert.equal(JSON.parse(echo.body).headers.authorization, `Basic ${'*'.repeat(BASIC.length)}`);
+    for (const name of ['basic-pass', 'query']) {
+      const reflect = await send(key, 'GET', `/svc/${name}/api/reflect-auth-header`);
+      assert.equal(reflect.status, 200);
+      assert.equal(reflect.headers['set-cookie'], undefined, `${name}: passClientAuth passes cookies, not one made of the token`);
+      assert.equal(reflect.headers['x-seen-credential'], undefined, name);
+      assert.ok(!JSON.stringify(reflect.headers).includes(TOKEN), name);
+    }
+    const leak = await send(key, 'GET', '/svc/split/leak-redirect');
+    assert.equal(leak.status, 302);
+    assert.equal(leak.headers.location, undefined);
+  },
+);
 
-test("hygiene: the client's copies of the query parameter, however spelt, never reach the upstream beside the real one", async () => {
+test("hygiene: the client's copies of the query parameter, however spelt, never reach the upstream beside the real one", BOUNDED, async () => {
   const key = await keyFor(['query']);
   for (const smuggled of ['api_key=x', 'api%5Fkey=x', 'api_key', 'api_key=&api_key=y', 'a=1&api_key=x#frag']) {
     const res = await send(key, 'GET', `/svc/query/api/tickets/1?${smuggled}`);
@@ -276,7 +328,7 @@ test("hygiene: the client's copies of the query parameter, however spelt, never 
   }
 });
 
-test("hygiene: credentials the client sends in any header are dropped; the service sees only the host's", async () => {
+test("hygiene: credentials the client sends in any header are dropped; the service sees only the host's", BOUNDED, async () => {
   const key = await keyFor(['rest']);
   const res = await send(key, 'GET', '/svc/rest/api/echo-headers', {
     Authorization: 'Bearer container-fake',

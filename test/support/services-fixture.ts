@@ -64,19 +64,30 @@ export function socketFetch(socketPath: string): { fetch: typeof globalThis.fetc
   return { fetch, close: () => agent.close() };
 }
 
-/** Resolves when `release()` is called; fails after `ms` so a test waiting on a buffered stream fails instead of hanging. */
-export function gate(what: string, ms = 3000): { opened: Promise<void>; release(): void } {
+/**
+ * Resolves when `release()` is called; fails `ms` after the first `arm()` (a request waiting on it),
+ * so a test waiting on a buffered stream fails instead of hanging.
+ */
+export function gate(what: string, ms = 3000): { opened: Promise<void>; arm(): void; release(): void; cancel(): void } {
   let release!: () => void;
-  let timer: NodeJS.Timeout;
+  let cancel!: () => void;
+  let arm!: () => void;
+  let timer: NodeJS.Timeout | undefined;
   const opened = new Promise<void>((resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not released within ${ms} ms`)), ms);
+    arm = () => {
+      timer ??= setTimeout(() => reject(new Error(`${what}: not released within ${ms} ms`)), ms);
+    };
     release = () => {
       clearTimeout(timer);
       resolve();
     };
+    cancel = () => {
+      clearTimeout(timer);
+      reject(new Error(`${what}: closed`));
+    };
   });
   opened.catch(() => undefined);
-  return { opened, release };
+  return { opened, arm, release, cancel };
 }
 
 export interface GatedUpstream {
@@ -84,7 +95,7 @@ export interface GatedUpstream {
   /** Paths with query, as received. */
   seen: string[];
   /** Opened by the test: `/split` writes its second half, `/sse` its second event, `/hold` answers. */
-  next: { opened: Promise<void>; release(): void };
+  next: ReturnType<typeof gate>;
   /** Fired when a `/hold` or `/sse` request has arrived. */
   arrived: Promise<void>;
   close(): Promise<void>;
@@ -108,6 +119,7 @@ export async function startGatedUpstream(token: string): Promise<GatedUpstream> 
     close: async () => undefined,
   };
   const afterRelease = (res: ServerResponse, write: () => void) => {
+    state.next.arm();
     state.next.opened.then(write, () => res.destroy());
   };
   const half = Math.floor(token.length / 2);
@@ -140,6 +152,7 @@ export async function startGatedUpstream(token: string): Promise<GatedUpstream> 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   state.close = async () => {
+    state.next.cancel();
     server.closeAllConnections();
     await new Promise((resolve) => server.close(resolve));
   };

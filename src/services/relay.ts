@@ -95,7 +95,7 @@ function admit(service: Service, method: string, rest: string): void {
   }
   const decoded = decodeServicePath(rest);
   if ('problem' in decoded) throw new GatewayError('invalid_request', `service ${service.name}: ${decoded.problem}`);
-  if (!pathAllowed(service.paths, decoded.path)) {
+  if (!pathAllowed(service.paths, decoded.path) || !pathAllowed(service.paths, decoded.literal)) {
     const globs = service.paths!.map((rule) => rule.glob).join(', ');
     throw new GatewayError('service_not_allowed', `service ${service.name} allows the paths ${globs}: ${boundedPath(decoded.path)} is outside them`);
   }
@@ -123,10 +123,12 @@ function forward(service: Service, req: IncomingMessage, res: ServerResponse, re
     pipeline(req, body, () => undefined);
   }
   const { needles } = service.credential!;
+  // `/svc/NAME` alone is the base itself: its path, or `/` for a base URL without one.
+  const upstreamRest = rest === '' && service.upstream.pathPrefix === '' ? '/' : rest;
   relay({
     upstream: service.upstream,
     method: req.method ?? 'GET',
-    pathAndQuery: `${rest}${upstreamQuery ? `?${upstreamQuery}` : ''}`,
+    pathAndQuery: `${upstreamRest}${upstreamQuery ? `?${upstreamQuery}` : ''}`,
     headers,
     body,
     res,
@@ -143,9 +145,11 @@ function forward(service: Service, req: IncomingMessage, res: ServerResponse, re
         return new GatewayError('upstream_failed', `service ${service.name} answered with an event stream, which its configuration does not allow`);
       return undefined;
     },
-    rewriteResponseHeaders(forClient) {
+    rewriteResponseHeaders(forClient, _status, fromUpstream) {
       delete forClient['www-authenticate'];
-      if (!service.passClientAuth) delete forClient['set-cookie'];
+      // The hop drops Set-Cookie; a service that passes the client's cookies passes the upstream's back.
+      const setCookie = fromUpstream['set-cookie'];
+      if (service.passClientAuth && setCookie !== undefined) forClient['set-cookie'] = setCookie;
       dropRevealingHeaders(forClient, needles);
       rewriteLocation(forClient, service, rest);
     },

@@ -35,15 +35,19 @@ export function checkMethods(methods: unknown, field: string): string[] {
   return upper;
 }
 
-/** Why a path cannot be checked (answered 400), or its decoded form for the globs. */
-export type DecodedPath = { path: string } | { problem: string };
+/**
+ * Why a path cannot be checked (answered 400), or its two readings for the globs: `path` with `%2F`
+ * decoded to a separator, `literal` with it kept inside its segment (as an upstream that routes
+ * before decoding reads it). A path is allowed only when both readings are.
+ */
+export type DecodedPath = { path: string; literal: string } | { problem: string };
 
 /**
- * The path below the service's prefix, decoded segment by segment (`%2F` becomes a separator, so a
- * glob cannot be stepped around with it). Empty means the service's base itself (`/`).
+ * The path below the service's prefix, decoded (`%2F` read both ways, so a glob cannot be stepped
+ * around with it). Empty means the service's base itself (`/`).
  */
 export function decodeServicePath(rest: string): DecodedPath {
-  if (rest === '') return { path: '/' };
+  if (rest === '') return { path: '/', literal: '/' };
   if (!rest.startsWith('/')) return { problem: 'the path must continue with "/" after the service name' };
   if (rest.includes('\\')) return { problem: 'a backslash in the path is refused' };
   let decoded: string;
@@ -55,7 +59,7 @@ export function decodeServicePath(rest: string): DecodedPath {
   if (/[\u0000-\u001f\u007f\\]/.test(decoded)) return { problem: 'the path decodes to a control character or a backslash' };
   if (/%(2e|2f|5c)/i.test(decoded)) return { problem: 'the path encodes a dot or a slash twice' };
   if (decoded.split('/').some((segment) => segment === '.' || segment === '..')) return { problem: 'dot segments ("." and "..") are refused' };
-  return { path: decoded };
+  return { path: decoded, literal: decodeURIComponent(rest.replace(/%2f/gi, '%252F')) };
 }
 
 export function pathAllowed(rules: readonly PathRule[] | undefined, path: string): boolean {

@@ -36,8 +36,11 @@ export interface RelayRequest {
   res: ServerResponse;
   /** Answers the gateway's own errors in another shape than the upstream's dialect (git, GitHub). */
   sendError?(res: ServerResponse, error: GatewayError): void;
-  /** Edits the response headers before they go back (drops `www-authenticate`, which would make git prompt). */
-  rewriteResponseHeaders?(headers: HeaderMap, status: number): void;
+  /**
+   * Edits the response headers before they go back (drops `www-authenticate`, which would make git
+   * prompt); `upstream` is the response's own, before the hop's filter (Set-Cookie included).
+   */
+  rewriteResponseHeaders?(headers: HeaderMap, status: number, upstream: ResponseHeaders): void;
   /**
    * Looks at the upstream's answer before the client sees any of it: an error returned is answered
    * instead (in the request's error shape) and the upstream response is abandoned.
@@ -151,7 +154,7 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
     observer.onResponseStart?.(statusCode, headers);
     if (this.draining) return;
     const forClient = headersForClient(headers);
-    this.request.rewriteResponseHeaders?.(forClient, statusCode);
+    this.request.rewriteResponseHeaders?.(forClient, statusCode, headers);
     res.writeHead(statusCode, forClient);
     // An event stream's headers go out at once: the client starts its clock on them.
     if (this.streaming) res.flushHeaders();

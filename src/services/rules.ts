@@ -58,7 +58,8 @@ export function decodeServicePath(rest: string): DecodedPath {
   }
   if (/[\u0000-\u001f\u007f\\]/.test(decoded)) return { problem: 'the path decodes to a control character or a backslash' };
   if (/%(2e|2f|5c)/i.test(decoded)) return { problem: 'the path encodes a dot or a slash twice' };
-  if (decoded.split('/').some((segment) => segment === '.' || segment === '..')) return { problem: 'dot segments ("." and "..") are refused' };
+  // `..;x` too: servlet containers drop a segment's `;` parameters before resolving dots.
+  if (decoded.split('/').some((segment) => /^\.\.?(;|$)/.test(segment))) return { problem: 'dot segments ("." and "..") are refused' };
   return { path: decoded, literal: decodeURIComponent(rest.replace(/%2f/gi, '%252F')) };
 }
 

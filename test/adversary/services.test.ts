@@ -144,7 +144,7 @@ test('paths: outside the globs is 403 naming them; case, empty segments and enco
   assert.equal(rest.requests.at(-1)!.path, '/api/projects/group%2Fname');
 });
 
-test('traversal: .., %2e%2e, %2F.., %252e, a backslash, control characters: 400 and nothing reaches the upstream', BOUNDED, async () => {
+test('traversal: .., %2e%2e, %2F.., ..;, %252e, a backslash, control characters: 400 and nothing reaches the upstream', BOUNDED, async () => {
   const key = await keyFor(['rest', 'narrow']);
   const before = rest.requests.length;
   for (const name of ['rest', 'narrow']) {
@@ -159,6 +159,8 @@ test('traversal: .., %2e%2e, %2F.., %252e, a backslash, control characters: 400 
       '/api/tickets/1\\..\\..\\echo-headers',
       '/api/tickets/1%5c..%5cecho-headers',
       '/api/tickets/./1',
+      '/api/tickets/1/..;/..;/echo-headers',
+      '/api/tickets/.;x/1',
       '/api/tickets/1%00',
       '/api/tickets/1%0d%0aX-Injected:%20yes',
       '/api/tickets/%zz',

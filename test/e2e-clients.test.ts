@@ -18,7 +18,7 @@ import { contribute } from '../src/runner/contribute.ts';
 import type { RecordedRequest } from '../src/dev/standin.ts';
 import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
-import { writeNeedles } from './support/needles.ts';
+import { type ContainerReport, writeNeedles } from './support/needles.ts';
 import { answerMessages, type Block, messagesText, toolResultText } from './support/scripted-model.ts';
 import { skipUnless } from './support/requirements.ts';
 import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
@@ -37,19 +37,8 @@ const TOOL_COMMAND = 'echo tool-ran-$((6*7))';
 const TOOL_OUTPUT = 'tool-ran-42';
 const FINAL_PREFIX = 'E2E-FINAL the tool printed:';
 
-interface Report {
-  rc: number;
-  seconds: number;
-  stdout: string;
-  stderr: string;
-  env: string;
-  uid: number;
-  scan: { files: number; bytes: number; dirs: number; paths: string[]; unreadable: string[]; hits: { file: string; needle: string; offset: number }[] };
-  direct: string;
-}
-
 interface ClientRun {
-  report: Report;
+  report: ContainerReport;
   keyId: string;
   /** The gateway's onCall records for this run's key. */
   calls: CallRecord[];
@@ -204,7 +193,7 @@ test('real clients through the gateway in --network=none podman containers', { t
       assert.ok(!r.timedOut, `container timed out after ${ms} ms\n${r.stdout}\n${r.stderr}`);
       assert.equal(r.code, 0, `container failed: ${r.stdout}\n${r.stderr}`);
       const reportLine = r.stdout.trim().split('\n').pop()!;
-      const report = JSON.parse(reportLine) as Report;
+      const report = JSON.parse(reportLine) as ContainerReport;
       // onCall fires after each call's last byte: the container's exit does not order it.
       const requests = fx.standin.requests.slice(firstRequest);
       await eventually(() => fx.calls.filter((call) => call.keyId === c.key.id).length >= requests.length, 5000).catch(() => {});

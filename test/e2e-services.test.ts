@@ -15,7 +15,7 @@ import { test, type TestContext } from 'node:test';
 import { startStandin, type RecordedRequest } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY } from './support/fixture.ts';
 import { MCP_TICKET_MARKER, startMcpServer } from './support/mcp-server.ts';
-import { writeNeedles } from './support/needles.ts';
+import { type ContainerReport, writeNeedles } from './support/needles.ts';
 import { buildTestImage, podmanAvailable } from './support/podman.ts';
 import { skipUnless } from './support/requirements.ts';
 import { startRestService } from './support/rest-service.ts';
@@ -34,17 +34,6 @@ const MCP_PROMPT = 'E2E-MCP-TURN: look up ticket 7 with the tickets tool and rep
 /** Claude Code names an MCP tool mcp__<server>__<tool>; the server is the key of mcp.json's mcpServers. */
 const MCP_TOOL = 'mcp__tickets__lookup_ticket';
 const FINAL_PREFIX = 'E2E-MCP-FINAL the tool said:';
-
-interface Report {
-  rc: number;
-  seconds: number;
-  stdout: string;
-  stderr: string;
-  env: string;
-  uid: number;
-  scan: { files: number; paths: string[]; hits: { file: string; needle: string; offset: number }[] };
-  direct: string;
-}
 
 // ---- the stand-in model's scripted answers ----
 
@@ -194,7 +183,7 @@ test('services through `gateway run --service`: Claude Code with an MCP server, 
     flags: string[],
     command: string[],
     settled: (lines: Record<string, unknown>[]) => boolean,
-  ): Promise<{ report: Report; audit: Record<string, unknown>[]; ms: number }> {
+  ): Promise<{ report: ContainerReport; audit: Record<string, unknown>[]; ms: number }> {
     const env = [
       `HOME=${HOME}`,
       `PATH=/usr/local/bin:/bin:${CLIENTS}/.bin`,
@@ -217,14 +206,14 @@ test('services through `gateway run --service`: Claude Code with an MCP server, 
     assert.equal(code, 0, `gateway run exited ${code} after ${ms} ms\n${stdout}\n${stderr}\n--- daemon\n${daemonLog.slice(-3000)}`);
     const keyId = /gateway: key ([0-9a-z]{16}) \(daemon\), podman starting/.exec(stderr)?.[1];
     assert.ok(keyId, stderr);
-    const report = JSON.parse(stdout.trim().split('\n').pop()!) as Report;
+    const report = JSON.parse(stdout.trim().split('\n').pop()!) as ContainerReport;
     // The audit file is written asynchronously (pino), and a stream's line only once it closed.
     await eventually(() => settled(auditLines(keyId)), 5000).catch(() => {});
     return { report, audit: auditLines(keyId), ms };
   }
 
   /** No token in the container's env, files or output; the scan did read $HOME and the key's directory. */
-  function assertNoLeak(report: Report): void {
+  function assertNoLeak(report: ContainerReport): void {
     assert.equal(report.uid, 1000);
     for (const secret of [MCP_TOKEN, REST_TOKEN, REAL_ANTHROPIC_KEY]) {
       assert.ok(!report.env.includes(secret), 'a token is in the container environment');

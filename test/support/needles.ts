@@ -5,6 +5,18 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+/** What test/e2e/report.mjs prints as its last line: the run, the environment, the scan, a direct connection attempt. */
+export interface ContainerReport {
+  rc: number;
+  seconds: number;
+  stdout: string;
+  stderr: string;
+  env: string;
+  uid: number;
+  scan: { files: number; bytes: number; dirs: number; paths: string[]; unreadable: string[]; hits: { file: string; needle: string; offset: number }[] };
+  direct: string;
+}
+
 export const CANARY = 'e2e-canary-1b9d6f3a0c';
 
 function needle(name: string, value: string) {

@@ -8,7 +8,7 @@ import type { CallRecord } from '../metering/call-record.ts';
 import { GatewayError } from '../wire/errors.ts';
 import { headersForUpstream } from '../wire/headers.ts';
 import { Exchange, type ExchangeFields } from '../http/exchange.ts';
-import type { PathHandler } from '../http/handler.ts';
+import type { PathHandler, RequestLine } from '../http/handler.ts';
 import type { KeyRecord } from '../keys/store.ts';
 import { createDispatcher, parseBaseUrl, upstreamTimeouts, type NetworkOptions, type Upstream, type UpstreamTimeouts } from '../upstream/providers.ts';
 import { relay } from '../upstream/relay.ts';
@@ -83,12 +83,14 @@ function isGitHubPath(path: string): boolean {
 export function gitHubPathHandler(relay: () => GitHubRelay | undefined): PathHandler {
   return {
     matches: isGitHubPath,
-    handle: (call, req, res, started) => handleGitHub({ relay: relay(), key: call.key, scope: call.limits.github, onCall: call.onCall }, req, res, started),
+    handle: (call, req, res, started) =>
+      handleGitHub({ relay: relay(), line: call.line, key: call.key, scope: call.limits.github, onCall: call.onCall }, req, res, started),
   };
 }
 
 interface GitHubCall {
   relay: GitHubRelay | undefined;
+  line: RequestLine;
   key: KeyRecord;
   scope: GitHubScope | undefined;
   onCall(record: CallRecord): void;
@@ -96,11 +98,7 @@ interface GitHubCall {
 
 /** Serves one request whose path `isGitHubPath`. */
 function handleGitHub(call: GitHubCall, req: IncomingMessage, res: ServerResponse, started: number): void {
-  const url = req.url ?? '/';
-  const method = req.method ?? 'GET';
-  const queryAt = url.indexOf('?');
-  const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
+  const { path, query, method } = call.line;
   const isGit = path.startsWith(GIT_PREFIX);
   const record = new GitHubRecord(call, req, res, path, isGit, started);
   let access: GitHubAccess;

@@ -32,8 +32,9 @@ export interface Routing {
   retry: RetryPolicy;
 }
 
-/** One request a path handler serves: the key it came on, that key's limits, and where its record goes. */
+/** One request a path handler serves: its request line, the key it came on, that key's limits, and where its record goes. */
 interface PathCall {
+  line: RequestLine;
   key: KeyRecord;
   limits: KeyLimits;
   onCall(record: CallRecord): void;
@@ -85,10 +86,12 @@ export function createRequestHandler(context: ProxyContext) {
   };
 }
 
-/** The request line, as the steps below read it. */
-interface RequestLine {
+/** The request line, as the steps below (and the path handlers) read it. */
+export interface RequestLine {
   url: string;
   path: string;
+  /** What follows the `?`, without it ('' when none). */
+  query: string;
   method: string;
 }
 
@@ -99,7 +102,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   if (refusedFast(context, key, account, line, req, res, started)) return;
   if (answeredProbe(key, line, res)) return;
   const other = context.pathHandlers?.find((handler) => handler.matches(line.path));
-  if (other) return other.handle({ key, limits: account.limits, onCall: context.onCall }, req, res, started);
+  if (other) return other.handle({ line, key, limits: account.limits, onCall: context.onCall }, req, res, started);
 
   const call = new CallTracker(context, key, req, res, line.path, started);
   try {
@@ -147,7 +150,12 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
 function requestLine(req: IncomingMessage): RequestLine {
   const url = req.url ?? '/';
   const queryAt = url.indexOf('?');
-  return { url, path: queryAt === -1 ? url : url.slice(0, queryAt), method: req.method ?? 'GET' };
+  return {
+    url,
+    path: queryAt === -1 ? url : url.slice(0, queryAt),
+    query: queryAt === -1 ? '' : url.slice(queryAt + 1),
+    method: req.method ?? 'GET',
+  };
 }
 
 /** A key over its refusal rate is answered at once: no body read, no parse, connection closed. */

@@ -5,7 +5,7 @@
 // ways unbuffered (MCP's event streams, uploads); the credential is masked out of whatever comes back.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, pipeline, type TransformCallback } from 'node:stream';
-import { hasUnreadBody, type PathHandler } from '../http/handler.ts';
+import { hasUnreadBody, type PathHandler, type RequestLine } from '../http/handler.ts';
 import { Exchange, type ExchangeFields } from '../http/exchange.ts';
 import type { KeyLimits } from '../keys/limits.ts';
 import type { KeyRecord } from '../keys/store.ts';
@@ -51,6 +51,7 @@ interface ServiceUse {
 }
 
 interface ServiceCall {
+  line: RequestLine;
   key: KeyRecord;
   limits: KeyLimits;
   services: ReadonlyMap<string, Service>;
@@ -59,10 +60,7 @@ interface ServiceCall {
 }
 
 function handleService(call: ServiceCall, req: IncomingMessage, res: ServerResponse, started: number): void {
-  const url = req.url ?? '/';
-  const queryAt = url.indexOf('?');
-  const path = queryAt === -1 ? url : url.slice(0, queryAt);
-  const query = queryAt === -1 ? '' : url.slice(queryAt + 1);
+  const { path, query, method } = call.line;
   const afterPrefix = path.slice(SERVICE_PREFIX.length);
   const slash = afterPrefix.indexOf('/');
   const name = slash === -1 ? afterPrefix : afterPrefix.slice(0, slash);
@@ -73,7 +71,7 @@ function handleService(call: ServiceCall, req: IncomingMessage, res: ServerRespo
     if (!service || !serviceGranted(service, call.key, call.limits)) {
       throw new GatewayError('not_found', isServiceName(name) ? `no service "${name}" for this key` : 'no such service');
     }
-    admit(service, req.method ?? 'GET', rest);
+    admit(service, method, rest);
     if (!service.credential) throw new GatewayError('provider_not_configured', `the gateway has no credential configured for service ${service.name}`);
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > service.maxBodyBytes) throw tooLarge(service);
@@ -145,7 +143,7 @@ function forward(service: Service, req: IncomingMessage, res: ServerResponse, re
         return new GatewayError('upstream_failed', `service ${service.name} answered with an event stream, which its configuration does not allow`);
       return undefined;
     },
-    rewriteResponseHeaders(forClient, _status, fromUpstream) {
+    rewriteResponseHeaders(forClient, fromUpstream) {
       delete forClient['www-authenticate'];
       // The hop drops Set-Cookie; a service that passes the client's cookies passes the upstream's back.
       const setCookie = fromUpstream['set-cookie'];
@@ -243,7 +241,7 @@ class ServiceExchange extends Exchange {
     use.window.startRequest();
     use.open++;
     this.use = use;
-    this.redactor = new StreamRedactor(service.credential!.needles.map((needle) => Buffer.from(needle)));
+    this.redactor = new StreamRedactor(service.credential!.needleBytes);
   }
 
   override onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {

@@ -38,13 +38,22 @@ export interface ServiceOptions {
   timeouts?: UpstreamTimeouts;
 }
 
+/** The host's credential for one service: how it is added, and the forms of it a response must never carry. */
+interface ServiceCredential {
+  /** Sets the header (or returns the query with the parameter) carrying the credential. */
+  apply(headers: HeaderMap, query: string): string;
+  needles: readonly string[];
+  /** The needles' bytes, made once for every response's masking. */
+  needleBytes: readonly Buffer[];
+}
+
 /** A service ready to forward to. */
 export interface Service {
   name: string;
   kind: 'http' | 'mcp';
   upstream: Upstream;
   /** Adds the credential to a request; absent without a credential. */
-  credential: { apply(headers: HeaderMap, query: string): string; needles: readonly string[] } | undefined;
+  credential: ServiceCredential | undefined;
   methods: readonly string[];
   paths: readonly PathRule[] | undefined;
   groups: ReadonlySet<string>;
@@ -133,7 +142,7 @@ function buildService(name: string, options: ServiceOptions, network: NetworkOpt
       timeouts,
       dispatcher: createDispatcher(timeouts.connectMs, network),
     },
-    credential: options.credential ? injector(options.credential, options.inject ?? { header: 'authorization', prefix: 'Bearer ' }) : undefined,
+    credential: options.credential ? credentialFor(options.credential, options.inject ?? { header: 'authorization', prefix: 'Bearer ' }) : undefined,
     methods: options.methods ? checkMethods(options.methods, `services.${name}.methods`) : DEFAULT_METHODS,
     paths: options.paths?.map((glob) => compilePathRule(glob, `services.${name}.paths`)),
     groups: new Set(options.groups ?? []),
@@ -145,8 +154,13 @@ function buildService(name: string, options: ServiceOptions, network: NetworkOpt
   };
 }
 
+function credentialFor(secret: string, inject: CredentialInjection): ServiceCredential {
+  const injection = injector(secret, inject);
+  return { ...injection, needleBytes: injection.needles.map((needle) => Buffer.from(needle)) };
+}
+
 /** Applies the credential; `needles` are the forms of it a response must never carry. */
-function injector(secret: string, inject: CredentialInjection): NonNullable<Service['credential']> {
+function injector(secret: string, inject: CredentialInjection): Omit<ServiceCredential, 'needleBytes'> {
   if ('basic' in inject) {
     const value = `Basic ${Buffer.from(`${inject.basic}:${secret}`).toString('base64')}`;
     return {

@@ -40,7 +40,7 @@ export interface RelayRequest {
    * Edits the response headers before they go back (drops `www-authenticate`, which would make git
    * prompt); `upstream` is the response's own, before the hop's filter (Set-Cookie included).
    */
-  rewriteResponseHeaders?(headers: HeaderMap, status: number, upstream: ResponseHeaders): void;
+  rewriteResponseHeaders?(headers: HeaderMap, upstream: ResponseHeaders): void;
   /**
    * Looks at the upstream's answer before the client sees any of it: an error returned is answered
    * instead (in the request's error shape) and the upstream response is abandoned.
@@ -154,7 +154,7 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
     observer.onResponseStart?.(statusCode, headers);
     if (this.draining) return;
     const forClient = headersForClient(headers);
-    this.request.rewriteResponseHeaders?.(forClient, statusCode, headers);
+    this.request.rewriteResponseHeaders?.(forClient, headers);
     res.writeHead(statusCode, forClient);
     // An event stream's headers go out at once: the client starts its clock on them.
     if (this.streaming) res.flushHeaders();

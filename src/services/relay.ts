@@ -232,13 +232,16 @@ class ServiceExchange extends Exchange {
     if (use.open >= service.maxConcurrent) {
       throw new GatewayError('rate_limited', `service ${service.name}: ${service.maxConcurrent} requests of this key are open already`, { 'retry-after': '1' });
     }
-    const { waitMs } = use.window.check({ rpm: service.rpm });
-    if (waitMs > 0) {
-      throw new GatewayError('rate_limited', `service ${service.name}: ${service.rpm} requests per minute per key`, {
-        'retry-after': String(Math.ceil(waitMs / 1000)),
-      });
+    if (service.rpm !== undefined) {
+      const { waitMs } = use.window.check({ rpm: service.rpm });
+      if (waitMs > 0) {
+        throw new GatewayError('rate_limited', `service ${service.name}: ${service.rpm} requests per minute per key`, {
+          'retry-after': String(Math.ceil(waitMs / 1000)),
+        });
+      }
+      // Only a limited service keeps a minute of timestamps: an unlimited one would hold one per request.
+      use.window.startRequest();
     }
-    use.window.startRequest();
     use.open++;
     this.use = use;
     this.redactor = new StreamRedactor(service.credential!.needleBytes);

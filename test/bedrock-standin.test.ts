@@ -123,10 +123,10 @@ describe('the Bedrock stand-in', () => {
           'message_stop',
         ],
       );
-      const signature = stream.events.find((e) => (e.delta as { type?: string } | undefined)?.type === 'signature_delta');
-      assert.equal((signature?.delta as { signature: string }).signature, TRICKY_SIGNATURE);
+      const at = stream.events.findIndex((e) => (e.delta as { type?: string } | undefined)?.type === 'signature_delta');
+      assert.equal((stream.events[at]!.delta as { signature: string }).signature, TRICKY_SIGNATURE);
       // Sent escaped: parsing and serialising it again would change the bytes.
-      const raw = stream.eventBytes[stream.events.indexOf(signature!)]!;
+      const raw = stream.eventBytes[at]!;
       assert.ok(raw.includes('sig\\u2028+/=='));
       assert.notDeepEqual(Buffer.from(JSON.stringify(JSON.parse(raw.toString()))), raw);
       assert.equal((stream.events.at(-1)!['amazon-bedrock-invocationMetrics'] as { outputTokenCount: number }).outputTokenCount, STANDIN_USAGE.output_tokens);

@@ -17,6 +17,7 @@ const RANKS: Readonly<Record<string, number>> = {
   util: 0,
   wire: 1,
   keys: 2,
+  cloud: 2,
   metering: 3,
   upstream: 3,
   http: 4,

@@ -5,7 +5,6 @@
 // and `x-amz-*` are signed, with the body's hash: whatever else the HTTP client adds or reorders
 // later (user-agent, anthropic-beta, accept, ...) cannot break the signature.
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
-import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
 import { HttpRequest } from '@smithy/protocol-http';
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider, Checksum, SourceData } from '@smithy/types';
@@ -54,10 +53,15 @@ export function createAwsSigner(options: AwsSigningOptions): AwsSigner {
     : options.profile === undefined
       ? 'the default AWS credential chain'
       : `AWS profile "${options.profile}"`;
-  const credentials = memoise(
-    () => fetchCredentials(options.credentials ?? fromNodeProviderChain(options.profile === undefined ? {} : { profile: options.profile }), source),
-    now,
-  );
+  // The chain's SDK is loaded on the first signature only: a gateway without Bedrock never pays for it.
+  let chain: AwsCredentialIdentityProvider | undefined;
+  const provider = async (): Promise<AwsCredentialIdentityProvider> => {
+    if (options.credentials) return options.credentials;
+    const { fromNodeProviderChain } = await import('@aws-sdk/credential-providers');
+    chain ??= fromNodeProviderChain(options.profile === undefined ? {} : { profile: options.profile });
+    return chain;
+  };
+  const credentials = memoise(async () => fetchCredentials(await provider(), source), now);
   const signer = new SignatureV4({ credentials, region: options.region, service: options.service ?? 'bedrock', sha256: NodeSha256 });
 
   return {

@@ -9,8 +9,6 @@ import { crc32 } from 'node:zlib';
 import { EventStreamCodec, type MessageHeaders } from '@smithy/eventstream-codec';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
 
-export const EVENT_STREAM_CONTENT_TYPE = 'application/vnd.amazon.eventstream';
-
 /**
  * Largest message accepted, as declared in its prelude. Bedrock's messages carry one stream event each
  * (a few hundred bytes; a whole tool input at most), so 16 MiB is far above any real one while keeping
@@ -165,7 +163,6 @@ function chunkEvent(payload: Buffer): Buffer {
 
 /** An exception's `{"message": ...}`, else its payload as text; bounded either way. */
 function exceptionText(payload: Buffer): string {
-  const text = payload.toString('utf8', 0, Math.min(payload.length, 4 * MAX_EXCEPTION_MESSAGE_CHARS));
   let message: unknown;
   try {
     const parsed = JSON.parse(payload.toString('utf8')) as { message?: unknown; Message?: unknown } | null;
@@ -173,7 +170,8 @@ function exceptionText(payload: Buffer): string {
   } catch {
     // Not JSON: the text itself.
   }
-  return bounded(typeof message === 'string' ? message : text, MAX_EXCEPTION_MESSAGE_CHARS);
+  const text = typeof message === 'string' ? message : payload.toString('utf8', 0, Math.min(payload.length, 4 * MAX_EXCEPTION_MESSAGE_CHARS));
+  return bounded(text, MAX_EXCEPTION_MESSAGE_CHARS);
 }
 
 function bounded(text: string, chars: number): string {

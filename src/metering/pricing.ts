@@ -1,6 +1,7 @@
 // Prices in USD per million tokens, each model's output and context limits (what bounds a
 // reservation), and the cost of a call's usage. The shipped table covers the current Claude and
 // OpenAI models; configuration can override or extend it.
+import { canonicalClaudeModel } from '../wire/claude-models.ts';
 import { DEFAULT_PER_USE_PRICES, type PerUsePrices } from './server-tools.ts';
 import type { Usage } from './usage.ts';
 
@@ -192,12 +193,17 @@ export class Pricing {
     const name = model.toLowerCase();
     const cached = this.cache.get(name);
     if (cached) return cached;
-    const entry = this.keysLongestFirst.find((key) => name.startsWith(key) && extends_(key, name.slice(key.length)));
+    // A Bedrock or Vertex id (`us.anthropic.claude-...-v1:0`, `claude-...@20250929`) takes its Anthropic name's entry.
+    const entry = this.entryFor(name) ?? this.entryFor(canonicalClaudeModel(name));
     if (!entry) return this.fallback && { price: this.fallback, source: 'default' };
     const match: PriceMatch = { price: this.table.get(entry)!, entry, source: 'table' };
     // Bounded all the same: a table hit can still carry any snapshot suffix.
     if (this.cache.size < 1000) this.cache.set(name, match);
     return match;
+  }
+
+  private entryFor(name: string): string | undefined {
+    return this.keysLongestFirst.find((key) => name.startsWith(key) && extends_(key, name.slice(key.length)));
   }
 }
 

@@ -22,8 +22,8 @@ const CLOUD_PLATFORM = 'https://www.googleapis.com/auth/cloud-platform';
 const GOOGLE_TOKEN_URL = 'https://oauth2.googleapis.com/token';
 /** A key file is a few KiB; anything much larger is not one. */
 const MAX_CREDENTIALS_FILE = 256 * 1024;
-/** Per token request (the library retries a failed grant up to three times). */
-const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
+/** Per token request. The library retries a grant that timed out or met a 5xx up to three times, with backoff. */
+const TOKEN_REQUEST_TIMEOUT_MS = 10_000;
 
 interface Credential {
   client: AuthClient;
@@ -187,8 +187,7 @@ function safeReason(err: unknown): string {
     return `HTTP ${status}${oauthError}`;
   }
   for (const code of [e?.code, e?.cause?.code]) {
-    if (typeof code === 'string' && /^[A-Z][A-Z0-9_]{1,63}$/.test(code)) return code;
+    if (typeof code === 'string' && /^[A-Za-z][A-Za-z0-9_]{1,63}$/.test(code)) return code; // ENOENT, ECONNREFUSED, TimeoutError
   }
-  if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
   return 'an error whose message is withheld (it may quote a secret)';
 }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { createGoogleTokenSource } from '../src/cloud/google.ts';
 import {
+  createAuthorizedUser,
   createServiceAccount,
   GOOGLE_TOKEN_URL,
   type GoogleTokenStandin,
@@ -17,6 +18,7 @@ import {
   serviceAccountKey,
   startGoogleTokenStandin,
 } from './support/google-token.ts';
+import { deadPort } from './support/fixture.ts';
 import { request, sseData } from './support/http.ts';
 import {
   startVertexStandin,
@@ -157,6 +159,45 @@ describe('createGoogleTokenSource with a service-account file', () => {
     assert.equal(err.message, `Google access token request to ${standin.url} failed: HTTP 400 invalid_grant`);
     assert.equal(standin.requests, 2);
     assert.deepEqual(standin.issued, [granted]);
+  });
+});
+
+describe('createGoogleTokenSource when the token endpoint is down', () => {
+  test('an unreachable endpoint: the error names it and ECONNREFUSED (after the library retries)', async () => {
+    const key = serviceAccountKey();
+    const url = `http://127.0.0.1:${await deadPort()}/token`;
+    const account = createServiceAccount(url, key);
+    cleanups.push(() => account.remove());
+    const err = await secretFreeError(createGoogleTokenSource({ credentialsFile: account.file }).token(), pemLines(key.privateKeyPem));
+    assert.equal(err.message, `Google access token request to ${url} failed: ECONNREFUSED`);
+  });
+});
+
+describe('createGoogleTokenSource with an authorized-user file', () => {
+  test('refreshes at the token_uri it names; a refused refresh quotes neither secret nor refresh token', async () => {
+    const key = serviceAccountKey();
+    const user = {
+      clientId: 'standin-client.apps.googleusercontent.com',
+      clientSecret: 'd-standin-client-secret-41f7',
+      refreshToken: '1//standin-refresh-token-9c2e',
+    };
+    const standin = await startGoogleTokenStandin({ publicKeyPem: key.publicKeyPem, clientEmail: key.clientEmail, user });
+    const good = createAuthorizedUser(standin.url, user);
+    const stale = createAuthorizedUser(standin.url, { ...user, refreshToken: '1//revoked-refresh-token-0a7d' });
+    cleanups.push(
+      () => standin.close(),
+      () => good.remove(),
+      () => stale.remove(),
+    );
+    const token = await createGoogleTokenSource({ credentialsFile: good.file }).token();
+    assert.deepEqual(standin.issued, [token]);
+    const err = await secretFreeError(createGoogleTokenSource({ credentialsFile: stale.file }).token(), [
+      user.clientSecret,
+      user.refreshToken,
+      '1//revoked-refresh-token-0a7d',
+      token,
+    ]);
+    assert.equal(err.message, `Google access token request to ${standin.url} failed: HTTP 400 invalid_grant`);
   });
 });
 

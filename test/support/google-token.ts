@@ -60,9 +60,27 @@ export function createServiceAccount(tokenUri: string, key: ServiceAccountKey = 
   return { ...key, file, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/** gcloud's user credentials: what an authorized_user file holds and the refresh-token grant sends. */
+export interface AuthorizedUser {
+  clientId: string;
+  clientSecret: string;
+  refreshToken: string;
+}
+
+/** Writes an authorized_user JSON file (as `gcloud auth application-default login` does, plus a token_uri). */
+export function createAuthorizedUser(tokenUri: string, user: AuthorizedUser): { file: string; remove(): void } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gateway-google-user-'));
+  const file = path.join(dir, 'application_default_credentials.json');
+  const json = { type: 'authorized_user', client_id: user.clientId, client_secret: user.clientSecret, refresh_token: user.refreshToken, token_uri: tokenUri };
+  writeFileSync(file, JSON.stringify(json, null, 2), { mode: 0o600 });
+  return { file, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 export interface GoogleTokenStandinOptions {
   publicKeyPem: string;
   clientEmail: string;
+  /** A user whose refresh-token grant is accepted too. */
+  user?: AuthorizedUser;
   /** `expires_in` of each token minted. Default 3600. */
   expiresInSeconds?: number;
 }
@@ -81,7 +99,10 @@ export interface GoogleTokenStandin {
 
 type Claims = { iss?: unknown; aud?: unknown; scope?: unknown; exp?: unknown; iat?: unknown };
 
-/** Starts the stand-in on loopback; it grants only assertions signed by `publicKeyPem`'s key for `clientEmail`. */
+/**
+ * Starts the stand-in on loopback; it grants assertions signed by `publicKeyPem`'s key for `clientEmail`, and
+ * `user`'s refresh-token grant when one is given.
+ */
 export async function startGoogleTokenStandin(options: GoogleTokenStandinOptions): Promise<GoogleTokenStandin> {
   const expiresIn = options.expiresInSeconds ?? 3600;
   const issued: string[] = [];
@@ -91,6 +112,12 @@ export async function startGoogleTokenStandin(options: GoogleTokenStandinOptions
 
   /** The reason a grant is refused, or undefined when the assertion is good. */
   const refusal = (form: URLSearchParams): string | undefined => {
+    if (form.get('grant_type') === 'refresh_token') {
+      const { user } = options;
+      const good =
+        user && form.get('client_id') === user.clientId && form.get('client_secret') === user.clientSecret && form.get('refresh_token') === user.refreshToken;
+      return good ? undefined : 'bad client or refresh token';
+    }
     if (form.get('grant_type') !== JWT_BEARER) return 'unsupported grant_type';
     const parts = (form.get('assertion') ?? '').split('.');
     if (parts.length !== 3) return 'assertion is not a JWT';

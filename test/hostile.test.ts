@@ -184,7 +184,7 @@ describe('property-based: routing and header handling', () => {
         (incoming, provider) => {
           const out = headersForUpstream(incoming);
           const upstream = upstreams.get(provider)!;
-          authenticate(upstream, upstream.credentials[0], out);
+          authenticate(upstream, upstream.credentials[0], { method: 'POST', origin: upstream.origin, path: '/v1/messages', headers: out, body: null });
           for (const name of dangerous) {
             if (name === 'authorization' && provider === 'openai') continue;
             if (name === 'x-api-key' && provider === 'anthropic') continue;

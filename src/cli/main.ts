@@ -19,6 +19,7 @@ import { daemonMinter, runContainer } from '../runner/run.ts';
 import type { Runtime } from '../runner/render.ts';
 import type { Mount } from '../runner/contribute.ts';
 import type { ServerToolClass } from '../keys/limits.ts';
+import { CLAUDE_VIAS, type ClaudeVia } from '../keys/client-env.ts';
 import { ValidationError } from '../util/validation.ts';
 
 class UsageError extends Error {}
@@ -259,6 +260,11 @@ Examples:
     .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
     .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
     .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")
+    .addOption(
+      new Option('--claude-via <format>', "Claude Code's gateway format in the container (any provider serves any of them)")
+        .choices([...CLAUDE_VIAS])
+        .default('anthropic'),
+    )
     .addHelpText(
       'after',
       `
@@ -291,6 +297,7 @@ Examples:
         port: options.port,
         github,
         githubHost: github ? loaded.github?.host : undefined,
+        claudeVia: options.claudeVia as ClaudeVia,
       };
       const launch = {
         image,

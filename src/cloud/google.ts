@@ -3,13 +3,18 @@
 // google-auth-library. Only the token leaves this module, into the gateway's own upstream requests; no
 // private key, assertion, refresh token or access token ever reaches an error message or a log line.
 import { readFile } from 'node:fs/promises';
-import { type AuthClient, GoogleAuth, JWT, UserRefreshClient } from 'google-auth-library';
+import type { AuthClient, JWT } from 'google-auth-library';
+
+/** The library is loaded on the first token only: a gateway without Vertex never pays for it (~250 ms). */
+const library = () => import('google-auth-library');
 
 export interface GoogleAuthOptions {
   /** A service-account or authorized-user JSON file. Default: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud's user credentials, workload identity, the metadata server). */
   credentialsFile?: string;
   /** OAuth scopes. Default cloud-platform. */
   scopes?: string[];
+  /** The Google Cloud project: saves Application Default Credentials from looking it up (gcloud, the metadata server). */
+  projectId?: string;
 }
 
 export interface GoogleTokenSource {
@@ -40,10 +45,12 @@ export function createGoogleTokenSource(options: GoogleAuthOptions = {}): Google
   const scopes = options.scopes && options.scopes.length > 0 ? [...options.scopes] : [CLOUD_PLATFORM];
   let pending: Promise<Credential> | undefined;
   const credential = (): Promise<Credential> => {
-    pending ??= (options.credentialsFile === undefined ? fromApplicationDefault(scopes) : fromFile(options.credentialsFile, scopes)).catch((err: unknown) => {
-      pending = undefined;
-      throw err;
-    });
+    pending ??= (options.credentialsFile === undefined ? fromApplicationDefault(scopes, options.projectId) : fromFile(options.credentialsFile, scopes)).catch(
+      (err: unknown) => {
+        pending = undefined;
+        throw err;
+      },
+    );
     return pending;
   };
   return {
@@ -90,6 +97,7 @@ async function fromFile(file: string, scopes: string[]): Promise<Credential> {
   };
   const transporterOptions = { timeout: TOKEN_REQUEST_TIMEOUT_MS };
   const tokenUri = json.token_uri === undefined ? undefined : checkedTokenUri(json.token_uri, what);
+  const { JWT, UserRefreshClient } = await library();
   if (json.type === 'service_account') {
     const client = new JWT({
       email: field('client_email'),
@@ -115,8 +123,9 @@ async function fromFile(file: string, scopes: string[]): Promise<Credential> {
 }
 
 /** Application Default Credentials, found by the library (every credential type it knows). */
-async function fromApplicationDefault(scopes: string[]): Promise<Credential> {
-  const auth = new GoogleAuth({ scopes, clientOptions: { transporterOptions: { timeout: TOKEN_REQUEST_TIMEOUT_MS } } });
+async function fromApplicationDefault(scopes: string[], projectId: string | undefined): Promise<Credential> {
+  const { GoogleAuth, JWT, UserRefreshClient } = await library();
+  const auth = new GoogleAuth({ scopes, projectId, clientOptions: { transporterOptions: { timeout: TOKEN_REQUEST_TIMEOUT_MS } } });
   let client: AuthClient;
   try {
     client = await auth.getClient();

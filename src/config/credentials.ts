@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
-import type { ProvidersConfig, UpstreamKind, UpstreamTimeouts } from '../upstream/providers.ts';
+import type { ProviderConfig, ProvidersConfig, UpstreamKind, UpstreamTimeouts } from '../upstream/providers.ts';
 
 /** Where one credential comes from. Exactly one field is set. */
 export type CredentialSource = { env: string } | { file: string } | { command: string };
@@ -23,6 +23,8 @@ export interface ProviderSource {
   oauthToken: CredentialSource[];
   dropBetas?: string[];
   apiVersion?: string;
+  /** Bedrock and Vertex: where Claude lives and whose cloud identity calls it (read by the cloud SDKs). */
+  cloud?: Pick<ProviderConfig, 'region' | 'inferenceProfile' | 'awsProfile' | 'projectId' | 'googleCredentialsFile'>;
   timeouts?: UpstreamTimeouts;
 }
 
@@ -127,6 +129,7 @@ export async function resolveCredentials(sources: ProviderSources): Promise<Cred
       oauthToken: oauthToken?.value,
       dropBetas: source.dropBetas,
       apiVersion: source.apiVersion,
+      ...source.cloud,
       timeouts: source.timeouts,
     };
     const keys = [apiKey, ...more].filter((resolved): resolved is Resolved => resolved !== undefined);
@@ -135,9 +138,19 @@ export async function resolveCredentials(sources: ProviderSources): Promise<Cred
         ? `${keys.length === 1 ? 'api key' : `${keys.length} api keys`} from ${keys.map((k) => k.from).join(', ')}`
         : oauthToken
           ? `OAuth token from ${oauthToken.from}`
-          : 'no credential found';
+          : (cloudIdentity(source) ?? 'no credential found');
   }
   return { providers, summary, expiresAt };
+}
+
+/** Who signs a Bedrock or Vertex provider's calls without an API key: read by the cloud SDKs at call time. */
+function cloudIdentity(source: ProviderSource): string | undefined {
+  if (source.kind === 'bedrock') return `AWS credentials (${source.cloud?.awsProfile ? `profile ${source.cloud.awsProfile}` : 'default chain'})`;
+  if (source.kind === 'vertex') {
+    const file = source.cloud?.googleCredentialsFile;
+    return `Google credentials (${file ? `file ${file}` : 'application default credentials'})`;
+  }
+  return undefined;
 }
 
 /**

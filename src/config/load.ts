@@ -15,7 +15,7 @@ import type { Price, PriceTable } from '../metering/pricing.ts';
 import type { PerUsePrices } from '../metering/server-tools.ts';
 import type { RetryPolicy } from '../upstream/retry.ts';
 import type { RouteConfig } from '../upstream/router.ts';
-import type { UpstreamKind } from '../upstream/providers.ts';
+import { PROVIDER_KINDS, type UpstreamKind } from '../upstream/providers.ts';
 import type { CredentialSource, ProviderSource } from './credentials.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import type { EgressOptions } from '../egress/proxy.ts';
@@ -231,10 +231,11 @@ class Reader {
   private provider(value: unknown, field: string, name: string): ProviderSource {
     const sources = ['api_key_env', 'api_key_file', 'api_key_command', 'api_keys'];
     const oauth = ['oauth_token_env', 'oauth_token_file', 'oauth_token_command'];
-    const table = this.table(value, field, ['kind', 'base_url', ...sources, ...oauth, 'drop_betas', 'api_version', 'timeouts']);
+    const cloudFields = ['region', 'inference_profile', 'aws_profile', 'project_id', 'credentials_file'];
+    const table = this.table(value, field, ['kind', 'base_url', ...sources, ...oauth, 'drop_betas', 'api_version', ...cloudFields, 'timeouts']);
     const kindText = this.string(table.kind, `${field}.kind`);
-    if (kindText !== undefined && !['anthropic', 'openai', 'azure-openai'].includes(kindText)) {
-      this.fail(`${field}.kind`, `must be anthropic, openai or azure-openai, got "${kindText}"`);
+    if (kindText !== undefined && !PROVIDER_KINDS.includes(kindText as UpstreamKind)) {
+      this.fail(`${field}.kind`, `must be one of ${PROVIDER_KINDS.join(', ')}, got "${kindText}"`);
     }
     const kind = (kindText ?? (name === 'anthropic' || name === 'openai' ? name : undefined)) as UpstreamKind | undefined;
     if (!kind) this.fail(`${field}.kind`, 'is required for a provider not named anthropic or openai');
@@ -243,7 +244,10 @@ class Reader {
       this.check(() => httpUrl(baseUrl, `${field}.base_url`));
     } else if (kind === 'azure-openai') {
       this.fail(`${field}.base_url`, 'is required for azure-openai (https://RESOURCE.openai.azure.com/openai)');
+    } else if (kind === 'foundry') {
+      this.fail(`${field}.base_url`, 'is required for foundry (https://RESOURCE.services.ai.azure.com/anthropic)');
     }
+    const cloud = this.cloudPlace(table, field, kind!);
     const read = (prefix: string): CredentialSource[] => {
       const out: CredentialSource[] = [];
       const env = this.string(table[`${prefix}_env`], `${field}.${prefix}_env`);
@@ -269,7 +273,8 @@ class Reader {
         apiKeys.push(sourceKind === 'file' ? { file: path.resolve(expandHome(text)) } : sourceKind === 'env' ? { env: text } : { command: text });
       });
     }
-    if (apiKey.length + apiKeys.length + oauthToken.length === 0) {
+    // Bedrock without an API key signs with the host's AWS identity; Vertex always uses Google's.
+    if (apiKey.length + apiKeys.length + oauthToken.length === 0 && kind !== 'bedrock' && kind !== 'vertex') {
       this.fail(field, 'names no credential: set api_key_env, api_key_file, api_key_command, api_keys or (Anthropic) an oauth_token_* field');
     }
     const timeouts = this.table(table.timeouts, `${field}.timeouts`, ['connect', 'first_byte', 'idle', 'total']);
@@ -281,6 +286,7 @@ class Reader {
       oauthToken,
       dropBetas: this.strings(table.drop_betas, `${field}.drop_betas`),
       apiVersion: this.string(table.api_version, `${field}.api_version`),
+      cloud,
       timeouts: dropUndefined({
         connectMs: this.duration(timeouts.connect, `${field}.timeouts.connect`),
         firstByteMs: this.duration(timeouts.first_byte, `${field}.timeouts.first_byte`),
@@ -288,6 +294,32 @@ class Reader {
         totalMs: this.duration(timeouts.total, `${field}.timeouts.total`),
       }),
     };
+  }
+
+  /** A Bedrock or Vertex provider's region, project and identity; a mistake names the field. */
+  private cloudPlace(table: Record<string, unknown>, field: string, kind: UpstreamKind): ProviderSource['cloud'] {
+    const text = (name: string) => this.string(table[name], `${field}.${name}`);
+    const only = (name: string, kinds: UpstreamKind[]) => {
+      if (table[name] !== undefined && !kinds.includes(kind)) this.fail(`${field}.${name}`, `is for ${kinds.join(' and ')} providers only`);
+    };
+    only('region', ['bedrock', 'vertex']);
+    only('inference_profile', ['bedrock']);
+    only('aws_profile', ['bedrock']);
+    only('project_id', ['vertex']);
+    only('credentials_file', ['vertex']);
+    if (kind !== 'bedrock' && kind !== 'vertex') return undefined;
+    const region = text('region');
+    if (!region) this.fail(`${field}.region`, `is required for ${kind} (${kind === 'bedrock' ? 'us-east-1' : 'us-east5, global'}, ...)`);
+    const projectId = text('project_id');
+    if (kind === 'vertex' && !projectId) this.fail(`${field}.project_id`, 'is required for vertex');
+    const file = text('credentials_file');
+    return dropUndefined({
+      region,
+      inferenceProfile: text('inference_profile'),
+      awsProfile: text('aws_profile'),
+      projectId,
+      googleCredentialsFile: file === undefined ? undefined : path.resolve(expandHome(file)),
+    });
   }
 
   /** One `[services.NAME]`: checked whole here (as the gateway will), so a mistake names this file and the field. */

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Gateway, MintRequest } from '../gateway.ts';
 import { ValidationError } from '../util/validation.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
+import { CLAUDE_VIAS, type ClaudeVia, clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
 import { serviceEnv } from '../services/client.ts';
 
 const CONTROL_SOCKET = 'control.sock';
@@ -95,12 +95,15 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
       );
     if (method === 'POST') {
       const body = (await readJson(req)) as Record<string, unknown>;
-      for (const field of Object.keys(body)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
-      const request = { ttlMs: extras.defaultTtlMs, ...body } as MintRequest;
+      const { claudeVia = 'anthropic', ...fields } = body;
+      for (const field of Object.keys(fields)) if (!MINT_FIELDS.has(field)) throw new HttpError(400, `unknown mint field \`${field}\``);
+      // Not the key's: which of Claude Code's formats the env sets up.
+      if (!CLAUDE_VIAS.includes(claudeVia as ClaudeVia)) throw new HttpError(400, `claudeVia must be one of ${CLAUDE_VIAS.join(', ')}`);
+      const request = { ttlMs: extras.defaultTtlMs, ...fields } as MintRequest;
       const key = await gateway.mint(request);
       const port = request.shimPort ?? SHIM_PORT;
       const env = {
-        ...clientEnv(port),
+        ...clientEnv(port, claudeVia as ClaudeVia),
         ...(request.github ? githubEnv(port, extras.githubHost) : {}),
         ...(key.egress ? egressEnv(port) : {}),
         ...serviceEnv(port, key.services ?? []),

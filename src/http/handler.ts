@@ -15,15 +15,19 @@ import { type AttemptObserver, CallAttempts } from '../upstream/attempts.ts';
 import type { RelayControl } from '../upstream/relay.ts';
 import type { Attempt, Health, RetryPolicy } from '../upstream/retry.ts';
 import type { Candidate, Router } from '../upstream/router.ts';
-import { type Dialect, dialectOf } from '../wire/dialect.ts';
-import { resolveRoute, type Route } from '../wire/endpoints.ts';
-import { ClientGone, GatewayError, sendError } from '../wire/errors.ts';
-import { headersForUpstream } from '../wire/headers.ts';
+import type { ClaudeCall } from '../upstream/claude-request.ts';
+import { isStreamType, type StreamTranslation, streamTranslation } from '../upstream/claude-response.ts';
+import { canonicalClaudeModel } from '../wire/claude-models.ts';
+import type { Dialect } from '../wire/dialect.ts';
+import { errorShapeOf, resolveRoute, type Route } from '../wire/endpoints.ts';
+import { ClientGone, type ErrorShape, GatewayError, sendError, streamErrorEvent } from '../wire/errors.ts';
+import { type HeaderMap, headersForUpstream } from '../wire/headers.ts';
 import { setTopLevelField } from '../wire/json-splice.ts';
 import { type RequestFields, RequestFieldsReader } from '../wire/request-fields.ts';
 import type { BodyHold, BodyMemory } from './body-memory.ts';
 import { isJsonContentType, readBody } from './body.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
+import { localModelList, ModelListFilter } from './model-list.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
@@ -76,12 +80,12 @@ export function createRequestHandler(context: ProxyContext) {
     const account = key && !key.revoked ? context.accounting.get(key.id) : undefined;
     if (!key || !account) {
       res.shouldKeepAlive = false;
-      sendError(res, dialectOf(req.url ?? '/', req.headers), new GatewayError('key_revoked', 'this key has been revoked or has expired'));
+      sendError(res, errorShapeOf(req.url ?? '/', req.headers), new GatewayError('key_revoked', 'this key has been revoked or has expired'));
       return;
     }
     handle(context, key, account, req, res).catch((error: unknown) => {
       context.onInternalError(error);
-      sendError(res, dialectOf(req.url ?? '/', req.headers), new GatewayError('upstream_failed', 'internal gateway error'));
+      sendError(res, errorShapeOf(req.url ?? '/', req.headers), new GatewayError('upstream_failed', 'internal gateway error'));
     });
   };
 }
@@ -112,13 +116,17 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     let serverToolUses: ToolUses | undefined;
     if (route.hasBody) {
       ({ body, fields } = await readRequest(context, key, account, req, call));
+      // The cloud formats name the model and streaming in the path.
+      if (route.cloud) fields = { ...fields, model: route.cloud.model ?? fields.model, stream: route.cloud.stream };
       serverToolUses = checkPolicy(context, key, account, route, fields);
       body = call.parsed(fields, body);
     }
+    const claude = claudeCall(route, fields);
     const routing = context.routing();
-    const candidates = routing.router.candidates(route.dialect, fields?.model);
+    const candidates = routing.router.candidates(route.dialect, fields?.model, claude);
     if (res.destroyed) return call.finish('client_closed', 0);
-    const admission = await admit(context, account, route, fields, serverToolUses, candidates, res);
+    if (route.endpoint === 'models' && route.dialect === 'anthropic' && discoverModels(context, account, line, candidates, res, call)) return;
+    const admission = await admit(context, account, route, fields, serverToolUses, candidates, res, claude !== undefined);
     call.admitted(admission);
     const { clamp } = admission;
     if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
@@ -130,6 +138,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
       method: line.method,
       url: line.url,
       model: fields?.model,
+      claude,
       body,
       headers: headersForUpstream(req.headers),
       res,
@@ -141,10 +150,48 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     if (!(error instanceof GatewayError)) throw error;
     // A refusal does not drain a body it never read: the connection closes instead.
     if (error.headers.connection === 'close' || hasUnreadBody(req)) res.shouldKeepAlive = false;
-    const dialect = call.dialect ?? dialectOf(line.path, req.headers);
-    sendError(res, dialect, error);
-    call.finish('rejected', error.statusFor(dialect), error);
+    sendError(res, call.errorShape, error);
+    call.finish('rejected', error.statusFor(call.errorShape), error);
   }
+}
+
+/**
+ * Claude model discovery: the list shows only models the key may use (the upstream's, filtered as
+ * it passes, plus route aliases); a Bedrock or Vertex upstream has no list, so the gateway makes it.
+ * A single model the key may not use is not found. True when answered here.
+ */
+function discoverModels(
+  context: ProxyContext,
+  account: KeyAccount,
+  line: RequestLine,
+  candidates: Candidate[],
+  res: ServerResponse,
+  call: CallTracker,
+): boolean {
+  const allowed = (id: string) => context.accounting.allowsModel(account, canonicalClaudeModel(id));
+  if (line.path !== '/v1/models') {
+    const id = line.path.slice('/v1/models/'.length);
+    if (!allowed(id)) throw new GatewayError('not_found', `model ${id} is not available to this key`);
+    return false;
+  }
+  const names = context.routing().router.names('anthropic');
+  const kind = candidates[0]?.upstream.kind;
+  if (kind !== 'bedrock' && kind !== 'vertex') {
+    call.filterModels(new ModelListFilter(allowed, names));
+    return false;
+  }
+  const literal = (globs: readonly string[] | undefined) => (globs ?? []).filter((glob) => !/[*?[]/.test(glob));
+  const body = localModelList([...names, ...literal(account.limits.models)], allowed);
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+  res.end(body);
+  call.finish('complete', 200);
+  return true;
+}
+
+/** A Messages or count-tokens call of a Claude client, in whichever of its formats; undefined for the others. */
+function claudeCall(route: Route, fields: RequestFields | undefined): ClaudeCall | undefined {
+  if (route.dialect !== 'anthropic' || (route.endpoint !== 'messages' && route.endpoint !== 'count_tokens')) return undefined;
+  return { format: route.cloud?.format ?? 'anthropic', endpoint: route.endpoint, stream: fields?.stream ?? false };
 }
 
 function requestLine(req: IncomingMessage): RequestLine {
@@ -171,10 +218,9 @@ function refusedFast(
   const overRefused = context.refusals.check(key.id, account.limits.maxRefusalsPerMinute);
   if (!overRefused) return false;
   const refused = new CallTracker(context, key, req, res, line.path, started);
-  const dialect = dialectOf(line.path, req.headers);
   res.shouldKeepAlive = false;
-  sendError(res, dialect, overRefused);
-  refused.finish('rejected', overRefused.statusFor(dialect), overRefused);
+  sendError(res, refused.errorShape, overRefused);
+  refused.finish('rejected', overRefused.statusFor(refused.errorShape), overRefused);
   return true;
 }
 
@@ -247,11 +293,13 @@ function admit(
   serverToolUses: ToolUses | undefined,
   candidates: Candidate[],
   res: ServerResponse,
+  claude: boolean,
 ): Promise<Admission> {
   const gone = new AbortController();
   // With a reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
   res.once('close', () => gone.abort(CLIENT_CLOSED));
-  const model = fields?.model;
+  // A key's model globs name Anthropic's names, whichever cloud spelling the client used.
+  const model = claude && fields?.model !== undefined ? canonicalClaudeModel(fields.model) : fields?.model;
   return context.accounting.admit(
     account,
     {
@@ -295,6 +343,10 @@ class CallTracker extends Exchange implements AttemptObserver {
   private chatWebSearch = false;
   private admission: Admission | undefined;
   private usageChunkRemover: UsageChunkRemover | undefined;
+  /** A streamed Claude answer changing format on its way (Bedrock's event stream to SSE or back). */
+  private translation: StreamTranslation | undefined;
+  /** A model list being filtered down to what the key may use. */
+  private modelList: ModelListFilter | undefined;
   private bodyHold: BodyHold | undefined;
   private upstream: string | undefined;
   private upstreamModel: string | undefined;
@@ -303,13 +355,23 @@ class CallTracker extends Exchange implements AttemptObserver {
   private readonly context: ProxyContext;
 
   constructor(context: ProxyContext, key: KeyRecord, req: IncomingMessage, res: ServerResponse, path: string, started: number) {
-    super(key, req, res, path, started, ['request-id', 'x-request-id']);
+    super(key, req, res, path, started, ['request-id', 'x-request-id', 'x-amzn-requestid']);
     this.context = context;
   }
 
   /** The dialect the client spoke, once the request was routed. */
   get dialect(): Dialect | undefined {
     return this.route?.dialect;
+  }
+
+  /** How the client reads errors: its format's shape once routed, judged from the request before. */
+  get errorShape(): ErrorShape {
+    return this.route?.cloud?.format ?? this.route?.dialect ?? errorShapeOf(this.req.url ?? '/', this.req.headers);
+  }
+
+  /** The format the client reads a Claude answer in. */
+  private get claudeFormat() {
+    return this.route?.cloud?.format ?? 'anthropic';
   }
 
   /** Whether a client hang-up leaves the call read to its end (see RelayRequest.drainOnClientClose). */
@@ -347,10 +409,23 @@ class CallTracker extends Exchange implements AttemptObserver {
     this.admission = admission;
   }
 
-  attempting(attempt: Attempt): void {
+  attempting(attempt: Attempt, model: string | undefined): void {
     this.upstream = attempt.candidate.upstream.name;
-    this.upstreamModel = attempt.candidate.model;
+    this.upstreamModel = model ?? attempt.candidate.model;
     this.attempts = attempt.number;
+  }
+
+  filterModels(filter: ModelListFilter): void {
+    this.modelList = filter;
+  }
+
+  rewriteResponseHeaders(headers: HeaderMap): void {
+    this.translation?.headers(headers);
+    if (this.modelList) delete headers['content-length'];
+  }
+
+  streamErrorEvent(message: string): Buffer {
+    return this.translation?.errorEvent(message) ?? Buffer.from(streamErrorEvent(this.route?.dialect ?? 'anthropic', message));
   }
 
   relaying(control: RelayControl): void {
@@ -363,9 +438,13 @@ class CallTracker extends Exchange implements AttemptObserver {
 
   override onResponseStart(status: number, headers: Record<string, string | string[] | undefined>): void {
     super.onResponseStart(status, headers);
+    this.translation = undefined;
+    if (status < 200 || status >= 300) this.modelList = undefined;
     if (status >= 200 && status < 300 && this.route) {
-      const streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
+      const contentType = String(headers['content-type'] ?? '');
+      const streaming = isStreamType(contentType);
       this.meter = createUsageMeter(this.route.endpoint, streaming);
+      if (streaming && this.route.dialect === 'anthropic') this.translation = streamTranslation(contentType, this.claudeFormat);
       if (!streaming) this.usageChunkRemover = undefined;
     } else {
       this.usageChunkRemover = undefined;
@@ -373,11 +452,18 @@ class CallTracker extends Exchange implements AttemptObserver {
   }
 
   override onResponseData(chunk: Buffer): Buffer {
+    if (this.modelList) return super.onResponseData(this.modelList.push(chunk));
+    if (this.translation) {
+      const { client, sse } = this.translation.push(chunk);
+      this.meter?.push(sse);
+      return super.onResponseData(client);
+    }
     this.meter?.push(chunk);
     return super.onResponseData(this.usageChunkRemover ? this.usageChunkRemover.push(chunk) : chunk);
   }
 
   onResponseTail(): Buffer | undefined {
+    if (this.modelList) return super.onResponseData(this.modelList.flush());
     return this.usageChunkRemover?.flush();
   }
 

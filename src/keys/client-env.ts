@@ -15,9 +15,39 @@ export const MOUNT_TARGET = '/run/gateway';
  */
 export const PLACEHOLDER_CREDENTIAL = 'gateway-placeholder-no-secret';
 
-export function clientEnv(port = SHIM_PORT): Record<string, string> {
+/** Which of Claude Code's gateway formats a container's Claude Code speaks (docs/bedrock-vertex.md). */
+export type ClaudeVia = 'anthropic' | 'bedrock' | 'vertex' | 'foundry';
+
+export const CLAUDE_VIAS: readonly ClaudeVia[] = ['anthropic', 'bedrock', 'vertex', 'foundry'];
+
+/**
+ * Claude Code's cloud mode on the shim, signing nothing (the gateway signs on the host). Region
+ * and project are placeholders, not secrets: the upstream's own come from the gateway's config.
+ * The region still picks the inference profile Claude Code names its models with (`us.`).
+ */
+function claudeModeEnv(base: string, via: ClaudeVia): Record<string, string> {
+  switch (via) {
+    case 'bedrock':
+      return { CLAUDE_CODE_USE_BEDROCK: '1', ANTHROPIC_BEDROCK_BASE_URL: base, CLAUDE_CODE_SKIP_BEDROCK_AUTH: '1', AWS_REGION: 'us-east-1' };
+    case 'vertex':
+      return {
+        CLAUDE_CODE_USE_VERTEX: '1',
+        ANTHROPIC_VERTEX_BASE_URL: `${base}/v1`,
+        CLAUDE_CODE_SKIP_VERTEX_AUTH: '1',
+        CLOUD_ML_REGION: 'us-east5',
+        ANTHROPIC_VERTEX_PROJECT_ID: 'gateway-placeholder',
+      };
+    case 'foundry':
+      return { CLAUDE_CODE_USE_FOUNDRY: '1', ANTHROPIC_FOUNDRY_BASE_URL: base, CLAUDE_CODE_SKIP_FOUNDRY_AUTH: '1' };
+    default:
+      return {};
+  }
+}
+
+export function clientEnv(port = SHIM_PORT, claudeVia: ClaudeVia = 'anthropic'): Record<string, string> {
   const base = `http://127.0.0.1:${port}`;
   return {
+    ...claudeModeEnv(base, claudeVia),
     ANTHROPIC_BASE_URL: base,
     ANTHROPIC_API_KEY: PLACEHOLDER_CREDENTIAL,
     OPENAI_BASE_URL: `${base}/v1`,

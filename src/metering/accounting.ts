@@ -174,6 +174,13 @@ export class Accounting {
     return patterns;
   }
 
+  /** Whether the key's and its group's model globs let it use `model` (an Anthropic or OpenAI name). */
+  allowsModel(key: KeyAccount, model: string): boolean {
+    if (key.modelPatterns && !key.modelPatterns.some((re) => re.test(model))) return false;
+    const groupPatterns = this.patternsOfGroup(key.group);
+    return !groupPatterns || groupPatterns.some((re) => re.test(model));
+  }
+
   setPricing(pricing: Pricing): void {
     this.options.pricing = pricing;
   }

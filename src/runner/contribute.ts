@@ -4,7 +4,7 @@
 import type { MintRequest } from '../gateway.ts';
 import { SHIM_NAME, type KeyInfo } from '../keys/store.ts';
 import { githubEnv } from '../github/env.ts';
-import { clientEnv, egressEnv, MOUNT_TARGET, SHIM_PORT } from '../keys/client-env.ts';
+import { type ClaudeVia, clientEnv, egressEnv, MOUNT_TARGET, SHIM_PORT } from '../keys/client-env.ts';
 import { serviceEnv } from '../services/client.ts';
 
 export { MOUNT_TARGET };
@@ -26,6 +26,11 @@ export interface ContributeRequest extends MintRequest {
   port?: number;
   /** The host git URLs name (`https://HOST/...`), as the gateway's `github.host`. Default github.com. */
   githubHost?: string;
+  /**
+   * Which of Claude Code's gateway formats its env sets up: `anthropic` (default), or its Bedrock,
+   * Vertex or Foundry mode on the shim, signing nothing. Any upstream serves any of them.
+   */
+  claudeVia?: ClaudeVia;
 }
 
 export interface Contribution {
@@ -46,7 +51,7 @@ export interface Contribution {
 }
 
 export async function contribute(minter: KeyMinter, request: ContributeRequest): Promise<Contribution> {
-  const { port = SHIM_PORT, githubHost, ...mint } = request;
+  const { port = SHIM_PORT, githubHost, claudeVia, ...mint } = request;
   const key = await minter.mint({ ...mint, shimPort: port });
   let closing: Promise<void> | undefined;
   return {
@@ -54,7 +59,7 @@ export async function contribute(minter: KeyMinter, request: ContributeRequest):
     // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md);
     // with egress, the proxy variables (docs/egress.md); with services, their URLs and the MCP config (docs/services.md).
     env: {
-      ...clientEnv(port),
+      ...clientEnv(port, claudeVia),
       ...(mint.github ? githubEnv(port, githubHost) : {}),
       ...(key.egress ? egressEnv(port) : {}),
       ...serviceEnv(port, key.services ?? []),

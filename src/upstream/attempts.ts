@@ -3,22 +3,29 @@
 // attempt fails before the client saw a byte, and the backoff timer before the next one. The call's
 // record is told what happens through AttemptObserver; this module knows nothing of HTTP handlers.
 import type { ServerResponse } from 'node:http';
-import { GatewayError, sendError } from '../wire/errors.ts';
+import { type ErrorShape, GatewayError, sendError } from '../wire/errors.ts';
 import type { HeaderMap } from '../wire/headers.ts';
 import { replaceTopLevelString } from '../wire/json-splice.ts';
-import { authenticate } from './providers.ts';
+import { type ClaudeCall, claudeRequestFor, upstreamModelId } from './claude-request.ts';
+import { authenticate, type Credential, type OutgoingRequest, type Upstream, upstreamPath } from './providers.ts';
 import { type EarlyFailure, type RelayControl, type ResponseObserver, relay } from './relay.ts';
 import { type Attempt, AttemptPlan, type Health, isRetryableError, isRetryableStatus, type RetryPolicy, retryAfterMs } from './retry.ts';
 import type { Candidate } from './router.ts';
 
 /** The call's side of its attempts: it meters the responses and records which attempt served it. */
 export interface AttemptObserver extends ResponseObserver {
-  /** An attempt is about to go out. */
-  attempting(attempt: Attempt): void;
+  /** An attempt is about to go out, for `model` when that is not the client's spelling. */
+  attempting(attempt: Attempt, model: string | undefined): void;
   /** The attempt's relay is under way. */
   relaying(control: RelayControl): void;
   /** The gateway answered the client itself (here: a credential it could not use); the call is over. */
   refused(status: number, error: GatewayError): void;
+  /** The client's error shape. */
+  readonly errorShape: ErrorShape;
+  /** Response headers edited for the client (a stream changing format). */
+  rewriteResponseHeaders?(headers: HeaderMap): void;
+  /** What ends the client's stream when the upstream fails mid-way. */
+  streamErrorEvent?(message: string): Buffer;
 }
 
 export interface AttemptsRequest {
@@ -30,6 +37,8 @@ export interface AttemptsRequest {
   url: string;
   /** The model the client asked for (a candidate may rename it). */
   model: string | undefined;
+  /** A Claude call: each attempt takes the format of its upstream (Messages, Bedrock, Vertex). */
+  claude?: ClaudeCall;
   body: Buffer | null;
   /** The client's headers, already stripped of its credentials. */
   headers: HeaderMap;
@@ -56,29 +65,67 @@ export class CallAttempts {
 
   private send(attempt: Attempt): void {
     const { res, observer } = this.request;
-    const { upstream, model: rename } = attempt.candidate;
-    const headers = { ...this.request.headers };
-    let body = this.request.body;
+    const { upstream } = attempt.candidate;
+    let outgoing: OutgoingRequest;
+    let pathAndQuery: string;
+    let model: string | undefined;
+    let pending: void | Promise<void>;
     try {
-      authenticate(upstream, attempt.credential, headers);
+      ({ outgoing, pathAndQuery, model } = this.prepare(upstream, attempt.candidate.model));
+      pending = authenticate(upstream, attempt.credential, outgoing);
     } catch (error) {
       if (!(error instanceof GatewayError)) throw error;
-      sendError(res, upstream.dialect, error);
-      observer.refused(error.statusFor(upstream.dialect), error);
+      this.refuse(error);
       return;
     }
-    if (body && rename !== undefined && rename !== this.request.model) body = replaceTopLevelString(body, 'model', rename) ?? body;
+    observer.attempting(attempt, model);
+    if (!pending) {
+      this.dispatch(attempt, outgoing, pathAndQuery);
+      return;
+    }
+    pending.then(
+      () => {
+        if (!res.destroyed) this.dispatch(attempt, outgoing, pathAndQuery);
+      },
+      (error: unknown) => this.refuse(credentialFailure(upstream, attempt.credential, error)),
+    );
+  }
+
+  /**
+   * The attempt's request as `upstream` takes it (`outgoing.path` with the upstream's prefix, as a
+   * signature covers it; `pathAndQuery` without), and the model id sent when not the client's.
+   */
+  private prepare(upstream: Upstream, rename: string | undefined): { outgoing: OutgoingRequest; pathAndQuery: string; model: string | undefined } {
+    const { claude, model: asked } = this.request;
+    const headers = { ...this.request.headers };
+    let body = this.request.body;
+    let pathAndQuery = this.request.url;
+    let model = rename;
+    if (claude && body) {
+      model = asked === undefined ? rename : upstreamModelId(upstream, claude.format, asked, rename);
+      ({ pathAndQuery, body } = claudeRequestFor(upstream, claude, pathAndQuery, model, body, headers));
+    } else if (body && rename !== undefined && rename !== asked) {
+      body = replaceTopLevelString(body, 'model', rename) ?? body;
+    }
     if (body) headers['content-length'] = String(body.length);
-    observer.attempting(attempt);
+    const outgoing = { method: this.request.method, origin: upstream.origin, path: upstreamPath(upstream, pathAndQuery), headers, body };
+    return { outgoing, pathAndQuery, model: model === asked ? undefined : model };
+  }
+
+  private dispatch(attempt: Attempt, outgoing: OutgoingRequest, pathAndQuery: string): void {
+    const { res, observer } = this.request;
     observer.relaying(
       relay({
-        upstream,
-        method: this.request.method,
-        pathAndQuery: this.request.url,
-        headers,
-        body,
+        upstream: attempt.candidate.upstream,
+        method: outgoing.method,
+        pathAndQuery,
+        headers: outgoing.headers,
+        body: outgoing.body,
         res,
         observer,
+        errorShape: observer.errorShape,
+        streamErrorEvent: observer.streamErrorEvent && ((message) => observer.streamErrorEvent!(message)),
+        rewriteResponseHeaders: observer.rewriteResponseHeaders && ((headers) => observer.rewriteResponseHeaders!(headers)),
         drainOnClientClose: this.request.drainOnClientClose,
         onAnswered: (status) => {
           if (status < 300) this.plan.succeeded(attempt);
@@ -86,6 +133,13 @@ export class CallAttempts {
         takeOver: (failure) => this.takeOver(attempt, failure),
       }),
     );
+  }
+
+  /** Answers the client with the gateway's own refusal; the call is over. */
+  private refuse(error: GatewayError): void {
+    const { res, observer } = this.request;
+    sendError(res, observer.errorShape, error);
+    observer.refused(error.statusFor(observer.errorShape), error);
   }
 
   /**
@@ -106,4 +160,13 @@ export class CallAttempts {
     }, next.delayMs);
     return true;
   }
+}
+
+/** A credential that could not be had (no AWS identity, a token endpoint down), said without secrets. */
+function credentialFailure(upstream: Upstream, credential: Credential | undefined, error: unknown): GatewayError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return new GatewayError(
+    'provider_not_configured',
+    `the gateway could not authenticate to provider ${upstream.name} (${credential?.id ?? 'no credential'}): ${reason.slice(0, 300)}`,
+  );
 }

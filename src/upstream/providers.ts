@@ -1,15 +1,25 @@
-// Upstream providers: named entries of a kind (Anthropic, OpenAI, Azure OpenAI, or any server that
-// speaks one of their APIs), each with a base URL, one or more real credentials, and its own
-// connection pool. Upstream addresses come from configuration only, never from a client.
+// Upstream providers: named entries of a kind (Anthropic, OpenAI, Azure OpenAI, Claude on Amazon
+// Bedrock, Vertex AI or Microsoft Foundry, or any server that speaks one of their APIs), each with a
+// base URL, one or more real credentials, and its own connection pool. Upstream addresses come from
+// configuration only, never from a client.
 import { rootCertificates } from 'node:tls';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { Agent, ProxyAgent, type Dispatcher } from 'undici';
+import { createAwsSigner } from '../cloud/aws.ts';
+import { createGoogleTokenSource } from '../cloud/google.ts';
+import { BEDROCK_PROFILE_PREFIXES } from '../wire/claude-models.ts';
 import { GatewayError } from '../wire/errors.ts';
 import { dropBetas, mergeBeta, type HeaderMap } from '../wire/headers.ts';
 import type { Dialect } from '../wire/dialect.ts';
 import { dropUndefined, httpUrl, ValidationError } from '../util/validation.ts';
 
-/** What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and `api-version`. */
-export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai';
+/**
+ * What an upstream speaks. `azure-openai`: OpenAI's API with Azure's `api-key` header and
+ * `api-version`. `bedrock`: Claude on Amazon Bedrock (InvokeModel, signed with AWS SigV4 or a
+ * Bedrock API key). `vertex`: Claude on Vertex AI (rawPredict, a Google OAuth token). `foundry`:
+ * Claude on Microsoft Foundry (the Messages API under the resource's URL, its `x-api-key`).
+ */
+export type UpstreamKind = 'anthropic' | 'openai' | 'azure-openai' | 'bedrock' | 'vertex' | 'foundry';
 
 export interface UpstreamTimeouts {
   /** TCP/TLS connect. Default 10 s. */
@@ -37,6 +47,21 @@ export interface ProviderConfig {
   dropBetas?: string[];
   /** Azure: the `api-version` query parameter added to every call. */
   apiVersion?: string;
+  /** Bedrock and Vertex: the region (`us-east-1`; Vertex also `global`). */
+  region?: string;
+  /**
+   * Bedrock: the cross-region inference profile prefix (`us`, `eu`, `apac`, `global`) put before
+   * the ids made for Anthropic model names (`claude-sonnet-4-5` -> `us.anthropic.claude-sonnet-4-5`).
+   */
+  inferenceProfile?: string;
+  /** Bedrock: a profile of the AWS shared config files. Default: the default credential chain. */
+  awsProfile?: string;
+  /** Bedrock, for hosts embedding the gateway: AWS credentials of their own (the chain is not used). */
+  awsCredentials?: AwsCredentialIdentityProvider;
+  /** Vertex: the Google Cloud project. */
+  projectId?: string;
+  /** Vertex: a service-account or user credentials file. Default: Application Default Credentials. */
+  googleCredentialsFile?: string;
   timeouts?: UpstreamTimeouts;
 }
 
@@ -58,10 +83,28 @@ const DEFAULT_BASE_URLS: Record<'anthropic' | 'openai', string> = {
 
 const OAUTH_BETA = 'oauth-2025-04-20';
 
+/** One attempt as it will go upstream: what a credential adds to, and what a signature covers. */
+export interface OutgoingRequest {
+  method: string;
+  origin: string;
+  /** Path and query exactly as sent (the upstream's prefix included). */
+  path: string;
+  headers: HeaderMap;
+  body: Buffer | null;
+}
+
 /** One real credential of one upstream; `id` names it in logs and health tracking, never its value. */
 export interface Credential {
   id: string;
-  apply(headers: HeaderMap): void;
+  /** Adds the credential to `request.headers`: at once, or once a token is fetched or a signature made. */
+  apply(request: OutgoingRequest): void | Promise<void>;
+}
+
+/** Where Claude lives in a cloud upstream: its region, Vertex's project, Bedrock's inference profile. */
+export interface CloudPlace {
+  region: string;
+  project?: string;
+  inferenceProfile?: string;
 }
 
 /** A resolved upstream. */
@@ -74,6 +117,8 @@ export interface Upstream {
   pathPrefix: string;
   /** Added to every path's query (Azure's api-version). */
   query?: string;
+  /** Bedrock and Vertex upstreams only. */
+  cloud?: CloudPlace;
   credentials: Credential[];
   dropBetas: ReadonlySet<string>;
   timeouts: Required<Omit<UpstreamTimeouts, 'totalMs'>> & { totalMs?: number };
@@ -109,33 +154,90 @@ export function upstreamTimeouts(timeouts: UpstreamTimeouts | undefined): Upstre
   return { connectMs: 10_000, firstByteMs: 600_000, idleMs: 300_000, ...dropUndefined(timeouts ?? {}) };
 }
 
+export const PROVIDER_KINDS: readonly UpstreamKind[] = ['anthropic', 'openai', 'azure-openai', 'bedrock', 'vertex', 'foundry'];
+
 function kindOf(name: string, config: ProviderConfig): UpstreamKind {
-  if (config.kind) return config.kind;
+  if (config.kind) {
+    if (!PROVIDER_KINDS.includes(config.kind)) throw new ValidationError(`providers.${name}.kind`, `must be one of ${PROVIDER_KINDS.join(', ')}`);
+    return config.kind;
+  }
   if (name === 'anthropic' || name === 'openai') return name;
-  throw new ValidationError(`providers.${name}.kind`, 'is required (anthropic, openai or azure-openai)');
+  throw new ValidationError(`providers.${name}.kind`, `is required (${PROVIDER_KINDS.join(', ')})`);
 }
 
 function credentialsOf(name: string, kind: UpstreamKind, config: ProviderConfig): Credential[] {
   const keys = [...(config.apiKey ? [config.apiKey] : []), ...(config.apiKeys ?? []).filter(Boolean)];
   const credentials: Credential[] = keys.map((key, index) => ({
     id: `${name}#${index + 1}`,
-    apply(headers) {
-      if (kind === 'anthropic') headers['x-api-key'] = key;
+    apply({ headers }) {
+      if (kind === 'anthropic' || kind === 'foundry') headers['x-api-key'] = key;
       else if (kind === 'azure-openai') headers['api-key'] = key;
-      else headers.authorization = `Bearer ${key}`;
+      else headers.authorization = `Bearer ${key}`; // OpenAI; Bedrock API keys
     },
   }));
   if (kind === 'anthropic' && config.oauthToken) {
     const token = config.oauthToken;
     credentials.push({
       id: `${name}#oauth`,
-      apply(headers) {
+      apply({ headers }) {
         headers.authorization = `Bearer ${token}`;
         headers['anthropic-beta'] = mergeBeta(headers['anthropic-beta'], OAUTH_BETA);
       },
     });
   }
+  // Without a Bedrock API key, the host's AWS identity signs; Vertex always takes a Google token.
+  if (kind === 'bedrock' && credentials.length === 0) credentials.push(awsCredential(name, config));
+  if (kind === 'vertex') credentials.push(googleCredential(name, config));
   return credentials;
+}
+
+function awsCredential(name: string, config: ProviderConfig): Credential {
+  const signer = createAwsSigner({ region: config.region!, profile: config.awsProfile, credentials: config.awsCredentials });
+  return {
+    id: `${name}#aws`,
+    async apply(request) {
+      // Signed last, over the bytes and path that go out; only host, content-type and x-amz-* are
+      // signed, so headers the HTTP client adds on the way cannot break the signature.
+      const host = new URL(request.origin).host;
+      Object.assign(request.headers, await signer.sign({ ...request, headers: { ...request.headers, host } }), { host });
+    },
+  };
+}
+
+function googleCredential(name: string, config: ProviderConfig): Credential {
+  const tokens = createGoogleTokenSource({ credentialsFile: config.googleCredentialsFile, projectId: config.projectId });
+  return {
+    id: `${name}#google`,
+    async apply({ headers }) {
+      headers.authorization = `Bearer ${await tokens.token()}`;
+    },
+  };
+}
+
+/** Where Claude lives for a cloud upstream, checked; undefined for the others. */
+function cloudPlace(name: string, kind: UpstreamKind, config: ProviderConfig): CloudPlace | undefined {
+  if (kind !== 'bedrock' && kind !== 'vertex') return undefined;
+  if (!config.region) throw new ValidationError(`providers.${name}.region`, `is required for ${kind}`);
+  if (!/^[a-z0-9-]{1,32}$/.test(config.region))
+    throw new ValidationError(`providers.${name}.region`, 'must be a region name (us-east-1, europe-west1, global)');
+  if (kind === 'vertex' && !config.projectId) throw new ValidationError(`providers.${name}.projectId`, 'is required for vertex');
+  if (config.inferenceProfile !== undefined && !BEDROCK_PROFILE_PREFIXES.has(config.inferenceProfile)) {
+    throw new ValidationError(`providers.${name}.inferenceProfile`, `must be one of ${[...BEDROCK_PROFILE_PREFIXES].join(', ')}`);
+  }
+  return { region: config.region, project: config.projectId, inferenceProfile: config.inferenceProfile };
+}
+
+/** The public endpoint of a kind without a fixed one. */
+function defaultBaseUrl(kind: UpstreamKind, config: ProviderConfig): string | undefined {
+  if (kind === 'anthropic' || kind === 'openai') return DEFAULT_BASE_URLS[kind];
+  if (kind === 'bedrock') return `https://bedrock-runtime.${config.region}.amazonaws.com`;
+  if (kind === 'vertex') return config.region === 'global' ? 'https://aiplatform.googleapis.com' : `https://${config.region}-aiplatform.googleapis.com`;
+  return undefined; // Azure and Foundry: the resource's own URL
+}
+
+/** Which clients an upstream of `kind` serves: every Claude kind serves Anthropic-dialect clients. */
+function dialectOfKind(kind: UpstreamKind): Dialect {
+  return kind === 'openai' || kind === 'azure-openai' ? 'openai' : 'anthropic';
 }
 
 /** One connection pool per upstream, with its connect timeout, through the proxy if there is one. */
@@ -152,15 +254,17 @@ export function resolveUpstreams(config: ProvidersConfig, network: NetworkOption
     if (!provider) continue;
     const kind = kindOf(name, provider);
     if (provider.oauthToken && kind !== 'anthropic') throw new ValidationError(`providers.${name}.oauthToken`, 'is for Anthropic only');
-    const base = provider.baseUrl ?? (kind === 'azure-openai' ? undefined : DEFAULT_BASE_URLS[kind]);
+    const cloud = cloudPlace(name, kind, provider);
+    const base = provider.baseUrl ?? defaultBaseUrl(kind, provider);
     if (!base) throw new ValidationError(`providers.${name}.baseUrl`, `is required for ${kind}`);
     const timeouts = upstreamTimeouts(provider.timeouts);
     upstreams.set(name, {
       name,
       kind,
-      dialect: kind === 'anthropic' ? 'anthropic' : 'openai',
+      dialect: dialectOfKind(kind),
       ...parseBaseUrl(base, `providers.${name}.baseUrl`),
       query: provider.apiVersion ? `api-version=${encodeURIComponent(provider.apiVersion)}` : undefined,
+      cloud,
       credentials: credentialsOf(name, kind, provider),
       dropBetas: new Set(provider.dropBetas ?? []),
       timeouts,
@@ -170,17 +274,21 @@ export function resolveUpstreams(config: ProvidersConfig, network: NetworkOption
   return upstreams;
 }
 
-/** Prepares headers for one attempt on `upstream` with `credential`. */
-export function authenticate(upstream: Upstream, credential: Credential | undefined, headers: HeaderMap): void {
+/**
+ * Adds `credential` to one attempt on `upstream` (a promise when it fetches a token or signs).
+ * Betas the upstream rejects are dropped first: a signature covers the final request.
+ */
+export function authenticate(upstream: Upstream, credential: Credential | undefined, request: OutgoingRequest): void | Promise<void> {
   if (!credential) {
     throw new GatewayError('provider_not_configured', `the gateway has no credential configured for provider ${upstream.name}`);
   }
-  credential.apply(headers);
+  const { headers } = request;
   if (upstream.dropBetas.size > 0 && headers['anthropic-beta'] !== undefined) {
     const kept = dropBetas(headers['anthropic-beta'], upstream.dropBetas);
     if (kept) headers['anthropic-beta'] = kept;
     else delete headers['anthropic-beta'];
   }
+  return credential.apply(request);
 }
 
 /** The upstream path for a client's path and query. */

@@ -4,8 +4,9 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { GatewayError, sendError, streamErrorEvent } from '../wire/errors.ts';
+import { type ErrorShape, GatewayError, sendError, streamErrorEvent } from '../wire/errors.ts';
 import { headersForClient, type HeaderMap } from '../wire/headers.ts';
+import { isStreamType } from './claude-response.ts';
 import { upstreamPath, type Upstream } from './providers.ts';
 
 export type RelayOutcome = 'complete' | 'client_closed' | 'upstream_failed';
@@ -36,6 +37,10 @@ export interface RelayRequest {
   res: ServerResponse;
   /** Answers the gateway's own errors in another shape than the upstream's dialect (git, GitHub). */
   sendError?(res: ServerResponse, error: GatewayError): void;
+  /** The client's error shape when it differs from the upstream's dialect (Claude's cloud formats). */
+  errorShape?: ErrorShape;
+  /** What ends a client's stream when the upstream fails mid-way, when not the dialect's SSE error event. */
+  streamErrorEvent?(message: string): Buffer;
   /**
    * Edits the response headers before they go back (drops `www-authenticate`, which would make git
    * prompt); `upstream` is the response's own, before the hop's filter (Set-Cookie included).
@@ -150,7 +155,7 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
     }
     this.request.onAnswered?.(statusCode);
     this.status = statusCode;
-    this.streaming = String(headers['content-type'] ?? '').startsWith('text/event-stream');
+    this.streaming = isStreamType(String(headers['content-type'] ?? ''));
     observer.onResponseStart?.(statusCode, headers);
     if (this.draining) return;
     const forClient = headersForClient(headers);
@@ -197,7 +202,7 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
     } else if (this.streaming && !this.request.sendError) {
       // Mid-stream: end the stream with an error event the LLM client's SDK understands (other
       // streams, an MCP server's, have no such event: they are cut).
-      res.end(streamErrorEvent(upstream.dialect, failure.message));
+      res.end(this.request.streamErrorEvent?.(failure.message) ?? streamErrorEvent(upstream.dialect, failure.message));
       observer.onResponseEnd('upstream_failed', this.status, failure);
     } else {
       res.destroy();
@@ -208,9 +213,10 @@ class RelayHandler implements Dispatcher.DispatchHandler, RelayControl {
   /** Answers the client with a gateway error (nothing was sent yet) and ends the exchange. */
   private answerError(failure: GatewayError): void {
     const { res, observer, upstream } = this.request;
+    const shape = this.request.errorShape ?? upstream.dialect;
     if (this.request.sendError) this.request.sendError(res, failure);
-    else sendError(res, upstream.dialect, failure);
-    observer.onResponseEnd('upstream_failed', failure.statusFor(upstream.dialect), failure);
+    else sendError(res, shape, failure);
+    observer.onResponseEnd('upstream_failed', failure.statusFor(shape), failure);
   }
 
   private done(): void {

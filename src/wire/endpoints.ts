@@ -1,8 +1,9 @@
 // Which requests the gateway serves, and in which dialect. Everything else is a 404:
 // the gateway forwards only the endpoints it knows how to meter.
 import type { IncomingHttpHeaders } from 'node:http';
+import { type CloudCall, cloudCall, isBedrockListing } from './claude-formats.ts';
 import { dialectOf, type Dialect } from './dialect.ts';
-import { GatewayError } from './errors.ts';
+import { type ErrorShape, GatewayError } from './errors.ts';
 
 export type Endpoint = 'messages' | 'count_tokens' | 'models' | 'chat_completions' | 'responses';
 
@@ -11,6 +12,8 @@ export interface Route {
   endpoint: Endpoint;
   /** A JSON request body is expected (and read for routing and metering). */
   hasBody: boolean;
+  /** A Claude call in Bedrock's or Vertex's format (the model and streaming are in its path). */
+  cloud?: CloudCall;
 }
 
 const POST_ROUTES: ReadonlyMap<string, Route> = new Map([
@@ -32,6 +35,15 @@ const MODEL_ID = /^\/v1\/models\/[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/;
  */
 export function resolveRoute(method: string, path: string, headers: IncomingHttpHeaders, target = path): Route {
   if (target.includes('#')) throw new GatewayError('invalid_request', 'the request target must not contain "#"');
+  const cloud = cloudCall(path);
+  if (cloud) {
+    if (method === 'POST') return { dialect: 'anthropic', endpoint: cloud.endpoint, hasBody: true, cloud };
+    throw new GatewayError('method_not_allowed', `${method} is not allowed on ${truncate(path)}; use POST`, { allow: 'POST' });
+  }
+  if (isBedrockListing(path)) {
+    // Claude Code asks these first and goes on without them on a 404 (docs/clients.md).
+    throw new GatewayError('not_found', 'this gateway does not list Bedrock inference profiles or models');
+  }
   const post = POST_ROUTES.get(path);
   if (post) {
     if (method === 'POST') return post;
@@ -42,6 +54,13 @@ export function resolveRoute(method: string, path: string, headers: IncomingHttp
     throw new GatewayError('method_not_allowed', `${method} is not allowed on ${path}; use GET`, { allow: 'GET' });
   }
   throw new GatewayError('not_found', `${method} ${truncate(path)} is not an endpoint this gateway serves`);
+}
+
+/** The error shape a request's client reads, judged from its path (cloud formats) and headers. */
+export function errorShapeOf(path: string, headers: IncomingHttpHeaders): ErrorShape {
+  if (path.startsWith('/model/') || isBedrockListing(path)) return 'bedrock';
+  if (path.startsWith('/v1/projects/')) return 'vertex';
+  return dialectOf(path, headers);
 }
 
 function truncate(path: string): string {

@@ -3,6 +3,12 @@
 import type { ServerResponse } from 'node:http';
 import type { Dialect } from './dialect.ts';
 
+/**
+ * The shape errors take for a client: its dialect's, or, for Claude clients in their cloud modes,
+ * Amazon Bedrock's (`{"message"}` and `x-amzn-errortype`) or Vertex AI's (Anthropic's body).
+ */
+export type ErrorShape = Dialect | 'bedrock' | 'vertex';
+
 export type ErrorKind =
   | 'invalid_request'
   | 'unsupported_media_type'
@@ -35,6 +41,10 @@ interface KindSpec {
   retry: boolean;
   /** A different status for OpenAI clients, where their own API's convention differs. */
   openaiStatus?: number;
+  /** A different status for Claude Code in its Bedrock and Vertex modes (see model_not_allowed). */
+  cloudStatus?: number;
+  /** Bedrock's `x-amzn-errortype` for it. Default ValidationException (4xx) or InternalServerException (5xx). */
+  bedrockType?: string;
 }
 
 const KINDS: Record<ErrorKind, KindSpec> = {
@@ -45,21 +55,30 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   request_timeout: { status: 408, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: true },
   body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error', retry: false },
   // 403, not 401: clients retry 401 as if a token refresh could help; a revoked key never comes back.
-  key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false, bedrockType: 'AccessDeniedException' },
   // A gateway without the provider's credential will not grow one by being asked again.
   provider_not_configured: { status: 503, anthropicType: 'api_error', openaiType: 'api_error', retry: false },
   upstream_unreachable: { status: 502, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
   upstream_failed: { status: 502, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
   upstream_timeout: { status: 504, anthropicType: 'api_error', openaiType: 'api_error', retry: true },
   upgrade_refused: { status: 426, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
-  model_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  // Claude Code in its Bedrock mode takes a 403 or 404 for its model as "not enabled in this
+  // account" and silently switches to an older model (docs/clients.md): a 400 makes it say why and stop.
+  model_not_allowed: { status: 403, cloudStatus: 400, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   tool_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   github_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   service_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
-  rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true },
+  rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true, bedrockType: 'ThrottlingException' },
   // Measured (docs/clients.md): Claude Code makes one attempt on 402 and stops. OpenAI's own signal
   // for spent quota is 429 `insufficient_quota`, which Codex alone does not retry.
-  budget_exhausted: { status: 402, openaiStatus: 429, anthropicType: 'billing_error', openaiType: 'insufficient_quota', retry: false },
+  budget_exhausted: {
+    status: 402,
+    openaiStatus: 429,
+    anthropicType: 'billing_error',
+    openaiType: 'insufficient_quota',
+    retry: false,
+    bedrockType: 'ServiceQuotaExceededException',
+  },
 };
 
 /** A failure the gateway answers itself; `message` must never contain a credential. */
@@ -73,17 +92,20 @@ export class GatewayError extends Error {
     this.headers = headers;
   }
 
-  /** The HTTP status in `dialect`'s convention. */
-  statusFor(dialect: Dialect): number {
+  /** The HTTP status in the convention of the client's `shape`. */
+  statusFor(shape: ErrorShape): number {
     const spec = KINDS[this.kind];
-    return dialect === 'openai' ? (spec.openaiStatus ?? spec.status) : spec.status;
+    if (shape === 'openai') return spec.openaiStatus ?? spec.status;
+    if (shape === 'bedrock' || shape === 'vertex') return spec.cloudStatus ?? spec.status;
+    return spec.status;
   }
 }
 
-/** The JSON body of an error in the dialect's own shape. */
-export function errorBody(dialect: Dialect, kind: ErrorKind, message: string): string {
+/** The JSON body of an error in the client's own shape. */
+export function errorBody(shape: ErrorShape, kind: ErrorKind, message: string): string {
   const spec = KINDS[kind];
-  if (dialect === 'anthropic') {
+  if (shape === 'bedrock') return JSON.stringify({ message });
+  if (shape === 'anthropic' || shape === 'vertex') {
     return JSON.stringify({ type: 'error', error: { type: spec.anthropicType, message } });
   }
   return JSON.stringify({ error: { message, type: spec.openaiType, param: null, code: kind } });
@@ -92,18 +114,25 @@ export function errorBody(dialect: Dialect, kind: ErrorKind, message: string): s
 /** The client went away before its body was complete: nothing to answer, nothing to forward. */
 export class ClientGone extends Error {}
 
+/** Bedrock's name for the error, as its SDK reads it from `x-amzn-errortype`. */
+function bedrockType(error: GatewayError): string {
+  const spec = KINDS[error.kind];
+  return spec.bedrockType ?? (error.statusFor('bedrock') >= 500 ? 'InternalServerException' : 'ValidationException');
+}
+
 /** Ends `res` with the error, unless headers already went out (then the connection is cut). */
-export function sendError(res: ServerResponse, dialect: Dialect, error: GatewayError): void {
+export function sendError(res: ServerResponse, shape: ErrorShape, error: GatewayError): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const body = errorBody(dialect, error.kind, error.message);
-  res.writeHead(error.statusFor(dialect), {
+  const body = errorBody(shape, error.kind, error.message);
+  res.writeHead(error.statusFor(shape), {
     ...error.headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
     'x-gateway-error': error.kind,
+    ...(shape === 'bedrock' ? { 'x-amzn-errortype': bedrockType(error) } : {}),
     ...(KINDS[error.kind].retry ? {} : { 'x-should-retry': 'false' }),
   });
   res.end(res.req.method === 'HEAD' ? undefined : body);

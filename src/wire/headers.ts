@@ -18,6 +18,12 @@ const DROP_FROM_CLIENT = new Set([
   'x-api-key',
   'api-key',
   'cookie',
+  // A client's own AWS signature parts (the gateway signs Bedrock calls itself) and Google's
+  // billing-project selector (the upstream's project pays).
+  'x-amz-date',
+  'x-amz-security-token',
+  'x-amz-content-sha256',
+  'x-goog-user-project',
   // Account selectors belong to whoever owns the real key, not to the container.
   'openai-organization',
   'openai-project',

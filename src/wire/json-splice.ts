@@ -15,8 +15,15 @@ const isClose = (byte: number | undefined) => byte === 0x7d || byte === 0x5d;
  * an ASCII byte inside a multi-byte character. Like JSON.parse, the last of duplicate keys counts.
  */
 function valueSpan(body: Buffer, key: string): [number, number] | undefined {
+  const span = fieldSpans(body, key).at(-1);
+  return span && [span[1], span[2]];
+}
+
+/** Every top-level `key` field in `body`, in order: [keyStart, valueStart, valueEnd) each. */
+function fieldSpans(body: Buffer, key: string): [number, number, number][] {
   let depth = 0;
-  let found: [number, number] | undefined;
+  const found: [number, number, number][] = [];
+  let keyStart = -1;
   let valueStart = -1; // where the value of the wanted key began, while it is being read
   for (let i = 0; i < body.length; i++) {
     const byte = body[i];
@@ -26,7 +33,7 @@ function valueSpan(body: Buffer, key: string): [number, number] | undefined {
       const end = i + 1;
       if (depth !== 1) continue;
       if (valueStart === start) {
-        found = [start, end];
+        found.push([keyStart, start, end]);
         valueStart = -1;
         continue;
       }
@@ -36,6 +43,7 @@ function valueSpan(body: Buffer, key: string): [number, number] | undefined {
       const name = JSON.parse(body.subarray(start, end).toString('utf8')) as string;
       i = next;
       if (name !== key) continue;
+      keyStart = start;
       next++;
       while (isSpace(body[next])) next++;
       valueStart = next;
@@ -45,14 +53,14 @@ function valueSpan(body: Buffer, key: string): [number, number] | undefined {
     } else if (isClose(byte)) {
       depth--;
       if (depth === 1 && valueStart !== -1) {
-        found = [valueStart, i + 1];
+        found.push([keyStart, valueStart, i + 1]);
         valueStart = -1;
       }
     } else if (depth === 1 && valueStart !== -1 && i === valueStart && !isOpen(byte)) {
       // A number, true, false or null: runs to the next comma, closing brace or whitespace.
       let end = i;
       while (end < body.length && body[end] !== COMMA && !isClose(body[end]) && !isSpace(body[end])) end++;
-      found = [i, end];
+      found.push([keyStart, i, end]);
       valueStart = -1;
       i = end - 1;
     }
@@ -82,4 +90,42 @@ export function replaceTopLevelString(body: Buffer, key: string, value: string):
   const span = valueSpan(body, key);
   if (!span || body[span[0]] !== QUOTE) return undefined;
   return Buffer.concat([body.subarray(0, span[0]), Buffer.from(JSON.stringify(value)), body.subarray(span[1])]);
+}
+
+/** The JSON text of top-level `key`'s value, or undefined when it is absent. */
+export function topLevelValue(body: Buffer, key: string): Buffer | undefined {
+  const span = valueSpan(body, key);
+  return span && body.subarray(span[0], span[1]);
+}
+
+/** `body` without its top-level `key` fields (each with one comma beside it); `body` itself when absent. */
+export function removeTopLevelField(body: Buffer, key: string): Buffer {
+  const spans = fieldSpans(body, key);
+  if (spans.length === 0) return body;
+  const kept: Buffer[] = [];
+  let from = 0;
+  for (let [start, , end] of spans) {
+    let after = end;
+    while (isSpace(body[after])) after++;
+    if (body[after] === COMMA) {
+      end = after + 1;
+    } else {
+      // The last field: the comma before it goes instead (kept just before, or in the kept piece
+      // before a field removed right before this one).
+      let before = start - 1;
+      while (before >= from && isSpace(body[before])) before--;
+      if (before >= from && body[before] === COMMA) start = before;
+      else if (before < from && kept.length > 0) kept.push(withoutTrailingComma(kept.pop()!));
+    }
+    kept.push(body.subarray(from, start));
+    from = end;
+  }
+  kept.push(body.subarray(from));
+  return Buffer.concat(kept);
+}
+
+function withoutTrailingComma(piece: Buffer): Buffer {
+  let end = piece.length - 1;
+  while (end >= 0 && isSpace(piece[end])) end--;
+  return piece[end] === COMMA ? piece.subarray(0, end) : piece;
 }

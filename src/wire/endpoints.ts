@@ -56,8 +56,10 @@ export function resolveRoute(method: string, path: string, headers: IncomingHttp
   throw new GatewayError('not_found', `${method} ${truncate(path)} is not an endpoint this gateway serves`);
 }
 
-/** The error shape a request's client reads, judged from its path (cloud formats) and headers. */
-export function errorShapeOf(path: string, headers: IncomingHttpHeaders): ErrorShape {
+/** The error shape a request's client reads, judged from its target's path (cloud formats) and headers. */
+export function errorShapeOf(target: string, headers: IncomingHttpHeaders): ErrorShape {
+  const queryAt = target.indexOf('?');
+  const path = queryAt === -1 ? target : target.slice(0, queryAt);
   if (path.startsWith('/model/') || isBedrockListing(path)) return 'bedrock';
   if (path.startsWith('/v1/projects/')) return 'vertex';
   return dialectOf(path, headers);

@@ -128,8 +128,11 @@ describe('prices', () => {
 
   test("Bedrock and Vertex ids take their Anthropic name's entry and price", () => {
     const cases: [string, string, number, number][] = [
-      ['us.anthropic.claude-sonnet-4-5-20250929-v1:0', 'claude-sonnet-4-5', 3, 15],
-      ['anthropic.claude-haiku-4-5-20251001-v1:0', 'claude-haiku-4-5', 1, 5],
+      // From the 4.5 releases on, Bedrock's regional and geographic profiles list 10% above global.
+      ['us.anthropic.claude-sonnet-4-5-20250929-v1:0', 'claude-sonnet-4-5 (regional)', 3.3, 16.5],
+      ['anthropic.claude-haiku-4-5-20251001-v1:0', 'claude-haiku-4-5 (regional)', 1.1, 5.5],
+      ['global.anthropic.claude-sonnet-4-5-20250929-v1:0', 'claude-sonnet-4-5', 3, 15],
+      ['us.anthropic.claude-sonnet-4-20250514-v1:0', 'claude-sonnet-4', 3, 15],
       ['global.anthropic.claude-opus-5-5', 'claude-opus', 5, 25],
       ['arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-opus-4-1-20250805-v1:0', 'claude-opus-4-1', 15, 75],
       ['arn:aws:bedrock:us-west-2::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0', 'claude-3-5-haiku', 0.8, 4],
@@ -139,12 +142,13 @@ describe('prices', () => {
     const strict = new Pricing(DEFAULT_PRICES);
     for (const [model, entry, input, output] of cases) {
       const match = strict.lookup(model);
-      assert.deepEqual([match?.source, match?.entry, match?.price.input, match?.price.output], ['table', entry, input, output], model);
+      const rounded = (usd: number | undefined) => (usd === undefined ? undefined : Math.round(usd * 1e6) / 1e6);
+      assert.deepEqual([match?.source, match?.entry, rounded(match?.price.input), rounded(match?.price.output)], ['table', entry, input, output], model);
     }
     // An exact entry for a platform id wins over its Anthropic name's.
     const configured = new Pricing({ ...DEFAULT_PRICES, 'us.anthropic.claude-opus-5-5': { input: 6, output: 30 } });
     assert.equal(configured.lookup('us.anthropic.claude-opus-5-5')?.price.input, 6);
-    assert.equal(configured.lookup('eu.anthropic.claude-opus-5-5')?.price.input, 5);
+    assert.equal(configured.lookup('eu.anthropic.claude-opus-5-5')?.price.input, 5.5);
     // Ids that name no known model stay unknown: an application inference profile, another vendor's.
     assert.equal(strict.lookup('arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3'), undefined);
     assert.equal(strict.lookup('us.amazon.nova-pro-v1:0'), undefined);

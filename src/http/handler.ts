@@ -15,7 +15,7 @@ import { type AttemptObserver, CallAttempts } from '../upstream/attempts.ts';
 import type { RelayControl } from '../upstream/relay.ts';
 import type { Attempt, Health, RetryPolicy } from '../upstream/retry.ts';
 import type { Candidate, Router } from '../upstream/router.ts';
-import type { ClaudeCall } from '../upstream/claude-request.ts';
+import { type ClaudeCall, upstreamModelId } from '../upstream/claude-request.ts';
 import { isStreamType, type StreamTranslation, streamTranslation } from '../upstream/claude-response.ts';
 import { canonicalClaudeModel } from '../wire/claude-models.ts';
 import type { Dialect } from '../wire/dialect.ts';
@@ -126,7 +126,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     const candidates = routing.router.candidates(route.dialect, fields?.model, claude);
     if (res.destroyed) return call.finish('client_closed', 0);
     if (route.endpoint === 'models' && route.dialect === 'anthropic' && discoverModels(context, account, line, candidates, res, call)) return;
-    const admission = await admit(context, account, route, fields, serverToolUses, candidates, res, claude !== undefined);
+    const admission = await admit(context, account, route, fields, serverToolUses, candidates, res, claude);
     call.admitted(admission);
     const { clamp } = admission;
     if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
@@ -293,19 +293,24 @@ function admit(
   serverToolUses: ToolUses | undefined,
   candidates: Candidate[],
   res: ServerResponse,
-  claude: boolean,
+  claude: ClaudeCall | undefined,
 ): Promise<Admission> {
   const gone = new AbortController();
   // With a reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
   res.once('close', () => gone.abort(CLIENT_CLOSED));
   // A key's model globs name Anthropic's names, whichever cloud spelling the client used.
-  const model = claude && fields?.model !== undefined ? canonicalClaudeModel(fields.model) : fields?.model;
+  const asked = fields?.model;
+  const model = claude && asked !== undefined ? canonicalClaudeModel(asked) : asked;
+  // Priced as each candidate will be sent: a price configured for a cloud id applies to it.
+  const billedModels = candidates.map((candidate) =>
+    claude && asked !== undefined ? upstreamModelId(candidate.upstream, claude.format, asked, candidate.model) : (candidate.model ?? model),
+  );
   return context.accounting.admit(
     account,
     {
       endpoint: route.endpoint,
       model,
-      billedModels: candidates.map((candidate) => candidate.model ?? model),
+      billedModels,
       maxOutputTokens: fields?.maxOutputTokens,
       outputLimitField: fields?.outputLimitField,
       choices: fields?.choices ?? 1,

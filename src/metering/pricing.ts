@@ -194,9 +194,14 @@ export class Pricing {
     const cached = this.cache.get(name);
     if (cached) return cached;
     // A Bedrock or Vertex id (`us.anthropic.claude-...-v1:0`, `claude-...@20250929`) takes its Anthropic name's entry.
-    const entry = this.entryFor(name) ?? this.entryFor(canonicalClaudeModel(name));
+    const exact = this.entryFor(name);
+    const canonical = canonicalClaudeModel(name);
+    const entry = exact ?? this.entryFor(canonical);
     if (!entry) return this.fallback && { price: this.fallback, source: 'default' };
-    const match: PriceMatch = { price: this.table.get(entry)!, entry, source: 'table' };
+    const regional = exact === undefined && hasRegionalPremium(name, canonical);
+    const match: PriceMatch = regional
+      ? { price: scaled(this.table.get(entry)!, BEDROCK_REGIONAL_PREMIUM), entry: `${entry} (regional)`, source: 'table' }
+      : { price: this.table.get(entry)!, entry, source: 'table' };
     // Bounded all the same: a table hit can still carry any snapshot suffix.
     if (this.cache.size < 1000) this.cache.set(name, match);
     return match;
@@ -205,6 +210,25 @@ export class Pricing {
   private entryFor(name: string): string | undefined {
     return this.keysLongestFirst.find((key) => name.startsWith(key) && extends_(key, name.slice(key.length)));
   }
+}
+
+/**
+ * Bedrock lists Claude from Sonnet 4.5, Haiku 4.5 and Opus 4.5 on 10% above the global price when
+ * called in a region or a geographic inference profile (`us.`, `eu.`, ...), not `global.`. Vertex's
+ * regional premium is not in its ids: a price configured for them carries it (docs/bedrock-vertex.md).
+ */
+const BEDROCK_REGIONAL_PREMIUM = 1.1;
+// The release of a Claude name: `claude-sonnet-4-5-20250929` is 4.5, `claude-sonnet-4-20250514` 4.
+const CLAUDE_RELEASE = /^claude-(?:opus|sonnet|haiku)-(\d{1,2})(?:-(\d{1,2}))?(?:[-@]|$)/;
+
+function hasRegionalPremium(id: string, canonical: string): boolean {
+  if (canonical === id || !id.includes('anthropic.claude-')) return false;
+  const profile = id.slice(id.lastIndexOf('/') + 1);
+  if (profile.startsWith('global.')) return false;
+  const release = CLAUDE_RELEASE.exec(canonical);
+  if (!release) return false;
+  const [major, minor] = [Number(release[1]), Number(release[2] ?? 0)];
+  return major > 4 || (major === 4 && minor >= 5);
 }
 
 function extends_(key: string, rest: string): boolean {

@@ -21,7 +21,7 @@ export interface AwsSigningOptions {
   now?: () => Date;
 }
 
-export interface SignableRequest {
+interface SignableRequest {
   method: string;
   /** `https://bedrock-runtime.us-east-1.amazonaws.com`: the Host signed is this origin's host (port only when not the scheme's default), unless `headers` holds one. */
   origin: string;

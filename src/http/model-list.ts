@@ -19,7 +19,7 @@ function aliasEntry(id: string): ModelEntry {
  * The upstream's list with only the models `allowed` passes, followed by the route `names` (aliases)
  * it allows that the upstream did not list. Undefined when `body` is no model list.
  */
-export function filterModelList(body: Buffer, allowed: (id: string) => boolean, names: readonly string[]): Buffer | undefined {
+function filterModelList(body: Buffer, allowed: (id: string) => boolean, names: readonly string[]): Buffer | undefined {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));

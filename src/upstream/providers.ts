@@ -101,7 +101,7 @@ export interface Credential {
 }
 
 /** Where Claude lives in a cloud upstream: its region, Vertex's project, Bedrock's inference profile. */
-export interface CloudPlace {
+interface CloudPlace {
   region: string;
   project?: string;
   inferenceProfile?: string;

@@ -116,8 +116,8 @@ test('Claude Code in its Bedrock and Vertex modes, in --network=none podman cont
     awsSecretAccessKey: AWS_SECRET_ACCESS_KEY,
     awsSessionToken: AWS_SESSION_TOKEN,
     googlePrivateKey: serviceAccount.privateKeyPem,
-    // The PEM's body alone, should something have re-wrapped it.
-    googlePrivateKeyBase64: serviceAccount.privateKeyPem.split('\n').slice(1, -2).join(''),
+    // A line of the key's base64 body: found in the PEM and in a JSON file holding it (`\n` escaped) alike.
+    googlePrivateKeyLine: serviceAccount.privateKeyPem.split('\n')[2]!,
     ...Object.fromEntries(google.issued.map((token, i) => [`googleAccessToken${i}`, token])),
   });
   const needles = writeNeedles(secrets());

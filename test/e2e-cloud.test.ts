@@ -234,9 +234,10 @@ test('Claude Code in its Bedrock and Vertex modes, in --network=none podman cont
       assert.equal(call.stream, true, JSON.stringify(call));
       assert.ok((call.inputTokens ?? 0) > 0 && (call.outputTokens ?? 0) > 0, `call without tokens: ${JSON.stringify(call)}`);
       assert.ok(call.costUsd > 0, `call without a cost: ${JSON.stringify(call)}`);
-      // Priced by its Anthropic name from the table, not at the price for unknown models.
+      // Priced by its Anthropic name from the table, not at the price for unknown models; Bedrock's
+      // geographic profile (`us.`) at its regional premium.
       assert.equal(call.priceSource, 'table', JSON.stringify(call));
-      assert.equal(call.priceEntry, 'claude-opus', JSON.stringify(call));
+      assert.equal(call.priceEntry, upstream === 'bedrock' ? 'claude-opus (regional)' : 'claude-opus', JSON.stringify(call));
       assert.equal(call.keyId, run.keyId);
     }
     // Besides the model calls, at most Bedrock mode's inference-profile listing, answered on the host.

@@ -25,8 +25,9 @@ import {
   VERTEX_PROJECT,
   VERTEX_REGION,
 } from './support/cloud-fixture.ts';
-import { STANDIN_REPLY } from '../src/dev/standin.ts';
+import { STANDIN_REPLY, type Standin, startStandin } from '../src/dev/standin.ts';
 import { REAL_ANTHROPIC_KEY } from './support/fixture.ts';
+import { createServiceAccount } from './support/google-token.ts';
 import { THINKING_SIGNATURE_JSON, VERTEX_USAGE } from './support/vertex-standin.ts';
 
 const BEDROCK_ID = 'us.anthropic.claude-sonnet-4-5-20250929-v1:0';
@@ -69,6 +70,15 @@ function sseEventNames(body: Buffer): string[] {
 /** The data of each SSE event of a body, exactly as sent (multi-line data is not used by the stand-ins). */
 const vertexStreamData = (stream: Buffer) => sseDataLines(stream);
 
+/** Everything any client got, and every gateway's records: the last test looks for secrets in them. */
+const clientsGot: Answer[] = [];
+const gateways: CloudGateway[] = [];
+async function send(...args: Parameters<typeof call>): Promise<Answer> {
+  const answer = await call(...args);
+  clientsGot.push(answer);
+  return answer;
+}
+
 let up: CloudUpstreams;
 before(async () => {
   up = await startCloudUpstreams();
@@ -78,6 +88,7 @@ after(() => up.close());
 /** A gateway over the three stand-ins with `routes`, and a key on it. */
 async function gatewayWith(options: Parameters<typeof startCloudGateway>[0] = {}, mint: Record<string, unknown> = {}) {
   const gw = await startCloudGateway({ providers: up.providers(), ...options });
+  gateways.push(gw);
   const key = await gw.gateway.mint({ group: 'cloud', ...mint });
   return { gw, key };
 }
@@ -106,7 +117,7 @@ describe('every client format to every upstream kind', () => {
     const { gw, key } = own;
     const seen = up.bedrock.seen.length;
     const body = bedrockBody();
-    const answer = await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), body, {
+    const answer = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), body, {
       authorization: 'Bearer container-junk',
       'x-amz-security-token': 'container-token',
       'x-amz-date': '20000101T000000Z',
@@ -137,7 +148,7 @@ describe('every client format to every upstream kind', () => {
     const { gw, key } = own;
     up.bedrock.script = thinkingScript;
     try {
-      const answer = await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
+      const answer = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
       assert.equal(answer.status, 200);
       assert.match(String(answer.headers['content-type']), /application\/vnd\.amazon\.eventstream/);
       const expected = Buffer.concat(up.bedrock.lastStreamEvents.map((event) => chunkMessage(event)));
@@ -159,7 +170,7 @@ describe('every client format to every upstream kind', () => {
     test(`Bedrock client -> Messages API${stream ? ', streamed' : ''}: model (and stream) spliced in, anthropic_version gone, anthropic_beta in the header`, async () => {
       const { gw, key } = toAnthropic;
       const before = up.anthropic.requests.length;
-      const answer = await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, stream ? 'invoke-with-response-stream' : 'invoke'), bedrockBody(), {
+      const answer = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, stream ? 'invoke-with-response-stream' : 'invoke'), bedrockBody(), {
         'anthropic-version': '2023-06-01',
       });
       assert.equal(answer.status, 200, answer.body.toString());
@@ -197,7 +208,7 @@ describe('every client format to every upstream kind', () => {
     test(`Bedrock client -> Vertex${stream ? ', streamed' : ''}: the configured project and region, vertex-2023-10-16, a Google token`, async () => {
       const { gw, key } = toVertex;
       const before = up.vertex.seen.length;
-      const answer = await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, stream ? 'invoke-with-response-stream' : 'invoke'), bedrockBody());
+      const answer = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, stream ? 'invoke-with-response-stream' : 'invoke'), bedrockBody());
       assert.equal(answer.status, 200, answer.body.toString());
       const got = up.vertex.seen[before]!;
       assert.equal(got.authOk, true);
@@ -232,7 +243,7 @@ describe('every client format to every upstream kind', () => {
       up.bedrock.script = thinkingScript;
       try {
         const before = up.bedrock.seen.length;
-        const answer = await call(
+        const answer = await send(
           key.socketPath,
           'POST',
           '/v1/messages',
@@ -281,7 +292,7 @@ describe('every client format to every upstream kind', () => {
     test(`Messages client -> Vertex${stream ? ', streamed' : ''}`, async () => {
       const { gw, key } = toVertex;
       const before = up.vertex.seen.length;
-      const answer = await call(key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, stream), messagesHeaders({ 'anthropic-beta': 'a-beta' }));
+      const answer = await send(key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, stream), messagesHeaders({ 'anthropic-beta': 'a-beta' }));
       assert.equal(answer.status, 200, answer.body.toString());
       const got = up.vertex.seen[before]!;
       assert.equal(got.authOk, true);
@@ -305,7 +316,7 @@ describe('every client format to every upstream kind', () => {
       const { gw, key } = own;
       const before = up.vertex.seen.length;
       const body = vertexBody(stream);
-      const answer = await call(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), body, {
+      const answer = await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), body, {
         authorization: 'Bearer container-junk',
       });
       assert.equal(answer.status, 200, answer.body.toString());
@@ -331,7 +342,7 @@ describe('every client format to every upstream kind', () => {
     test(`Vertex client -> Bedrock${stream ? ', streamed' : ''}: route matched by the Anthropic name`, async () => {
       const { gw, key } = toBedrock;
       const before = up.bedrock.seen.length;
-      const answer = await call(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), vertexBody(stream));
+      const answer = await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), vertexBody(stream));
       assert.equal(answer.status, 200, answer.body.toString());
       const got = up.bedrock.seen[before]!;
       assert.equal(got.auth, 'sigv4');
@@ -356,7 +367,7 @@ describe('every client format to every upstream kind', () => {
     test(`Vertex client -> Messages API${stream ? ', streamed' : ''}`, async () => {
       const { gw, key } = toAnthropic;
       const before = up.anthropic.requests.length;
-      const answer = await call(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), vertexBody(stream));
+      const answer = await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, stream ? 'streamRawPredict' : 'rawPredict'), vertexBody(stream));
       assert.equal(answer.status, 200, answer.body.toString());
       const got = up.anthropic.requests[before]!;
       assert.equal(got.url, '/v1/messages');
@@ -375,7 +386,7 @@ describe('every client format to every upstream kind', () => {
   test('routes decide the upstream: a Messages client for a Bedrock id matches claude-* by its Anthropic name', async () => {
     const { gw, key } = toVertex;
     const before = up.vertex.seen.length;
-    const answer = await call(key.socketPath, 'POST', '/v1/messages', messagesBody(BEDROCK_ID, false), messagesHeaders());
+    const answer = await send(key.socketPath, 'POST', '/v1/messages', messagesBody(BEDROCK_ID, false), messagesHeaders());
     assert.equal(answer.status, 200, answer.body.toString());
     assert.equal(up.vertex.seen.length, before + 1);
     assert.equal(lastOf(up.vertex.seen).path, up.vertex.modelPath(VERTEX_ID, 'rawPredict'));
@@ -386,11 +397,12 @@ describe('every client format to every upstream kind', () => {
 describe('Foundry', () => {
   test('a Foundry client (/v1/messages?beta=true) -> a foundry provider: x-api-key injected, the query kept', async () => {
     const gw = await startCloudGateway({ providers: { foundry: { kind: 'foundry', baseUrl: up.anthropic.url, apiKey: REAL_ANTHROPIC_KEY } } });
+    gateways.push(gw);
     try {
       const key = await gw.gateway.mint({ group: 'cloud' });
       const before = up.anthropic.requests.length;
       for (const stream of [false, true]) {
-        const answer = await call(key.socketPath, 'POST', '/v1/messages?beta=true', messagesBody(ANTHROPIC_ID, stream), messagesHeaders());
+        const answer = await send(key.socketPath, 'POST', '/v1/messages?beta=true', messagesBody(ANTHROPIC_ID, stream), messagesHeaders());
         assert.equal(answer.status, 200, answer.body.toString());
         if (stream) assert.match(String(answer.headers['content-type']), /^text\/event-stream/);
       }
@@ -427,7 +439,7 @@ describe('counting tokens', () => {
 
   test('Bedrock count-tokens -> Bedrock: passed through, signed, answered as Bedrock answers', async () => {
     const before = up.bedrock.seen.length;
-    const answer = await call(own.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'count-tokens'), countBody);
+    const answer = await send(own.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'count-tokens'), countBody);
     assert.equal(answer.status, 200, answer.body.toString());
     assert.equal(typeof json(answer).inputTokens, 'number');
     const got = up.bedrock.seen[before]!;
@@ -440,7 +452,7 @@ describe('counting tokens', () => {
 
   test('Bedrock count-tokens without a Bedrock provider: 404 in Bedrock shape, nothing sent', async () => {
     const before = up.anthropic.requests.length + up.vertex.seen.length;
-    const answer = await call(noBedrock.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'count-tokens'), countBody);
+    const answer = await send(noBedrock.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'count-tokens'), countBody);
     assert.equal(answer.status, 404);
     assert.deepEqual(Object.keys(json(answer)), ['message']);
     assert.ok(answer.headers['x-amzn-errortype']);
@@ -452,7 +464,7 @@ describe('counting tokens', () => {
 
   test('Vertex count-tokens -> Messages API count_tokens: the model in the Anthropic spelling, no anthropic_version', async () => {
     const before = up.anthropic.requests.length;
-    const answer = await call(toAnthropic.key.socketPath, 'POST', vertexCountPath, vertexCount);
+    const answer = await send(toAnthropic.key.socketPath, 'POST', vertexCountPath, vertexCount);
     assert.equal(answer.status, 200, answer.body.toString());
     assert.equal(typeof json(answer).input_tokens, 'number');
     const got = up.anthropic.requests[before]!;
@@ -465,7 +477,7 @@ describe('counting tokens', () => {
 
   test('Vertex count-tokens -> Vertex: the configured project and region, the body unchanged', async () => {
     const before = up.vertex.seen.length;
-    const answer = await call(own.key.socketPath, 'POST', vertexCountPath, vertexCount);
+    const answer = await send(own.key.socketPath, 'POST', vertexCountPath, vertexCount);
     assert.equal(answer.status, 200, answer.body.toString());
     assert.deepEqual(json(answer), { input_tokens: 42 });
     const got = up.vertex.seen[before]!;
@@ -490,13 +502,13 @@ describe("errors in the client's shape", () => {
     const slow = await gw.gateway.mint({ group: 'slow', rpm: 1 });
     try {
       const before = up.bedrock.seen.length;
-      const denied = isBedrockError(await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 400, 'ValidationException');
+      const denied = isBedrockError(await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 400, 'ValidationException');
       assert.match(denied, /claude-sonnet-4-5/);
-      isBedrockError(await call(poor.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 402, 'ServiceQuotaExceededException');
-      assert.equal((await call(slow.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody())).status, 200);
-      isBedrockError(await call(slow.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 429, 'ThrottlingException');
-      isBedrockError(await call(key.socketPath, 'POST', bedrockPath('-not-an-id', 'invoke'), bedrockBody()), 400, 'ValidationException');
-      isBedrockError(await call(key.socketPath, 'POST', bedrockPath('a%ZZb', 'invoke'), bedrockBody()), 400, 'ValidationException');
+      isBedrockError(await send(poor.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 402, 'ServiceQuotaExceededException');
+      assert.equal((await send(slow.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody())).status, 200);
+      isBedrockError(await send(slow.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 429, 'ThrottlingException');
+      isBedrockError(await send(key.socketPath, 'POST', bedrockPath('-not-an-id', 'invoke'), bedrockBody()), 400, 'ValidationException');
+      isBedrockError(await send(key.socketPath, 'POST', bedrockPath('a%ZZb', 'invoke'), bedrockBody()), 400, 'ValidationException');
       assert.equal(up.bedrock.seen.length, before + 1, 'only the allowed call went upstream');
     } finally {
       await gw.close();
@@ -507,7 +519,7 @@ describe("errors in the client's shape", () => {
     const { gw, key } = await gatewayWith({}, { models: ['claude-haiku-*'] });
     try {
       const before = up.vertex.seen.length;
-      const answer = await call(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, 'rawPredict'), vertexBody(false));
+      const answer = await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, 'rawPredict'), vertexBody(false));
       assert.equal(answer.status, 400);
       assert.equal((json(answer).error as { type: string }).type, 'permission_error');
       assert.equal(up.vertex.seen.length, before);
@@ -523,7 +535,7 @@ describe("errors in the client's shape", () => {
     try {
       let before = up.bedrock.seen.length;
       up.bedrock.failNext({ status: 500, type: 'InternalServerException', message: 'scripted 500' });
-      const retried = await call(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
+      const retried = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
       assert.equal(retried.status, 200);
       assert.equal(decodeBedrockStream(retried.body).events.at(-1)!.type, 'message_stop');
       assert.equal(up.bedrock.seen.length, before + 2);
@@ -533,7 +545,7 @@ describe("errors in the client's shape", () => {
       before = up.bedrock.seen.length;
       const vertexBefore = up.vertex.seen.length;
       up.bedrock.failNext({ status: 429, type: 'ThrottlingException', message: 'scripted 429' });
-      const fellBack = await call(withFallback.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
+      const fellBack = await send(withFallback.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
       assert.equal(fellBack.status, 200);
       assert.equal(decodeBedrockStream(fellBack.body).events.at(-1)!.type, 'message_stop');
       assert.equal(up.bedrock.seen.length, before + 1);
@@ -542,7 +554,7 @@ describe("errors in the client's shape", () => {
       assert.equal(lastOf(withFallback.gw.calls).upstreamModel, VERTEX_ID);
 
       up.bedrock.failNext({ status: 429, type: 'ThrottlingException', message: 'Too many requests, please wait before trying again.' });
-      const relayed = isBedrockError(await call(once.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 429, 'ThrottlingException');
+      const relayed = isBedrockError(await send(once.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody()), 429, 'ThrottlingException');
       assert.equal(relayed, 'Too many requests, please wait before trying again.');
       assert.equal(lastOf(once.gw.calls).costUsd, 0);
     } finally {
@@ -610,7 +622,7 @@ describe('streams that break', () => {
   });
 
   test('a Bedrock upstream cut mid-stream: a Bedrock client decodes an exception message at the end', async () => {
-    const answer = await call(viaBedrock.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
+    const answer = await send(viaBedrock.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
     assert.equal(answer.status, 200);
     const decoded = decodeBedrockStream(answer.body);
     assert.deepEqual(
@@ -624,7 +636,7 @@ describe('streams that break', () => {
   });
 
   test('a Messages API upstream cut mid-stream: a Bedrock client decodes an exception message at the end', async () => {
-    const answer = await call(viaAnthropic.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
+    const answer = await send(viaAnthropic.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream'), bedrockBody());
     assert.equal(answer.status, 200);
     const decoded = decodeBedrockStream(answer.body);
     assert.equal(decoded.events.length, 2);
@@ -632,19 +644,249 @@ describe('streams that break', () => {
   });
 
   test('a Bedrock upstream cut mid-stream: an SSE client gets event: error', async () => {
-    const answer = await call(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, true), messagesHeaders());
+    const answer = await send(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, true), messagesHeaders());
     assert.equal(answer.status, 200);
     assert.deepEqual(sseEventNames(answer.body), ['message_start', 'content_block_start', 'error']);
     assert.equal((JSON.parse(lastOf(sseDataLines(answer.body))) as { type: string }).type, 'error');
   });
 
   test('an upstream event stream with a corrupt CRC: the SSE client gets an error event, and the gateway stays up', async () => {
-    const answer = await call(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody('claude-crc-test', true), messagesHeaders());
+    const answer = await send(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody('claude-crc-test', true), messagesHeaders());
     assert.equal(answer.status, 200);
     assert.deepEqual(sseEventNames(answer.body), ['message_start', 'content_block_start', 'error']);
     assert.match(answer.body.toString(), /malformed event stream/);
-    const next = await call(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, true), messagesHeaders());
+    const next = await send(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, true), messagesHeaders());
     assert.equal(next.status, 200);
     assert.deepEqual(sseEventNames(next.body).slice(0, 2), ['message_start', 'content_block_start']);
   });
+});
+
+describe('credentials', () => {
+  test('an AWS credential provider that throws: 503 provider_not_configured naming the provider, in the client shape, nothing sent', async () => {
+    const failing = async () => {
+      throw new Error('Could not load credentials from any providers');
+    };
+    const { gw, key } = await gatewayWith({
+      providers: { bedrock: { kind: 'bedrock', region: BEDROCK_REGION, baseUrl: up.bedrock.url, awsCredentials: failing } },
+    });
+    try {
+      const before = up.bedrock.seen.length;
+      const bedrock = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody());
+      assert.equal(bedrock.status, 503);
+      assert.equal(bedrock.headers['x-gateway-error'], 'provider_not_configured');
+      assert.equal(bedrock.headers['x-amzn-errortype'], 'InternalServerException');
+      assert.match(String(json(bedrock).message), /provider bedrock .*Could not load credentials/);
+      const messages = await send(key.socketPath, 'POST', '/v1/messages', messagesBody(ANTHROPIC_ID, true), messagesHeaders());
+      assert.equal(messages.status, 503);
+      assert.equal((json(messages).error as { type: string }).type, 'api_error');
+      assert.equal(up.bedrock.seen.length, before);
+      assert.equal(lastOf(gw.calls).errorKind, 'provider_not_configured');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('a Google token endpoint that refuses: 503 provider_not_configured naming the provider, no key material', async () => {
+    // Signed with a key the token endpoint does not know: it answers invalid_grant.
+    const stranger = createServiceAccount(up.google.url);
+    const { gw, key } = await gatewayWith({
+      providers: {
+        vertex: { kind: 'vertex', region: VERTEX_REGION, projectId: VERTEX_PROJECT, baseUrl: up.vertex.url, googleCredentialsFile: stranger.file },
+      },
+    });
+    try {
+      const before = up.vertex.seen.length;
+      const answer = await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, 'rawPredict'), vertexBody(false));
+      assert.equal(answer.status, 503);
+      const message = (json(answer).error as { message: string }).message;
+      assert.match(message, /provider vertex/);
+      for (const line of stranger.privateKeyPem.split('\n').filter((l) => l.length > 40)) {
+        assert.ok(!answer.body.includes(line) && !JSON.stringify(gw.calls).includes(line), 'no private key in the answer or the record');
+      }
+      assert.equal(up.vertex.seen.length, before);
+    } finally {
+      await gw.close();
+      stranger.remove();
+    }
+  });
+
+  test("a client's authorization, x-api-key, x-amz-security-token, x-amz-date and x-goog-user-project never reach an upstream", async () => {
+    const { gw, key } = await gatewayWith({ routes: [{ models: ['claude-opus-*'], provider: 'anthropic' }] });
+    const hostile = {
+      authorization: 'Bearer client-sent-authorization',
+      'x-api-key': 'client-sent-api-key',
+      'x-amz-security-token': 'client-sent-security-token',
+      'x-amz-date': '20000101T000000Z',
+      'x-amz-content-sha256': 'client-sent-sha',
+      'x-goog-user-project': 'client-sent-project',
+    };
+    try {
+      const starts = [up.bedrock.seen.length, up.vertex.seen.length, up.anthropic.requests.length];
+      assert.equal((await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody(), hostile)).status, 200);
+      assert.equal((await send(key.socketPath, 'POST', vertexClientPath(VERTEX_ID, 'rawPredict'), vertexBody(false), hostile)).status, 200);
+      const toAnthropic = await send(key.socketPath, 'POST', '/v1/messages', messagesBody('claude-opus-4-1', false), messagesHeaders(hostile));
+      assert.equal(toAnthropic.status, 200);
+      const received = [
+        ...up.bedrock.seen.slice(starts[0]).map((r) => r.headers),
+        ...up.vertex.seen.slice(starts[1]).map((r) => r.headers),
+        ...up.anthropic.requests.slice(starts[2]).map((r) => r.headers),
+      ];
+      assert.equal(received.length, 3);
+      for (const headers of received) assert.doesNotMatch(JSON.stringify(headers), /client-sent|20000101T000000Z/);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('model discovery', () => {
+  const LISTED = ['claude-sonnet-4-5', 'claude-sonnet-4-5-20250929', 'claude-opus-4-1', 'claude-haiku-4-5'];
+  let lister: Standin;
+  before(async () => {
+    lister = await startStandin({
+      anthropicApiKey: REAL_ANTHROPIC_KEY,
+      override: (request, res) => {
+        if (request.method !== 'GET' || request.url !== '/v1/models' || request.headers['x-api-key'] !== REAL_ANTHROPIC_KEY) return false;
+        const data = LISTED.map((id) => ({ type: 'model', id, display_name: id, created_at: '2025-09-29T00:00:00Z' }));
+        const body = JSON.stringify({ data, has_more: false, first_id: LISTED[0], last_id: LISTED.at(-1) });
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+        return true;
+      },
+    });
+  });
+  after(() => lister.close());
+
+  test("GET /v1/models: the upstream's list filtered by the key's globs, then the route aliases they allow; a disallowed model is 404", async () => {
+    const { gw, key } = await gatewayWith(
+      {
+        providers: { anthropic: { baseUrl: lister.url, apiKey: REAL_ANTHROPIC_KEY } },
+        routes: [
+          { models: ['fast'], provider: 'anthropic', rename: 'claude-haiku-4-5' },
+          { models: ['big'], provider: 'anthropic', rename: 'claude-opus-4-1' },
+        ],
+      },
+      { models: ['claude-sonnet-*', 'fast'] },
+    );
+    try {
+      const list = await send(key.socketPath, 'GET', '/v1/models', undefined, { 'anthropic-version': '2023-06-01' });
+      assert.equal(list.status, 200, list.body.toString());
+      const ids = (json(list).data as { id: string }[]).map((entry) => entry.id);
+      assert.deepEqual(ids, ['claude-sonnet-4-5', 'claude-sonnet-4-5-20250929', 'fast']);
+      assert.equal(lastOf(lister.requests).headers['x-api-key'], REAL_ANTHROPIC_KEY);
+      const before = lister.requests.length;
+      const one = await send(key.socketPath, 'GET', '/v1/models/claude-opus-4-1', undefined, { 'anthropic-version': '2023-06-01' });
+      assert.equal(one.status, 404);
+      assert.equal((json(one).error as { type: string }).type, 'not_found_error');
+      assert.equal(lister.requests.length, before, 'not asked upstream');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test("GET /v1/models with only a Bedrock provider: the gateway's own list of route names and the key's literal models", async () => {
+    const { bedrock } = up.providers();
+    const { gw, key } = await gatewayWith(
+      { providers: { bedrock: bedrock! }, routes: [{ models: ['fast'], provider: 'bedrock', rename: 'us.anthropic.claude-haiku-4-5-20251001-v1:0' }] },
+      { models: ['claude-sonnet-4-5', 'claude-opus-*', 'fast'] },
+    );
+    try {
+      const before = up.bedrock.seen.length;
+      const list = await send(key.socketPath, 'GET', '/v1/models', undefined, { 'anthropic-version': '2023-06-01' });
+      assert.equal(list.status, 200, list.body.toString());
+      assert.deepEqual(
+        (json(list).data as { id: string }[]).map((entry) => entry.id),
+        ['fast', 'claude-sonnet-4-5'],
+      );
+      const one = await send(key.socketPath, 'GET', '/v1/models/claude-sonnet-4-5', undefined, { 'anthropic-version': '2023-06-01' });
+      assert.equal(one.status, 200, one.body.toString());
+      assert.equal(json(one).id, 'claude-sonnet-4-5');
+      const denied = await send(key.socketPath, 'GET', '/v1/models/claude-haiku-4-5', undefined, { 'anthropic-version': '2023-06-01' });
+      assert.equal(denied.status, 404);
+      assert.equal(up.bedrock.seen.length, before, 'Bedrock has no model list: nothing is asked of it');
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('hostile input', () => {
+  let toAnthropic: { gw: CloudGateway; key: KeyInfo };
+  let toBedrock: { gw: CloudGateway; key: KeyInfo };
+  before(async () => {
+    toAnthropic = await gatewayWith({ routes: [{ models: ['claude-*'], provider: 'anthropic' }] });
+    toBedrock = await gatewayWith({ routes: [{ models: ['claude-*'], provider: 'bedrock' }] });
+  });
+  after(() => Promise.all([toAnthropic.gw.close(), toBedrock.gw.close()]));
+
+  const raw = (method: string, target: string, body = bedrockBody()) =>
+    `${method} ${target} HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+
+  test('Bedrock paths with .., %2e%2e, an id over 256 characters, a malformed % escape: refused, nothing upstream', async () => {
+    const socket = toBedrock.key.socketPath;
+    const before = up.bedrock.seen.length + up.anthropic.requests.length;
+    const cases: [string, number][] = [
+      ['/model/../invoke', 400],
+      ['/model/%2e%2e/invoke', 400],
+      ['/model/%2E%2E%2Fx/invoke', 400],
+      ['/model/us.anthropic.claude-sonnet-4-5-v1:0/../../model/x/invoke', 404],
+      [`/model/us.anthropic.claude-${'a'.repeat(300)}/invoke`, 400],
+      [`/model/${'a'.repeat(600)}/invoke`, 404],
+      ['/model/claude%/invoke', 400],
+      ['/model/claude%zzx/invoke', 400],
+      ['/model/claude%00x/invoke', 400],
+    ];
+    for (const [target, status] of cases) {
+      const response = await rawCall(socket, raw('POST', target));
+      assert.equal(rawStatus(response), status, `${target}: ${response.slice(0, 300)}`);
+      assert.match(response, /x-amzn-errortype: /i, `${target} answered in Bedrock's shape`);
+    }
+    assert.equal(up.bedrock.seen.length + up.anthropic.requests.length, before);
+  });
+
+  test('anthropic_beta that is not an array, or has 10,000 entries: 400, nothing upstream', async () => {
+    const before = up.anthropic.requests.length;
+    const many = JSON.stringify(Array.from({ length: 10_000 }, (_, i) => `b${i}`));
+    for (const betas of ['"context-1m-2025-08-07"', '{"a":1}', '[1,2]', '["a,b"]', many]) {
+      const body = `{"anthropic_version":"bedrock-2023-05-31","anthropic_beta":${betas},"max_tokens":10,"messages":[{"role":"user","content":"x"}]}`;
+      const answer = await send(toAnthropic.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), body);
+      assert.equal(answer.status, 400, `${betas.slice(0, 40)}: ${answer.body}`);
+      assert.match(String(json(answer).message), /anthropic_beta/);
+    }
+    assert.equal(up.anthropic.requests.length, before);
+  });
+
+  test('duplicate model keys in a Messages body routed to Bedrock: 400, nothing upstream', async () => {
+    const before = up.bedrock.seen.length;
+    const body = `{"model":"${ANTHROPIC_ID}","max_tokens":10,"model":"claude-opus-4-1","messages":[{"role":"user","content":"x"}]}`;
+    const answer = await send(toBedrock.key.socketPath, 'POST', '/v1/messages', body, messagesHeaders());
+    assert.equal(answer.status, 400);
+    assert.match(answer.body.toString(), /model.*more than once/);
+    assert.equal(up.bedrock.seen.length, before);
+  });
+
+  test('a GET (or PUT) on an invoke path is 405 with allow: POST; a Vertex path too', async () => {
+    for (const [method, target] of [
+      ['GET', bedrockPath(BEDROCK_ID, 'invoke')],
+      ['PUT', bedrockPath(BEDROCK_ID, 'invoke-with-response-stream')],
+      ['GET', vertexClientPath(VERTEX_ID, 'rawPredict')],
+    ] as const) {
+      const answer = await send(toBedrock.key.socketPath, method, target);
+      assert.equal(answer.status, 405, `${method} ${target}`);
+      assert.equal(answer.headers.allow, 'POST');
+    }
+  });
+});
+
+test('no AWS secret, session token, Google private key or access token, or API key in anything a client got or in any record', () => {
+  const secrets = up.secrets();
+  assert.ok(up.google.issued.length > 0, 'Google tokens were minted and used');
+  assert.ok(clientsGot.length > 40);
+  for (const answer of clientsGot) {
+    const seen = `${JSON.stringify(answer.headers)}\n${answer.body.toString('latin1')}\n${answer.body.toString('utf8')}`;
+    for (const secret of secrets) assert.ok(!seen.includes(secret), `a client got ${secret.slice(0, 12)}...`);
+  }
+  const records = JSON.stringify(gateways.map((gw) => gw.calls));
+  assert.ok(gateways.every((gw) => gw.calls.length > 0));
+  for (const secret of secrets) assert.ok(!records.includes(secret), `a record holds ${secret.slice(0, 12)}...`);
 });

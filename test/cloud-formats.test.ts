@@ -8,11 +8,12 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { KeyInfo } from '../src/index.ts';
-import { encodeChunkMessage } from '../src/wire/eventstream.ts';
+import { encodeChunkMessage, encodeExceptionMessage } from '../src/wire/eventstream.ts';
 import { chunkMessage, decodeBedrockStream, defaultScript, STANDIN_USAGE, thinkingScript, TRICKY_SIGNATURE } from './support/bedrock-standin.ts';
 import {
   AWS_ACCESS_KEY_ID,
   AWS_SECRET,
+  AWS_SESSION_TOKEN,
   type Answer,
   BEDROCK_REGION,
   type CloudGateway,
@@ -131,7 +132,7 @@ describe('every client format to every upstream kind', () => {
     assert.equal(got.path, `/model/${BEDROCK_ID}/invoke`);
     assert.equal(got.body.toString(), body);
     assert.notEqual(got.headers['x-amz-date'], '20000101T000000Z');
-    assert.notEqual(got.headers['x-amz-security-token'], 'container-token');
+    assert.equal(got.headers['x-amz-security-token'], AWS_SESSION_TOKEN);
     assert.doesNotMatch(String(got.headers.authorization), /container-junk/);
     const record = await lastRecord(gw, 1);
     assert.equal(record.model, BEDROCK_ID);
@@ -402,7 +403,13 @@ describe('Foundry', () => {
       const key = await gw.gateway.mint({ group: 'cloud' });
       const before = up.anthropic.requests.length;
       for (const stream of [false, true]) {
-        const answer = await send(key.socketPath, 'POST', '/v1/messages?beta=true', messagesBody(ANTHROPIC_ID, stream), messagesHeaders());
+        const answer = await send(
+          key.socketPath,
+          'POST',
+          '/v1/messages?beta=true',
+          messagesBody(ANTHROPIC_ID, stream),
+          messagesHeaders({ authorization: 'Bearer skip-foundry-auth' }),
+        );
         assert.equal(answer.status, 200, answer.body.toString());
         if (stream) assert.match(String(answer.headers['content-type']), /^text\/event-stream/);
       }
@@ -411,6 +418,7 @@ describe('Foundry', () => {
       for (const request of got) {
         assert.equal(request.url, '/v1/messages?beta=true');
         assert.equal(request.headers['x-api-key'], REAL_ANTHROPIC_KEY);
+        assert.equal(request.headers.authorization, undefined);
       }
       assert.equal(gw.calls.length, 2);
       for (const record of gw.calls) {
@@ -572,13 +580,18 @@ async function startBreakingUpstream() {
     Buffer.from('{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
   ];
   const server = http.createServer((req, res) => {
-    req.resume();
+    let bodyText = '';
+    req.on('data', (chunk: Buffer) => {
+      bodyText += chunk.toString();
+    });
     req.on('end', () => {
       const url = req.url ?? '';
       if (url.startsWith('/model/')) {
         res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
         for (const event of events) res.write(encodeChunkMessage(event));
-        if (url.includes('crc')) {
+        if (url.includes('exc')) {
+          res.end(encodeExceptionMessage('modelStreamErrorException', 'scripted mid-stream exception'));
+        } else if (url.includes('crc')) {
           const bad = Buffer.from(encodeChunkMessage(Buffer.from('{"type":"ping"}')));
           bad[bad.length - 1]! ^= 0xff;
           res.end(bad);
@@ -589,6 +602,10 @@ async function startBreakingUpstream() {
       }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       for (const event of events) res.write(`event: ${JSON.parse(String(event)).type}\ndata: ${event}\n\n`);
+      if (bodyText.includes('claude-exc')) {
+        res.end('event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"scripted SSE error"}}\n\n');
+        return;
+      }
       setImmediate(() => res.socket?.destroy());
     });
   });
@@ -648,6 +665,22 @@ describe('streams that break', () => {
     assert.equal(answer.status, 200);
     assert.deepEqual(sseEventNames(answer.body), ['message_start', 'content_block_start', 'error']);
     assert.equal((JSON.parse(lastOf(sseDataLines(answer.body))) as { type: string }).type, 'error');
+  });
+
+  test("a Bedrock exception message mid-stream: an SSE client gets event: error with Bedrock's message", async () => {
+    const answer = await send(viaBedrock.key.socketPath, 'POST', '/v1/messages', messagesBody('claude-exc-test', true), messagesHeaders());
+    assert.equal(answer.status, 200);
+    assert.deepEqual(sseEventNames(answer.body), ['message_start', 'content_block_start', 'error']);
+    assert.match(lastOf(sseDataLines(answer.body)), /modelStreamErrorException: scripted mid-stream exception/);
+  });
+
+  test('an SSE error event mid-stream: a Bedrock client decodes an exception message with its message', async () => {
+    const answer = await send(viaAnthropic.key.socketPath, 'POST', bedrockPath('us.anthropic.claude-exc-test', 'invoke-with-response-stream'), bedrockBody());
+    assert.equal(answer.status, 200);
+    const decoded = decodeBedrockStream(answer.body);
+    assert.equal(decoded.events.length, 2);
+    assert.equal(decoded.headers.at(-1)![':exception-type'], 'internalServerException');
+    assert.ok(answer.body.includes('scripted SSE error'));
   });
 
   test('an upstream event stream with a corrupt CRC: the SSE client gets an error event, and the gateway stays up', async () => {
@@ -746,7 +779,7 @@ describe('model discovery', () => {
     lister = await startStandin({
       anthropicApiKey: REAL_ANTHROPIC_KEY,
       override: (request, res) => {
-        if (request.method !== 'GET' || request.url !== '/v1/models' || request.headers['x-api-key'] !== REAL_ANTHROPIC_KEY) return false;
+        if (request.method !== 'GET' || request.url.split('?')[0] !== '/v1/models' || request.headers['x-api-key'] !== REAL_ANTHROPIC_KEY) return false;
         const data = LISTED.map((id) => ({ type: 'model', id, display_name: id, created_at: '2025-09-29T00:00:00Z' }));
         const body = JSON.stringify({ data, has_more: false, first_id: LISTED[0], last_id: LISTED.at(-1) });
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -769,7 +802,7 @@ describe('model discovery', () => {
       { models: ['claude-sonnet-*', 'fast'] },
     );
     try {
-      const list = await send(key.socketPath, 'GET', '/v1/models', undefined, { 'anthropic-version': '2023-06-01' });
+      const list = await send(key.socketPath, 'GET', '/v1/models?limit=1000', undefined, { 'anthropic-version': '2023-06-01' });
       assert.equal(list.status, 200, list.body.toString());
       const ids = (json(list).data as { id: string }[]).map((entry) => entry.id);
       assert.deepEqual(ids, ['claude-sonnet-4-5', 'claude-sonnet-4-5-20250929', 'fast']);

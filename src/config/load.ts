@@ -16,6 +16,7 @@ import type { PerUsePrices } from '../metering/server-tools.ts';
 import type { RetryPolicy } from '../upstream/retry.ts';
 import type { RouteConfig } from '../upstream/router.ts';
 import { PROVIDER_KINDS, type UpstreamKind } from '../upstream/providers.ts';
+import { BEDROCK_PROFILE_PREFIXES } from '../wire/claude-models.ts';
 import type { CredentialSource, ProviderSource } from './credentials.ts';
 import { EgressPolicy } from '../egress/policy.ts';
 import type { EgressOptions } from '../egress/proxy.ts';
@@ -310,12 +311,17 @@ class Reader {
     if (kind !== 'bedrock' && kind !== 'vertex') return undefined;
     const region = text('region');
     if (!region) this.fail(`${field}.region`, `is required for ${kind} (${kind === 'bedrock' ? 'us-east-1' : 'us-east5, global'}, ...)`);
+    if (!/^[a-z0-9-]{1,32}$/.test(region!)) this.fail(`${field}.region`, `must be a region name (us-east-1, europe-west1, global), got "${region}"`);
+    const profile = text('inference_profile');
+    if (profile !== undefined && !BEDROCK_PROFILE_PREFIXES.has(profile)) {
+      this.fail(`${field}.inference_profile`, `must be one of ${[...BEDROCK_PROFILE_PREFIXES].join(', ')}, got "${profile}"`);
+    }
     const projectId = text('project_id');
     if (kind === 'vertex' && !projectId) this.fail(`${field}.project_id`, 'is required for vertex');
     const file = text('credentials_file');
     return dropUndefined({
       region,
-      inferenceProfile: text('inference_profile'),
+      inferenceProfile: profile,
       awsProfile: text('aws_profile'),
       projectId,
       googleCredentialsFile: file === undefined ? undefined : path.resolve(expandHome(file)),

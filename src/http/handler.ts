@@ -27,7 +27,7 @@ import { type RequestFields, RequestFieldsReader } from '../wire/request-fields.
 import type { BodyHold, BodyMemory } from './body-memory.ts';
 import { isJsonContentType, readBody } from './body.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
-import { localModelList, ModelListFilter } from './model-list.ts';
+import { localModel, localModelList, ModelListFilter } from './model-list.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
@@ -169,19 +169,24 @@ function discoverModels(
   call: CallTracker,
 ): boolean {
   const allowed = (id: string) => context.accounting.allowsModel(account, canonicalClaudeModel(id));
+  const kind = candidates[0]?.upstream.kind;
+  const cloud = kind === 'bedrock' || kind === 'vertex';
+  let body: Buffer;
   if (line.path !== '/v1/models') {
     const id = line.path.slice('/v1/models/'.length);
     if (!allowed(id)) throw new GatewayError('not_found', `model ${id} is not available to this key`);
-    return false;
+    // A cloud upstream has no such path: asked there, it answers an error in its own shape.
+    if (!cloud) return false;
+    body = localModel(id);
+  } else {
+    const names = context.routing().router.names('anthropic');
+    if (!cloud) {
+      call.filterModels(new ModelListFilter(allowed, names));
+      return false;
+    }
+    const literal = (globs: readonly string[] | undefined) => (globs ?? []).filter((glob) => !/[*?[]/.test(glob));
+    body = localModelList([...names, ...literal(account.limits.models)], allowed);
   }
-  const names = context.routing().router.names('anthropic');
-  const kind = candidates[0]?.upstream.kind;
-  if (kind !== 'bedrock' && kind !== 'vertex') {
-    call.filterModels(new ModelListFilter(allowed, names));
-    return false;
-  }
-  const literal = (globs: readonly string[] | undefined) => (globs ?? []).filter((glob) => !/[*?[]/.test(glob));
-  const body = localModelList([...names, ...literal(account.limits.models)], allowed);
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
   res.end(body);
   call.finish('complete', 200);

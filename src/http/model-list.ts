@@ -39,6 +39,11 @@ export function localModelList(ids: readonly string[], allowed: (id: string) => 
   return listBody([...new Set(ids)].filter(allowed).map(aliasEntry));
 }
 
+/** One model's entry made by the gateway (`GET /v1/models/{id}` for upstreams without a list). */
+export function localModel(id: string): Buffer {
+  return Buffer.from(JSON.stringify(aliasEntry(id)));
+}
+
 // Model lists are a few kilobytes; past this the answer is no list the gateway filters.
 const MAX_LIST_BYTES = 1024 * 1024;
 

@@ -246,7 +246,7 @@ function streamEvents(message: Record<string, unknown>, content: Block[], stopRe
 }
 
 /** One event-stream message carrying an Anthropic event, with the padding field real Bedrock adds. */
-function chunkMessage(event: Buffer): Uint8Array {
+export function chunkMessage(event: Buffer): Uint8Array {
   return codec.encode({
     headers: {
       ':event-type': { type: 'string', value: 'chunk' },

@@ -463,7 +463,7 @@ describe('counting tokens', () => {
     const answer = await send(noBedrock.key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'count-tokens'), countBody);
     assert.equal(answer.status, 404);
     assert.deepEqual(Object.keys(json(answer)), ['message']);
-    assert.ok(answer.headers['x-amzn-errortype']);
+    assert.equal(answer.headers['x-amzn-errortype'], 'ResourceNotFoundException');
     assert.equal(up.anthropic.requests.length + up.vertex.seen.length, before);
   });
 

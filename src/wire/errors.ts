@@ -50,7 +50,7 @@ interface KindSpec {
 const KINDS: Record<ErrorKind, KindSpec> = {
   invalid_request: { status: 400, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
   unsupported_media_type: { status: 415, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
-  not_found: { status: 404, anthropicType: 'not_found_error', openaiType: 'invalid_request_error', retry: false },
+  not_found: { status: 404, anthropicType: 'not_found_error', openaiType: 'invalid_request_error', retry: false, bedrockType: 'ResourceNotFoundException' },
   method_not_allowed: { status: 405, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: false },
   request_timeout: { status: 408, anthropicType: 'invalid_request_error', openaiType: 'invalid_request_error', retry: true },
   body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error', retry: false },

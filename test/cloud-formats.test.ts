@@ -142,7 +142,8 @@ describe('every client format to every upstream kind', () => {
     assert.equal(record.cacheReadTokens, STANDIN_USAGE.cache_read_input_tokens);
     assert.equal(record.cacheWriteTokens, STANDIN_USAGE.cache_creation_input_tokens);
     assert.ok(record.costUsd > 0);
-    assert.equal(record.priceEntry, 'claude-sonnet-4-5');
+    // A geographic profile (`us.`): Bedrock's regional premium.
+    assert.equal(record.priceEntry, 'claude-sonnet-4-5 (regional)');
   });
 
   test('Bedrock client -> Bedrock, streamed: the event stream relayed byte for byte, metered', async () => {

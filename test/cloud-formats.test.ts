@@ -9,7 +9,15 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { KeyInfo } from '../src/index.ts';
 import { encodeChunkMessage, encodeExceptionMessage } from '../src/wire/eventstream.ts';
-import { chunkMessage, decodeBedrockStream, defaultScript, STANDIN_USAGE, thinkingScript, TRICKY_SIGNATURE } from './support/bedrock-standin.ts';
+import {
+  chunkMessage,
+  decodeBedrockStream,
+  defaultScript,
+  STANDIN_USAGE,
+  startBedrockStandin,
+  thinkingScript,
+  TRICKY_SIGNATURE,
+} from './support/bedrock-standin.ts';
 import {
   AWS_ACCESS_KEY_ID,
   AWS_SECRET,
@@ -393,6 +401,28 @@ describe('every client format to every upstream kind', () => {
     assert.equal(up.vertex.seen.length, before + 1);
     assert.equal(lastOf(up.vertex.seen).path, up.vertex.modelPath(VERTEX_ID, 'rawPredict'));
     assert.equal(lastOf(gw.calls).upstream, 'vertex');
+  });
+});
+
+describe('Bedrock API keys', () => {
+  test('a bedrock provider with an API key sends it as a bearer, signs nothing, and the key reaches no client', async () => {
+    const apiKey = 'bedrock-api-key-cloudformats-5e6f7a8b';
+    const keyed = await startBedrockStandin({ accessKeyId: 'AKIAUNUSED', secretAccessKey: 'unused-secret', apiKey, region: 'us-east-1' });
+    const gw = await startCloudGateway({ providers: { bedrock: { kind: 'bedrock', region: 'us-east-1', baseUrl: keyed.url, apiKey } } });
+    gateways.push(gw);
+    try {
+      const key = await gw.gateway.mint({ group: 'cloud' });
+      const answer = await send(key.socketPath, 'POST', bedrockPath(BEDROCK_ID, 'invoke'), bedrockBody());
+      assert.equal(answer.status, 200, answer.body.toString());
+      assert.equal(keyed.seen.length, 1);
+      assert.equal(keyed.seen[0]!.auth, 'bearer');
+      assert.equal(keyed.seen[0]!.headers['x-amz-date'], undefined);
+      assert.ok(!answer.body.toString().includes(apiKey) && !JSON.stringify(answer.headers).includes(apiKey));
+      assert.ok(!JSON.stringify(gw.calls).includes(apiKey));
+    } finally {
+      await gw.close();
+      await keyed.close();
+    }
   });
 });
 

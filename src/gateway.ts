@@ -37,7 +37,6 @@ import { writeMcpConfig } from './services/client.ts';
 import { SHIM_PORT } from './keys/client-env.ts';
 import type { GroupRates } from './metering/accounting.ts';
 import type { GroupSpend, SharedBudgets, StoreState } from './metering/shared.ts';
-import { createRedisStore } from './store/redis.ts';
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 
@@ -271,7 +270,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     egressRefusals: new Refusals(),
   };
   const { accounting, audit, refusals } = books;
-  const shared = options.store && openStore(options.store, stateDir, ledger, accounting, logger);
+  const shared = options.store && (await openStore(options.store, stateDir, ledger, accounting, logger));
   accounting.share(shared?.budgets);
 
   const server = createServer(options, books, logger, {
@@ -393,7 +392,9 @@ interface OpenStore {
  * Connects to the shared store without waiting for it: a gateway whose store is down still serves
  * keys of groups without a shared budget, and the store's client reconnects on its own.
  */
-function openStore(options: StoreOptions, stateDir: string, ledger: Ledger, accounting: Accounting, logger: Logger): OpenStore {
+async function openStore(options: StoreOptions, stateDir: string, ledger: Ledger, accounting: Accounting, logger: Logger): Promise<OpenStore> {
+  // Loaded only when a store is configured: a gateway on its own never pays for the Redis client.
+  const { createRedisStore } = await import('./store/redis.ts');
   const hostId = options.hostId ?? `${hostname()}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 8)}`;
   const budgets = createRedisStore({
     url: options.url,

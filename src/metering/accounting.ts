@@ -169,7 +169,7 @@ export class Accounting {
 
   /** The groups with a budget: shared through the store when there is one. */
   budgetGroups(): string[] {
-    return Object.keys(this.options.groupBudgets);
+    return this.groupNames().filter((name) => this.group(name).limitUsd !== undefined);
   }
 
   setBudgetWait(ms: number | undefined): void {
@@ -301,7 +301,7 @@ export class Accounting {
     if (!shared || !METERED.has(request.endpoint)) return admission;
     try {
       await this.admitSharedRate(shared, key);
-      const limit = this.options.groupBudgets[key.group];
+      const limit = this.group(key.group).limitUsd;
       if (limit !== undefined) admission.shared(await this.reserveShared(shared, key, admission.estimateUsd, limit, signal));
     } catch (error) {
       admission.settle(undefined, undefined);

@@ -325,7 +325,7 @@ describe('three gateway hosts share a group budget through redis-server', { skip
     }
   });
 
-  test('a host SIGKILLed mid-stream: its reservations expire within the lease, the others use that budget, its spend still counts', {
+  test('a host SIGKILLed mid-stream: its reservations expire within the lease, the others use that budget, its spend still counts (even after the store loses its data)', {
     timeout: 60_000,
   }, async () => {
     try {
@@ -380,6 +380,16 @@ describe('three gateway hosts share a group budget through redis-server', { skip
         async () => {
           const group = (await b!.gateway.snapshot()).groups.find((g) => g.group === GROUP);
           return group?.shared && Math.abs((group.shared.hosts['host-a'] ?? 0) - spentA) < EPSILON_USD ? true : undefined;
+        },
+        5_000,
+      );
+      // Even when the store then loses its data: the living hosts publish the dead one's total back.
+      await redis.restart({ empty: true });
+      await until(
+        "host-a's spend restored by the others",
+        async () => {
+          const restored = await storedHosts(redis).catch(() => ({}) as Record<string, number>);
+          return Math.abs((restored['host-a'] ?? 0) - spentA) < EPSILON_USD ? true : undefined;
         },
         5_000,
       );

@@ -266,7 +266,8 @@ describe('three gateway hosts share a group budget through redis-server', { skip
       const served = answers.filter(({ answer }) => answer.status === 200);
       const exhausted = answers.filter(({ answer }) => answer.status === 402);
       assert.ok(served.length > 10 && exhausted.length > 0, `served ${served.length}, exhausted ${exhausted.length}`);
-      assert.ok(new Set(served.map(({ host }) => host.id)).size > 1, 'more than one host served');
+      // Which hosts served is not asserted: waiters on other hosts ask the store again every 250 ms,
+      // while a host whose call settles admits its next waiter at once, so one host may take it all.
       for (const { answer } of exhausted) assert.match(answer.body, /budget exhausted for group team across its hosts/);
 
       for (const host of hosts) {

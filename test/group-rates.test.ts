@@ -116,7 +116,16 @@ describe('inspect: a group on every host', () => {
   test("the store's state, this host's spend and every host's, with no key live", () => {
     const text = renderKeys(
       [],
-      [{ group: 'team', spentUsd: 1.5, reservedUsd: 0.25, budgetUsd: 10, liveKeys: 0, shared: { totalUsd: 4.5, reservedUsd: 0.5, hosts: { 'host-a': 1.5, 'host-b': 3 } } }],
+      [
+        {
+          group: 'team',
+          spentUsd: 1.5,
+          reservedUsd: 0.25,
+          budgetUsd: 10,
+          liveKeys: 0,
+          shared: { totalUsd: 4.5, reservedUsd: 0.5, hosts: { 'host-a': 1.5, 'host-b': 3 } },
+        },
+      ],
       { hostId: 'host-a', state: 'up' },
     );
     assert.match(text, /^shared store: up \(this host: host-a\)/);

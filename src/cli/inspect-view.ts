@@ -83,9 +83,7 @@ function renderGroups(groups: GroupSnapshot[]): string {
     ...(sharedView ? [group.shared ? `${spend(group.shared.totalUsd, group.budgetUsd)} (${Object.keys(group.shared.hosts).length} hosts)` : '-'] : []),
   ]);
   const groupTable = table(['GROUP', 'KEYS', 'SPEND/BUDGET (THIS HOST)', 'RESERVED', ...(sharedView ? ['ALL HOSTS'] : [])], rows);
-  const hostRows = shown.flatMap((group) =>
-    Object.entries(group.shared?.hosts ?? {}).map(([host, spent]) => [group.group, printable(host), usd(spent)]),
-  );
+  const hostRows = shown.flatMap((group) => Object.entries(group.shared?.hosts ?? {}).map(([host, spent]) => [group.group, printable(host), usd(spent)]));
   return hostRows.length > 0 ? `${groupTable}\n\n${table(['GROUP', 'HOST', 'SPENT'], hostRows)}` : groupTable;
 }
 

@@ -237,7 +237,10 @@ class Reader {
       groupRates: Object.fromEntries(
         Object.entries(this.table(root.group_rates, 'group_rates', [])).map(([group, value]) => {
           const table = this.table(value, `group_rates.${group}`, ['rpm', 'tpm']);
-          return [group, dropUndefined({ rpm: this.number(table.rpm, `group_rates.${group}.rpm`, true), tpm: this.number(table.tpm, `group_rates.${group}.tpm`, true) })];
+          return [
+            group,
+            dropUndefined({ rpm: this.number(table.rpm, `group_rates.${group}.rpm`, true), tpm: this.number(table.tpm, `group_rates.${group}.tpm`, true) }),
+          ];
         }),
       ),
       store: this.store(root.store),
@@ -249,7 +252,8 @@ class Reader {
     const table = this.table(value, 'store', ['url', 'host_id', 'fail_open_rates', 'lease', 'publish_interval']);
     const url = this.string(table.url, 'store.url') ?? (process.env.GATEWAY_STORE_URL || undefined);
     if (url === undefined) {
-      if (Object.keys(table).length > 0) this.fail('store.url', 'is required (redis://HOST:PORT, rediss://..., or a Unix socket path), or set GATEWAY_STORE_URL');
+      if (Object.keys(table).length > 0)
+        this.fail('store.url', 'is required (redis://HOST:PORT, rediss://..., or a Unix socket path), or set GATEWAY_STORE_URL');
       return undefined;
     }
     if (!/^(rediss?:\/\/|unix:\/\/|\/)/.test(url)) this.fail('store.url', 'must be redis://..., rediss://..., unix:///path or an absolute socket path');

@@ -64,7 +64,14 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       defaultTtlMs: config.defaultTtlMs,
       githubHost: config.github?.host,
       logger,
-      info: () => ({ pid: process.pid, startedAt, config: config.file ?? null, stateDir: config.stateDir, credentials: summary, store: gateway.inspect().store }),
+      info: () => ({
+        pid: process.pid,
+        startedAt,
+        config: config.file ?? null,
+        stateDir: config.stateDir,
+        credentials: summary,
+        store: gateway.inspect().store,
+      }),
     });
   } catch (error) {
     watcher.close();

@@ -276,7 +276,11 @@ export class Accounting {
     if (groupRates) {
       const window = this.groupWindow(key.group);
       const checked = window.check(groupRates);
-      if (checked.limit) throw rateLimited(`group ${key.group} allows ${groupRates[checked.limit]} ${checked.limit === 'rpm' ? 'requests' : 'tokens'} per minute`, checked.waitMs);
+      if (checked.limit)
+        throw rateLimited(
+          `group ${key.group} allows ${groupRates[checked.limit]} ${checked.limit === 'rpm' ? 'requests' : 'tokens'} per minute`,
+          checked.waitMs,
+        );
       window.startRequest();
     }
     key.rates.startRequest();
@@ -322,7 +326,10 @@ export class Accounting {
       throw storeError(error);
     }
     if (!outcome.ok) {
-      throw rateLimited(`group ${key.group} allows ${rates[outcome.limit]} ${outcome.limit === 'rpm' ? 'requests' : 'tokens'} per minute across its hosts`, outcome.retryAfterMs);
+      throw rateLimited(
+        `group ${key.group} allows ${rates[outcome.limit]} ${outcome.limit === 'rpm' ? 'requests' : 'tokens'} per minute across its hosts`,
+        outcome.retryAfterMs,
+      );
     }
   }
 
@@ -347,7 +354,8 @@ export class Accounting {
         );
       }
       if (Date.now() + SHARED_RETRY_MS > deadline) {
-        if (outcome.reason === 'warming') throw new GatewayError('store_unavailable', 'the shared budget store is restoring its data from the hosts; retry shortly', { 'retry-after': '1' });
+        if (outcome.reason === 'warming')
+          throw new GatewayError('store_unavailable', 'the shared budget store is restoring its data from the hosts; retry shortly', { 'retry-after': '1' });
         throw rateLimited(`the rest of the group ${key.group} budget is held by calls in flight on its hosts`, 1000);
       }
       await sleep(SHARED_RETRY_MS);
@@ -619,9 +627,13 @@ export class Admission {
 
 function storeError(error: unknown): Error {
   if (!(error instanceof StoreUnavailable)) return error as Error;
-  return new GatewayError('store_unavailable', `the shared budget store cannot be reached (${error.message}); calls of groups with a shared budget wait for it`, {
-    'retry-after': '2',
-  });
+  return new GatewayError(
+    'store_unavailable',
+    `the shared budget store cannot be reached (${error.message}); calls of groups with a shared budget wait for it`,
+    {
+      'retry-after': '2',
+    },
+  );
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -4,8 +4,11 @@
 //   revoke {ids}  -> revokes them one after another, timing each
 //   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
 //   cpu           -> process.cpuUsage()
+//   store         -> the shared store's state and what it reports of the group `shared` (with BENCH_STORE_URL)
 // The configuration is the real one a host would use: audit trail to a file, metering on; with
-// BENCH_EGRESS (JSON of the `egress` option), the forward proxy on each key's socket too.
+// BENCH_EGRESS (JSON of the `egress` option), the forward proxy on each key's socket too; with
+// BENCH_STORE_URL, a shared store (Redis) holding the budget of the group `shared` (BENCH_SHARED_BUDGET USD).
+// mint takes an optional group and key budget (default: group bench, no key budget).
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { pino } from 'pino';
@@ -23,6 +26,9 @@ const gateway = await createGateway({
   // The workloads drive up to 64 requests at once through one key: above the default cap of 32.
   defaultLimits: { maxConcurrent: 128 },
   ...(process.env.BENCH_EGRESS ? { egress: JSON.parse(process.env.BENCH_EGRESS) } : {}),
+  ...(process.env.BENCH_STORE_URL
+    ? { store: { url: process.env.BENCH_STORE_URL, hostId: 'bench' }, groupBudgets: { shared: Number(process.env.BENCH_SHARED_BUDGET ?? 1000) } }
+    : {}),
 });
 
 const now = () => performance.now();
@@ -42,7 +48,7 @@ process.on('message', async (/** @type {any} */ msg) => {
         const times = new Float64Array(msg.n);
         for (let i = 0; i < msg.n; i++) {
           const t0 = now();
-          const key = await gateway.mint({ group: 'bench', label: `k${i}` });
+          const key = await gateway.mint({ group: msg.group ?? 'bench', label: `k${i}`, ...(msg.budgetUsd ? { budgetUsd: msg.budgetUsd } : {}) });
           times[i] = now() - t0;
           keys.push({ id: key.id, socketPath: key.socketPath });
         }
@@ -65,6 +71,11 @@ process.on('message', async (/** @type {any} */ msg) => {
       case 'cpu':
         send({ type: 'cpu', cpu: process.cpuUsage() });
         break;
+      case 'store': {
+        const snapshot = gateway.inspect();
+        send({ type: 'store', state: snapshot.store?.state, shared: snapshot.groups.find((/** @type {any} */ g) => g.group === 'shared')?.shared });
+        break;
+      }
       case 'profile-start':
         // One workload at a time, in-process (node:inspector), so each profile is that workload's alone.
         session ??= new Session();

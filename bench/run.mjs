@@ -5,11 +5,14 @@
 //   portkey  client -> @portkey-ai/gateway (TCP) -> upstream: a peer
 // and egress (issue 14): TLS connects, large downloads and plain HTTP to a loopback site named
 // bench.test, direct against through the key's socket (CONNECT, absolute form) and through the shim.
+// and shared budgets (issue 17): a call whose group budget is held in Redis (redis-server on loopback)
+// against one whose budget is the gateway's own, same gateway.
 // Every actor (upstream, gateway, shim, Portkey, load generator) is a process of its own, so the
 // CPU time each spends is its own. Prints a table, writes bench/results.json.
 //
-//   node bench/run.mjs [--quick] [--profile] [--duration MS]
+//   node bench/run.mjs [--quick] [--profile] [--duration MS] [--only shared-budget]
 //     --quick    shorter windows (smoke test)
+//     --only shared-budget  that part alone, printed (bench/results.json is left as it is)
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
 import { execFileSync, fork, spawn } from 'node:child_process';
@@ -30,6 +33,8 @@ const argValue = (name, fallback) => {
   return i === -1 ? fallback : Number(args[i + 1]);
 };
 const DURATION = argValue('--duration', QUICK ? 1000 : 3000);
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+if (ONLY !== undefined && ONLY !== 'shared-budget') throw new Error(`--only: unknown part ${ONLY} (known: shared-budget)`);
 const WARMUP = QUICK ? 300 : 700;
 const REAL_KEY = 'sk-ant-bench-REAL-7c1e9a';
 const PLACEHOLDER = 'sk-ant-placeholder';
@@ -45,6 +50,10 @@ const SITE_HOST = 'bench.test';
 const DOWNLOAD_BYTES = (QUICK ? 64 : 256) * 2 ** 20;
 const DOWNLOAD_PARALLEL = 4;
 const WATCHDOG_MS = 15 * 60_000;
+// Shared budget: sequential calls per key after a warm-up, and the group budget (never reached).
+const SHARED_BUDGET_CALLS = QUICK ? 200 : 400;
+const SHARED_BUDGET_WARMUP = 50;
+const SHARED_BUDGET_USD = 1000;
 
 /** @type {import('node:child_process').ChildProcess[]} */
 const children = [];
@@ -242,6 +251,31 @@ async function startSite() {
   return { available: true, child, httpsPort, httpPort, ca: readFileSync(cert, 'utf8') };
 }
 
+/**
+ * The shared store for the shared-budget rows: a redis-server on a free loopback port, no persistence.
+ * @returns {Promise<Unavailable | { available: true, child: import('node:child_process').ChildProcess, port: number, version: string }>}
+ */
+async function startRedisServer() {
+  let version;
+  try {
+    version = execFileSync('redis-server', ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    return { available: false, reason: 'redis-server is not installed (make host-packages)' };
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-redis-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    stdio: 'ignore',
+  });
+  children.push(child);
+  if (!(await waitForPort(port, 10_000))) {
+    child.kill('SIGKILL');
+    return { available: false, reason: 'redis-server did not listen within 10 s' };
+  }
+  return { available: true, child, port, version };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stats helpers
 
@@ -272,6 +306,105 @@ const REQUEST_BODY = JSON.stringify({
 });
 const STREAM_BODY = REQUEST_BODY.replace('"max_tokens":64', '"max_tokens":64,"stream":true');
 const BASE_HEADERS = { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'user-agent': 'bench/1' };
+
+/**
+ * Added latency of a shared group budget: one gateway of its own with a store on a loopback
+ * redis-server, a key of the group `shared` (its budget reserved and settled in Redis, one round trip
+ * each per call) and a key of the group `local` with a budget of its own (the gateway's books only).
+ * Sequential small JSON calls (c1) on each, after a warm-up; also the gateway's CPU per call.
+ * @param {import('node:child_process').ChildProcess} loadgen
+ * @param {Record<string, string>} gatewayEnv
+ */
+async function measureSharedBudget(loadgen, gatewayEnv) {
+  const redis = await startRedisServer();
+  if (!redis.available) {
+    console.log(`bench: shared budget: not available (${redis.reason})`);
+    return { summary: { available: false, reason: redis.reason }, rows: [] };
+  }
+  console.log(`bench: shared budget (${redis.version.split(' ').slice(0, 3).join(' ')} on loopback), ${SHARED_BUDGET_CALLS} sequential calls per key`);
+  const gw = start(path.join(here, 'gateway-host.mjs'), {
+    env: { ...gatewayEnv, BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`, BENCH_SHARED_BUDGET: String(SHARED_BUDGET_USD) },
+  });
+  try {
+    await request(gw, null, 'ready', 20_000);
+    const [sharedKey] = (await request(gw, { type: 'mint', n: 1, group: 'shared' }, 'minted')).keys;
+    const [localKey] = (await request(gw, { type: 'mint', n: 1, group: 'local', budgetUsd: SHARED_BUDGET_USD }, 'minted')).keys;
+    // A store that has never seen the group warms first (the hosts publish their spend into it).
+    const deadline = Date.now() + 30_000;
+    while ((await request(gw, { type: 'store' }, 'store')).state !== 'up') {
+      if (Date.now() > deadline) throw new Error('shared budget: the store did not come up within 30 s');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const headers = { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER };
+    const run = (key, n) =>
+      request(
+        loadgen,
+        {
+          type: 'run',
+          target: { socketPaths: [key.socketPath] },
+          path: '/v1/messages',
+          mode: 'json',
+          concurrency: 1,
+          headers,
+          body: REQUEST_BODY,
+          durationMs: 300_000,
+          maxRequests: n,
+        },
+        'result',
+        360_000,
+      );
+    const rows = [];
+    for (const [budget, key] of [
+      ['local', localKey],
+      ['shared', sharedKey],
+    ]) {
+      await run(key, SHARED_BUDGET_WARMUP);
+      const cpuBefore = (await request(gw, { type: 'cpu' }, 'cpu')).cpu;
+      const { result } = await run(key, SHARED_BUDGET_CALLS);
+      const cpuAfter = (await request(gw, { type: 'cpu' }, 'cpu')).cpu;
+      const gatewayUs = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / Math.max(1, result.requests);
+      rows.push({ workload: `budget ${budget} c1`, path: 'socket', budget, ...result, cpuPerRequestUs: { gateway: gatewayUs } });
+      const lat = result.latency;
+      console.log(
+        `  budget ${budget.padEnd(7)} ${String(result.requests).padStart(5)} calls  p50 ${f(lat?.p50)} p99 ${f(lat?.p99)} ms  gw CPU ${f(gatewayUs, 0)} µs/call` +
+          (result.errors ? `  ERRORS ${result.errors} ${JSON.stringify(result.statuses)} ${result.errorSample ?? ''}` : ''),
+      );
+    }
+    // Evidence the shared calls went through the store: the group's total there.
+    const { shared } = await request(gw, { type: 'store' }, 'store');
+    const [local, sharedRow] = rows;
+    const summary = {
+      available: true,
+      redis: redis.version,
+      calls: SHARED_BUDGET_CALLS,
+      storeTotalUsd: shared?.totalUsd,
+      addedP50Ms: sharedRow.latency.p50 - local.latency.p50,
+      addedP99Ms: sharedRow.latency.p99 - local.latency.p99,
+      addedGatewayCpuUs: sharedRow.cpuPerRequestUs.gateway - local.cpuPerRequestUs.gateway,
+    };
+    console.log(
+      `  shared budget added: p50 ${fs(summary.addedP50Ms)} ms, p99 ${fs(summary.addedP99Ms)} ms; store total for the group $${f(summary.storeTotalUsd ?? NaN, 4)}`,
+    );
+    return { summary, rows };
+  } finally {
+    await stop(gw);
+    const exited = new Promise((resolve) => redis.child.once('exit', resolve));
+    redis.child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/** `--only shared-budget`: the upstream, the load generator and that part; printed, nothing written. */
+async function onlySharedBudget() {
+  const upstream = start(path.join(here, 'upstream.mjs'), { env: { BENCH_REAL_KEY: REAL_KEY } });
+  const { port } = await request(upstream, null, 'ready', 10_000);
+  const loadgen = start(path.join(here, 'loadgen.mjs'));
+  await request(loadgen, null, 'ready', 10_000);
+  const { summary, rows } = await measureSharedBudget(loadgen, { BENCH_UPSTREAM_URL: `http://127.0.0.1:${port}`, BENCH_REAL_KEY: REAL_KEY });
+  await stop(loadgen);
+  await stop(upstream);
+  console.log(`\n${renderSharedBudget({ sharedBudget: summary, workloads: rows }).join('\n')}\n\nbench: --only: bench/results.json left as it was`);
+}
 
 async function main() {
   const startedAt = new Date();
@@ -576,6 +709,13 @@ async function main() {
   results.keys.gatewayIdle = { rss: idleMem.rss, heapUsed: idleMem.heapUsed };
   results.keys.gatewayAfterRun = { rss: busyMem.rss, heapUsed: busyMem.heapUsed, liveKeys: live.length };
 
+  // --- Shared budget: its own gateway and redis-server. ------------------------------------------
+  {
+    const { summary, rows } = await measureSharedBudget(loadgen, gatewayEnv);
+    results.sharedBudget = summary;
+    results.workloads.push(...rows);
+  }
+
   // --- Profiles: separate windows, after the measurements, so the profiler's cost is in no figure.
   if (PROFILE) {
     console.log('bench: gateway CPU profiles (socket path; the 10,000 keys are revoked first)');
@@ -764,6 +904,7 @@ function render(r) {
 
   if (r.egress?.available) out.push(...renderEgress(r, get), '');
   else if (r.egress) out.push(`Egress: not available: ${r.egress.reason}`, '');
+  if (r.sharedBudget) out.push(...renderSharedBudget(r), '');
 
   const other = rows.map((x) => x.otherCores ?? 0);
   out.push(
@@ -888,6 +1029,32 @@ function renderEgress(r, get) {
   return out;
 }
 
+/** The shared-budget table: a group budget held in Redis against a key budget held by the gateway. */
+function renderSharedBudget(r) {
+  const s = r.sharedBudget;
+  if (!s.available) return [`Shared budget: not available: ${s.reason}`];
+  const get = (budget) => r.workloads.find((x) => x.workload === `budget ${budget} c1`);
+  const local = get('local');
+  const rows = ['local', 'shared'].map((budget) => {
+    const x = get(budget);
+    return [
+      budget,
+      String(x.requests),
+      f(x.latency.p50),
+      f(x.latency.p99),
+      budget === 'local' ? '' : fs(x.latency.p50 - local.latency.p50),
+      budget === 'local' ? '' : fs(x.latency.p99 - local.latency.p99),
+      f(x.cpuPerRequestUs.gateway, 0),
+      String(x.errors),
+    ];
+  });
+  return [
+    `Shared budget (issue 17): one gateway, ${s.redis.split(' ').slice(0, 3).join(' ')} on loopback; small JSON calls one at a time on a key whose group budget is shared through Redis (reserve and settle, one Lua script each) and on a key with a budget of its own. Latency in ms; the store's total for the group afterwards: $${f(s.storeTotalUsd ?? NaN, 4)}.`,
+    '',
+    table(['budget', 'calls', 'p50', 'p99', '+p50', '+p99', 'gw CPU µs/call', 'errors'], rows),
+  ];
+}
+
 /** What one operation of a workload is, for the profile summaries. */
 const unit = (workload) => (workload.startsWith('tls connect') ? 'handshake' : workload.startsWith('download') ? 'download' : 'request');
 
@@ -970,7 +1137,7 @@ function targets(r, get) {
   return t;
 }
 
-main().catch((error) => {
+(ONLY ? onlySharedBudget() : main()).catch((error) => {
   console.error(error);
   for (const child of children) child.kill('SIGKILL');
   process.exit(1);

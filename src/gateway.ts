@@ -35,6 +35,10 @@ import { closeServices, createServices, type Service, type ServiceOptions } from
 import { serviceGranted, servicePathHandler } from './services/relay.ts';
 import { writeMcpConfig } from './services/client.ts';
 import { SHIM_PORT } from './keys/client-env.ts';
+import type { GroupRates } from './metering/accounting.ts';
+import type { GroupSpend, SharedBudgets, StoreState } from './metering/shared.ts';
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 
 export interface GatewayOptions {
   /** Holds `keys/<id>/gateway.sock`, the spend ledger and the audit log. Created (0700) if missing.
@@ -106,6 +110,29 @@ export interface GatewayOptions {
    * or the service's `groups`).
    */
   services?: Record<string, ServiceOptions>;
+  /**
+   * Requests and tokens per minute per group, over all its keys: `{ ci: { rpm: 600, tpm: 2_000_000 } }`.
+   * Shared by every host with `store`.
+   */
+  groupRates?: Record<string, GroupRates>;
+  /**
+   * A store shared with other gateways (docs/scale-out.md): group budgets and group rates then hold
+   * across every host that names it. Not reconfigurable (a restart changes it).
+   */
+  store?: StoreOptions;
+}
+
+export interface StoreOptions {
+  /** `redis://`, `rediss://` or a Unix socket path. */
+  url: string;
+  /** This gateway among the hosts. Default: the host name and a hash of the state dir. */
+  hostId?: string;
+  /** When the store cannot answer a group rate check, let the call through (budgets always fail closed). */
+  failOpenRates?: boolean;
+  /** A reservation a host stops renewing (it died) frees its budget after this long. Default 30 s. */
+  leaseMs?: number;
+  /** How often each host publishes its spend (and restores a store that lost its data). Default 1 s. */
+  publishIntervalMs?: number;
 }
 
 /**
@@ -131,6 +158,7 @@ export type Reconfigurable = Partial<
     | 'serverToolPrices'
     | 'egress'
     | 'services'
+    | 'groupRates'
   >
 >;
 
@@ -166,15 +194,20 @@ export interface KeySnapshot extends KeyInfo {
 
 export interface GroupSnapshot {
   group: string;
+  /** This host's. */
   spentUsd: number;
   reservedUsd: number;
   budgetUsd?: number;
   liveKeys: number;
+  /** With a shared store: the group's spend on every host, as the store last reported it. */
+  shared?: GroupSpend;
 }
 
 export interface GatewaySnapshot {
   keys: KeySnapshot[];
   groups: GroupSnapshot[];
+  /** The shared store, when there is one. */
+  store?: { hostId: string; state: StoreState };
   totals: { liveKeys: number; inFlight: number; spentUsd: number };
 }
 
@@ -228,6 +261,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       groupBudgets: options.groupBudgets ?? {},
       groupModels: options.groupModels ?? {},
       budgetWaitMs: options.budgetWaitMs,
+      groupRates: options.groupRates,
+      failOpenRates: options.store?.failOpenRates,
     }),
     audit: new AuditTrail(stateDir, options.audit),
     refusals: new Refusals(),
@@ -235,6 +270,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     egressRefusals: new Refusals(),
   };
   const { accounting, audit, refusals } = books;
+  const shared = options.store && (await openStore(options.store, stateDir, ledger, accounting, logger));
+  accounting.share(shared?.budgets);
 
   const server = createServer(options, books, logger, {
     keyOf: (socket) => keyOfSocket.get(socket),
@@ -323,9 +360,10 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (given('groupBudgets')) accounting.setGroupBudgets(next.groupBudgets ?? {});
       if (given('groupModels')) accounting.setGroupModels(next.groupModels ?? {});
       if (given('budgetWaitMs')) accounting.setBudgetWait(next.budgetWaitMs);
+      if (given('groupRates')) accounting.setGroupRates(next.groupRates ?? {});
     },
     setGroupBudget: (group, usd) => accounting.setGroupBudget(group, usd),
-    inspect: () => snapshotGateway(store.list(), books, info),
+    inspect: () => snapshotGateway(store.list(), books, info, shared),
     async close({ drainMs = 10_000 } = {}) {
       if (closed) return;
       closed = true;
@@ -337,9 +375,38 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       await closeUpstreams(outbound.upstreams);
       await outbound.github?.close();
       await closeServices(outbound.services);
+      // Settles not yet taken by the store are flushed (bounded) before the ledger closes.
+      await shared?.budgets.close();
       await Promise.all([ledger.close(), audit.close()]);
     },
   };
+}
+
+/** The shared store and this host's id in it. */
+interface OpenStore {
+  hostId: string;
+  budgets: SharedBudgets;
+}
+
+/**
+ * Connects to the shared store without waiting for it: a gateway whose store is down still serves
+ * keys of groups without a shared budget, and the store's client reconnects on its own.
+ */
+async function openStore(options: StoreOptions, stateDir: string, ledger: Ledger, accounting: Accounting, logger: Logger): Promise<OpenStore> {
+  // Loaded only when a store is configured: a gateway on its own never pays for the Redis client.
+  const { createRedisStore } = await import('./store/redis.ts');
+  const hostId = options.hostId ?? `${hostname()}-${createHash('sha256').update(stateDir).digest('hex').slice(0, 8)}`;
+  const budgets = createRedisStore({
+    url: options.url,
+    hostId,
+    localSpend: () => ledger.spentByGroup(),
+    groups: () => accounting.budgetGroups(),
+    leaseMs: options.leaseMs,
+    publishIntervalMs: options.publishIntervalMs,
+    logger,
+  });
+  budgets.ready().catch(() => logger.warn({ hostId }, 'shared store not reachable yet: calls of groups with a shared budget wait for it'));
+  return { hostId, budgets };
 }
 
 /** The gateway's books: spend and limits, the audit trail, each key's recent refusals and its egress. */
@@ -495,7 +562,7 @@ async function restoreKeys(keysDir: string, leases: readonly Lease[], store: Key
 }
 
 /** What `inspect` shows: each live key, each group, and the totals. */
-function snapshotGateway(records: KeyRecord[], books: Books, info: (record: KeyRecord) => KeyInfo): GatewaySnapshot {
+function snapshotGateway(records: KeyRecord[], books: Books, info: (record: KeyRecord) => KeyInfo, shared: OpenStore | undefined): GatewaySnapshot {
   const { accounting } = books;
   const keys = records.map((record) => snapshotKey(record, books, info(record)));
   const groups = accounting.groupNames().map((group): GroupSnapshot => {
@@ -506,11 +573,13 @@ function snapshotGateway(records: KeyRecord[], books: Books, info: (record: KeyR
       reservedUsd: account.reservedUsd,
       budgetUsd: account.limitUsd,
       liveKeys: keys.filter((key) => key.group === group).length,
+      ...(shared ? { shared: shared.budgets.groupSpend(group) } : {}),
     };
   });
   return {
     keys,
     groups,
+    ...(shared ? { store: { hostId: shared.hostId, state: shared.budgets.state() } } : {}),
     totals: {
       liveKeys: keys.length,
       inFlight: keys.reduce((sum, key) => sum + key.inFlight, 0),
@@ -573,6 +642,17 @@ function checkSettings(settings: GatewayOptions): void {
   for (const [tool, usd] of Object.entries(settings.serverToolPrices ?? {})) checkNonNegative(usd, `serverToolPrices.${tool}`);
   if (settings.budgetWaitMs !== undefined) checkNonNegative(settings.budgetWaitMs, 'budgetWaitMs');
   if (settings.defaultLimits?.egress !== undefined) new EgressPolicy(settings.egress).check(settings.defaultLimits.egress, 'defaultLimits.egress');
+  for (const [group, rates] of Object.entries(settings.groupRates ?? {})) {
+    if (rates === null || typeof rates !== 'object') throw new ValidationError(`groupRates.${group}`, 'must be { rpm?, tpm? }');
+    for (const [name, value] of Object.entries(rates)) {
+      if ((name !== 'rpm' && name !== 'tpm') || !Number.isInteger(value) || (value as number) < 0) {
+        throw new ValidationError(`groupRates.${group}.${name}`, 'rpm and tpm are non-negative integers');
+      }
+    }
+  }
+  if (settings.store !== undefined && (typeof settings.store?.url !== 'string' || settings.store.url === '')) {
+    throw new ValidationError('store.url', 'is required: redis://HOST:PORT, rediss://..., or a Unix socket path');
+  }
 }
 
 /** A key's `services` name configured services only (a typo would otherwise grant nothing, silently). */

@@ -21,6 +21,7 @@ const RANKS: Readonly<Record<string, number>> = {
   metering: 3,
   upstream: 3,
   http: 4,
+  store: 4,
   github: 5,
   egress: 5,
   services: 5,

@@ -4,7 +4,7 @@
 // clears, reordered text).
 import type { CallRecord } from '../metering/call-record.ts';
 import { formatDuration } from '../util/duration.ts';
-import type { GroupSnapshot, KeySnapshot } from '../gateway.ts';
+import type { GatewaySnapshot, GroupSnapshot, KeySnapshot } from '../gateway.ts';
 
 // C0 controls, DEL, C1 controls, and the bidi embeddings, overrides and isolates.
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
@@ -43,8 +43,14 @@ function spend(spent: number, budget: number | undefined): string {
 
 export type KeyRow = Omit<KeySnapshot, 'recentCalls'> & { recentCalls?: CallRecord[] };
 
-export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], now = Date.now()): string {
-  if (keys.length === 0) return 'no live keys';
+export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], store?: GatewaySnapshot['store'], now = Date.now()): string {
+  const storeLine = store ? `shared store: ${store.state} (this host: ${printable(store.hostId)})\n\n` : '';
+  return storeLine + renderTables(keys, groups, now);
+}
+
+function renderTables(keys: KeyRow[], groups: GroupSnapshot[], now: number): string {
+  const groupTables = renderGroups(groups);
+  if (keys.length === 0) return groupTables ? `no live keys\n\n${groupTables}` : 'no live keys';
   const rows = keys.map((key) => [
     key.id,
     key.group,
@@ -58,10 +64,27 @@ export function renderKeys(keys: KeyRow[], groups: GroupSnapshot[], now = Date.n
     egressCell(key),
   ]);
   const keyTable = table(['ID', 'GROUP', 'LABEL', 'AGE', 'TTL LEFT', 'SPEND/BUDGET', 'RPM', 'IN FLIGHT', 'LAST CALL', 'EGRESS (DOWN/UP)'], rows);
-  const groupRows = groups
-    .filter((group) => group.liveKeys > 0 || group.budgetUsd !== undefined)
-    .map((group) => [group.group, String(group.liveKeys), spend(group.spentUsd, group.budgetUsd), usd(group.reservedUsd)]);
-  return `${keyTable}\n\n${table(['GROUP', 'KEYS', 'SPEND/BUDGET', 'RESERVED'], groupRows)}`;
+  return groupTables ? `${keyTable}\n\n${groupTables}` : keyTable;
+}
+
+/**
+ * Groups with keys or a budget: this host's spend, and with a shared store every host's (the total
+ * against the budget, then each host's share).
+ */
+function renderGroups(groups: GroupSnapshot[]): string {
+  const shown = groups.filter((group) => group.liveKeys > 0 || group.budgetUsd !== undefined);
+  if (shown.length === 0) return '';
+  const sharedView = shown.some((group) => group.shared);
+  const rows = shown.map((group) => [
+    group.group,
+    String(group.liveKeys),
+    spend(group.spentUsd, group.budgetUsd),
+    usd(group.reservedUsd),
+    ...(sharedView ? [group.shared ? `${spend(group.shared.totalUsd, group.budgetUsd)} (${Object.keys(group.shared.hosts).length} hosts)` : '-'] : []),
+  ]);
+  const groupTable = table(['GROUP', 'KEYS', 'SPEND/BUDGET (THIS HOST)', 'RESERVED', ...(sharedView ? ['ALL HOSTS'] : [])], rows);
+  const hostRows = shown.flatMap((group) => Object.entries(group.shared?.hosts ?? {}).map(([host, spent]) => [group.group, printable(host), usd(spent)]));
+  return hostRows.length > 0 ? `${groupTable}\n\n${table(['GROUP', 'HOST', 'SPENT'], hostRows)}` : groupTable;
 }
 
 /** A limit's value as text: objects (a GitHub scope, an egress rule) as JSON. */

@@ -235,7 +235,7 @@ Examples:
         callControl<KeyRow[]>(stateDir, 'GET', '/v1/keys'),
         callControl<Omit<GatewaySnapshot, 'keys'>>(stateDir, 'GET', '/v1/status'),
       ]);
-      return options.json ? printableJson(JSON.stringify({ keys: rows, ...status }, null, 2)) : renderKeys(rows, status.groups);
+      return options.json ? printableJson(JSON.stringify({ keys: rows, ...status }, null, 2)) : renderKeys(rows, status.groups, status.store);
     };
     if (!options.watch) return print(await render());
     for (;;) {

@@ -23,6 +23,8 @@ import type { EgressOptions } from '../egress/proxy.ts';
 import { validateEgressResolverOptions } from '../egress/resolve.ts';
 import { checkService, isServiceName, type CredentialInjection } from '../services/service.ts';
 import type { ServiceSource } from './services.ts';
+import type { GroupRates } from '../metering/accounting.ts';
+import type { StoreOptions } from '../gateway.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
@@ -56,6 +58,10 @@ export interface GatewayConfig {
   egress: EgressOptions;
   /** `[services.NAME]`: HTTP services and MCP servers, and where each one's token comes from (docs/services.md). */
   services: Record<string, ServiceSource>;
+  /** `[group_rates.NAME]`: requests and tokens per minute per group. */
+  groupRates: Record<string, GroupRates>;
+  /** `[store]` (or GATEWAY_STORE_URL): budgets and rates shared with other gateways (docs/scale-out.md). */
+  store?: StoreOptions;
 }
 
 /** A config file that cannot be used: its message names the file and, when there is one, the field. */
@@ -186,6 +192,8 @@ class Reader {
       'github',
       'egress',
       'services',
+      'group_rates',
+      'store',
     ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
     const egress = this.egress(root.egress);
@@ -226,7 +234,38 @@ class Reader {
       github: parseGitHubSection(root.github, (field, message) => this.fail(field, message)),
       services: Object.fromEntries(Object.entries(this.table(root.services, 'services', [])).map(([name, value]) => [name, this.service(name, value)])),
       drainMs: this.duration(this.table(root.server, 'server', ['drain_timeout']).drain_timeout, 'server.drain_timeout') ?? 10_000,
+      groupRates: Object.fromEntries(
+        Object.entries(this.table(root.group_rates, 'group_rates', [])).map(([group, value]) => {
+          const table = this.table(value, `group_rates.${group}`, ['rpm', 'tpm']);
+          return [
+            group,
+            dropUndefined({ rpm: this.number(table.rpm, `group_rates.${group}.rpm`, true), tpm: this.number(table.tpm, `group_rates.${group}.tpm`, true) }),
+          ];
+        }),
+      ),
+      store: this.store(root.store),
     };
+  }
+
+  /** `[store]`, or GATEWAY_STORE_URL alone: the shared store's address and behaviour. */
+  private store(value: unknown): StoreOptions | undefined {
+    const table = this.table(value, 'store', ['url', 'host_id', 'fail_open_rates', 'lease', 'publish_interval']);
+    const url = this.string(table.url, 'store.url') ?? (process.env.GATEWAY_STORE_URL || undefined);
+    if (url === undefined) {
+      if (Object.keys(table).length > 0)
+        this.fail('store.url', 'is required (redis://HOST:PORT, rediss://..., or a Unix socket path), or set GATEWAY_STORE_URL');
+      return undefined;
+    }
+    if (!/^(rediss?:\/\/|unix:\/\/|\/)/.test(url)) this.fail('store.url', 'must be redis://..., rediss://..., unix:///path or an absolute socket path');
+    const failOpen = table.fail_open_rates;
+    if (failOpen !== undefined && typeof failOpen !== 'boolean') this.fail('store.fail_open_rates', 'must be true or false');
+    return dropUndefined({
+      url,
+      hostId: this.string(table.host_id, 'store.host_id'),
+      failOpenRates: failOpen as boolean | undefined,
+      leaseMs: this.duration(table.lease, 'store.lease'),
+      publishIntervalMs: this.duration(table.publish_interval, 'store.publish_interval'),
+    }) as StoreOptions;
   }
 
   private provider(value: unknown, field: string, name: string): ProviderSource {

@@ -35,6 +35,7 @@ export async function settingsFrom(config: GatewayConfig, providers: ProvidersCo
     prices: config.prices,
     unknownModelPrice: config.unknownModelPrice,
     budgetWaitMs: config.budgetWaitMs,
+    groupRates: config.groupRates,
     ...tokenSettings(config, tokens),
     egress: config.egress,
   };

@@ -46,6 +46,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     socketOwner: config.socketOwner,
     audit: config.audit,
     persistKeys: true,
+    store: config.store,
   });
   const watcher = new CredentialWatcher(
     config.providers,
@@ -63,7 +64,14 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
       defaultTtlMs: config.defaultTtlMs,
       githubHost: config.github?.host,
       logger,
-      info: () => ({ pid: process.pid, startedAt, config: config.file ?? null, stateDir: config.stateDir, credentials: summary }),
+      info: () => ({
+        pid: process.pid,
+        startedAt,
+        config: config.file ?? null,
+        stateDir: config.stateDir,
+        credentials: summary,
+        store: gateway.inspect().store,
+      }),
     });
   } catch (error) {
     watcher.close();
@@ -71,7 +79,10 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     await gateway.close({ drainMs: 0 });
     throw error;
   }
-  logger.info({ stateDir: config.stateDir, config: config.file ?? '(defaults)', credentials: summary, liveKeys: gateway.keys().length }, 'gateway serving');
+  logger.info(
+    { stateDir: config.stateDir, config: config.file ?? '(defaults)', credentials: summary, liveKeys: gateway.keys().length, store: gateway.inspect().store },
+    'gateway serving',
+  );
 
   let stopping: Promise<void> | undefined;
   return {
@@ -85,6 +96,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
         logger.warn({ stateDir: next.stateDir }, 'state_dir changed: it takes effect at the next start');
         next.stateDir = config.stateDir;
       }
+      if (JSON.stringify(next.store) !== JSON.stringify(config.store)) logger.warn('[store] changed: it takes effect at the next start');
       const state = await resolveCredentials(next.providers);
       const nextTokens = await resolveCredentials(tokenSources(next));
       gateway.reconfigure(await settingsFrom(next, state.providers, nextTokens.providers));

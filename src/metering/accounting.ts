@@ -12,6 +12,7 @@ import type { Ledger } from './ledger.ts';
 import { RateWindow } from './rates.ts';
 import { costOf, PRIORITY_TIER_MULTIPLIER, ratesFor, scaled, type FullPrice, type PriceMatch, type Pricing } from './pricing.ts';
 import { toolUsesCostUsd, type ToolUses } from './server-tools.ts';
+import { type SharedBudgets, type SharedReservation, StoreUnavailable } from './shared.ts';
 import { ZERO_USAGE, type MeteredUsage, type Usage } from './usage.ts';
 
 const METERED: ReadonlySet<Endpoint> = new Set(['messages', 'chat_completions', 'responses']);
@@ -99,7 +100,24 @@ export interface AccountingOptions {
   groupModels: Record<string, string[]>;
   /** How long a call waits for calls in flight to release enough budget. Default 30 s. */
   budgetWaitMs?: number;
+  /**
+   * Group budgets and rates shared with other gateways (docs/scale-out.md). Without it, a group's
+   * budget and rates are this gateway's alone.
+   */
+  shared?: SharedBudgets;
+  /** Requests and tokens per minute per group, over all its keys (and hosts, with `shared`). */
+  groupRates?: Record<string, GroupRates>;
+  /** When the shared store cannot answer a rate check, let the call through (budgets always fail closed). */
+  failOpenRates?: boolean;
 }
+
+export interface GroupRates {
+  rpm?: number;
+  tpm?: number;
+}
+
+/** How often a call waiting for budget held on other hosts asks again. */
+const SHARED_RETRY_MS = 250;
 
 /** What a call would cost at worst, and how to lower that. */
 interface CostPlan {
@@ -132,9 +150,26 @@ export class Accounting {
   private readonly groups = new Map<string, Account>();
   private groupPatterns = new Map<string, RegExp[]>();
   private readonly queue: Waiter[] = [];
+  /** Each group's request and token window, for its rates when they are not shared. */
+  private readonly groupWindows = new Map<string, RateWindow>();
 
   constructor(options: AccountingOptions) {
     this.options = options;
+  }
+
+  /** Shares group budgets and rates through `shared` (set once, when the gateway opens its store). */
+  share(shared: SharedBudgets | undefined): void {
+    this.options.shared = shared;
+  }
+
+  /** Replaces every group's rates. */
+  setGroupRates(rates: Record<string, GroupRates>): void {
+    this.options.groupRates = rates;
+  }
+
+  /** The groups with a budget: shared through the store when there is one. */
+  budgetGroups(): string[] {
+    return this.groupNames().filter((name) => this.group(name).limitUsd !== undefined);
   }
 
   setBudgetWait(ms: number | undefined): void {
@@ -237,7 +272,27 @@ export class Accounting {
     const { waitMs, limit } = key.rates.check(key.limits);
     if (limit === 'rpm') throw rateLimited(`this key allows ${key.limits.rpm} requests per minute`, waitMs);
     if (limit === 'tpm') throw rateLimited(`this key allows ${key.limits.tpm} tokens per minute`, waitMs);
+    const groupRates = this.options.shared ? undefined : this.options.groupRates?.[key.group];
+    if (groupRates) {
+      const window = this.groupWindow(key.group);
+      const checked = window.check(groupRates);
+      if (checked.limit)
+        throw rateLimited(
+          `group ${key.group} allows ${groupRates[checked.limit]} ${checked.limit === 'rpm' ? 'requests' : 'tokens'} per minute`,
+          checked.waitMs,
+        );
+      window.startRequest();
+    }
     key.rates.startRequest();
+  }
+
+  private groupWindow(group: string): RateWindow {
+    let window = this.groupWindows.get(group);
+    if (!window) {
+      window = new RateWindow();
+      this.groupWindows.set(group, window);
+    }
+    return window;
   }
 
   /**
@@ -245,6 +300,70 @@ export class Accounting {
    * aborts while it waits). The admission must be settled exactly once.
    */
   async admit(key: KeyAccount, request: AdmissionRequest, signal?: AbortSignal): Promise<Admission> {
+    const admission = await this.admitLocally(key, request, signal);
+    const { shared } = this.options;
+    if (!shared || !METERED.has(request.endpoint)) return admission;
+    try {
+      await this.admitSharedRate(shared, key);
+      const limit = this.group(key.group).limitUsd;
+      if (limit !== undefined) admission.shared(await this.reserveShared(shared, key, admission.estimateUsd, limit, signal));
+    } catch (error) {
+      admission.settle(undefined, undefined);
+      throw error;
+    }
+    return admission;
+  }
+
+  /** The group's shared request and token rates, checked on the store (failing open if asked to). */
+  private async admitSharedRate(shared: SharedBudgets, key: KeyAccount): Promise<void> {
+    const rates = this.options.groupRates?.[key.group];
+    if (!rates) return;
+    let outcome: Awaited<ReturnType<SharedBudgets['admitRate']>>;
+    try {
+      outcome = await shared.admitRate(key.group, rates);
+    } catch (error) {
+      if (error instanceof StoreUnavailable && this.options.failOpenRates) return;
+      throw storeError(error);
+    }
+    if (!outcome.ok) {
+      throw rateLimited(
+        `group ${key.group} allows ${rates[outcome.limit]} ${outcome.limit === 'rpm' ? 'requests' : 'tokens'} per minute across its hosts`,
+        outcome.retryAfterMs,
+      );
+    }
+  }
+
+  /**
+   * The call's worst case reserved from its group's budget on the shared store, in one atomic step
+   * there. Budget held by calls in flight (on any host) is waited for, as locally, up to budgetWaitMs.
+   */
+  private async reserveShared(shared: SharedBudgets, key: KeyAccount, usd: number, limit: number, signal?: AbortSignal): Promise<SharedReservation> {
+    const deadline = Date.now() + (this.options.budgetWaitMs ?? 30_000);
+    for (;;) {
+      let outcome: Awaited<ReturnType<SharedBudgets['reserve']>>;
+      try {
+        outcome = await shared.reserve(key.group, usd, limit);
+      } catch (error) {
+        throw storeError(error);
+      }
+      if (outcome.ok) return outcome.reservation;
+      if (outcome.reason === 'exhausted') {
+        throw new GatewayError(
+          'budget_exhausted',
+          `budget exhausted for group ${key.group} across its hosts: spent $${outcome.spentUsd.toFixed(4)} of $${limit.toFixed(4)}`,
+        );
+      }
+      if (Date.now() + SHARED_RETRY_MS > deadline) {
+        if (outcome.reason === 'warming')
+          throw new GatewayError('store_unavailable', 'the shared budget store is restoring its data from the hosts; retry shortly', { 'retry-after': '1' });
+        throw rateLimited(`the rest of the group ${key.group} budget is held by calls in flight on its hosts`, 1000);
+      }
+      await sleep(SHARED_RETRY_MS);
+      if (signal?.aborted) throw new ClientGone('client closed the connection while waiting for budget');
+    }
+  }
+
+  private async admitLocally(key: KeyAccount, request: AdmissionRequest, signal?: AbortSignal): Promise<Admission> {
     const metered = METERED.has(request.endpoint);
     if (request.model !== undefined && key.modelPatterns && !key.modelPatterns.some((re) => re.test(request.model!))) {
       throw new GatewayError('model_not_allowed', `this key may not use model ${request.model}; allowed: ${key.limits.models!.join(', ')}`);
@@ -384,6 +503,13 @@ export class Accounting {
     this.options.ledger.record(key.group, key.keyId, usd);
   }
 
+  /** A settled call's tokens, in its group's window (on the store when rates are shared). */
+  addGroupTokens(group: string, tokens: number): void {
+    if (!this.options.groupRates?.[group]) return;
+    if (this.options.shared) this.options.shared.addTokens(group, tokens);
+    else this.groupWindow(group).addTokens(tokens);
+  }
+
   /** Called by an admission when it settles: budget came free. */
   released(): void {
     if (this.queue.length > 0) this.pump();
@@ -431,6 +557,7 @@ export class Admission {
   private readonly accounts: Account[];
   private readonly prices: Map<string, PriceMatch>;
   private readonly request: AdmissionRequest;
+  private sharedReservation: SharedReservation | undefined;
 
   constructor(
     accounting: Accounting,
@@ -448,6 +575,11 @@ export class Admission {
     this.prices = prices;
     this.request = request;
     this.clamp = clamp;
+  }
+
+  /** The call also holds `reservation` of its group's budget on the shared store. */
+  shared(reservation: SharedReservation): void {
+    this.sharedReservation = reservation;
   }
 
   /**
@@ -474,9 +606,13 @@ export class Admission {
       account.inFlight--;
       account.spentUsd += costUsd;
     }
+    // The host's own ledger first: it is the durable record the shared store is restored from.
     this.accounting.recordSpend(this.key, costUsd);
+    this.sharedReservation?.settle(costUsd);
     if (usage) {
-      this.key.rates.addTokens(usage.inputTokens + usage.outputTokens + usage.cacheReadTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens);
+      const tokens = usage.inputTokens + usage.outputTokens + usage.cacheReadTokens + usage.cacheWriteTokens + usage.cacheWrite1hTokens;
+      this.key.rates.addTokens(tokens);
+      this.accounting.addGroupTokens(this.key.group, tokens);
     }
     this.accounting.released();
     return {
@@ -488,6 +624,19 @@ export class Admission {
     };
   }
 }
+
+function storeError(error: unknown): Error {
+  if (!(error instanceof StoreUnavailable)) return error as Error;
+  return new GatewayError(
+    'store_unavailable',
+    `the shared budget store cannot be reached (${error.message}); calls of groups with a shared budget wait for it`,
+    {
+      'retry-after': '2',
+    },
+  );
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function rateLimited(message: string, waitMs: number): GatewayError {
   return new GatewayError('rate_limited', `${message}; retry in ${Math.ceil(waitMs / 1000)} s`, {

@@ -77,6 +77,11 @@ export class Ledger {
     return this.totals.get(group) ?? 0;
   }
 
+  /** This host's spend per group so far (what it publishes to a shared store). */
+  spentByGroup(): Record<string, number> {
+    return Object.fromEntries(this.totals);
+  }
+
   /** What a key restored at start had spent before the restart. */
   spentByRestoredKey(key: string): number {
     return this.keyTotals.get(key) ?? 0;

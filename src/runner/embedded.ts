@@ -21,6 +21,7 @@ export async function embeddedGateway(config: GatewayConfig): Promise<Gateway> {
     logger: pino({ level: process.env.GATEWAY_LOG_LEVEL ?? 'warn' }, pino.destination(2)),
     socketOwner: config.socketOwner,
     audit: { ...config.audit, file: config.audit.file ?? path.join(config.stateDir, 'audit.jsonl') },
+    store: config.store,
   });
   return {
     ...gateway,

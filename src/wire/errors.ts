@@ -27,7 +27,8 @@ export type ErrorKind =
   | 'rate_limited'
   | 'budget_exhausted'
   | 'github_not_allowed'
-  | 'service_not_allowed';
+  | 'service_not_allowed'
+  | 'store_unavailable';
 
 interface KindSpec {
   status: number;
@@ -68,6 +69,8 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   tool_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   github_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
   service_not_allowed: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false },
+  // The shared budget store is unreachable: calls of groups with a shared budget wait for it (docs/scale-out.md).
+  store_unavailable: { status: 503, anthropicType: 'overloaded_error', openaiType: 'api_error', retry: true, bedrockType: 'ServiceUnavailableException' },
   rate_limited: { status: 429, anthropicType: 'rate_limit_error', openaiType: 'rate_limit_error', retry: true, bedrockType: 'ThrottlingException' },
   // Measured (docs/clients.md): Claude Code makes one attempt on 402 and stops. OpenAI's own signal
   // for spent quota is 429 `insufficient_quota`, which Codex alone does not retry.

@@ -13,13 +13,19 @@ export interface ChildConfig {
   /** Gateway options that survive JSON (providers and stateDir are filled in here). */
   gateway?: Partial<GatewayOptions>;
   keys: MintRequest[];
+  /** A state dir the test owns (kept at close, so it can be read after a SIGKILL). Default: a fresh one, removed at close. */
+  stateDir?: string;
 }
 
-export type ChildCommand = { id: number; cmd: 'inspect'; key: string } | { id: number; cmd: 'memory' } | { id: number; cmd: 'close' };
+export type ChildCommand =
+  | { id: number; cmd: 'inspect'; key: string }
+  | { id: number; cmd: 'snapshot' }
+  | { id: number; cmd: 'memory' }
+  | { id: number; cmd: 'close' };
 
 const config = JSON.parse(process.argv[2] ?? '{"keys":[]}') as ChildConfig;
 const standin = await startStandin({ anthropicApiKey: 'real-anthropic-key-7f3a9c1e5b', openaiApiKey: 'real-openai-key-2d8e4f6a0c' });
-const stateDir = await mkdtemp(path.join(tmpdir(), 'gwc-'));
+const stateDir = config.stateDir ?? (await mkdtemp(path.join(tmpdir(), 'gwc-')));
 const gateway = await createGateway({
   stateDir,
   logger: pino({ level: 'silent' }),
@@ -37,11 +43,12 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
   const command = JSON.parse(line) as ChildCommand;
   let result: unknown;
   if (command.cmd === 'inspect') result = gateway.inspect().keys.find((key) => key.id === command.key);
+  else if (command.cmd === 'snapshot') result = gateway.inspect();
   else if (command.cmd === 'memory') result = process.memoryUsage();
   else {
     await gateway.close({ drainMs: 1000 });
     await standin.close();
-    await rm(stateDir, { recursive: true, force: true });
+    if (config.stateDir === undefined) await rm(stateDir, { recursive: true, force: true });
     result = 'closed';
   }
   process.stdout.write(`${JSON.stringify({ id: command.id, result })}\n`);

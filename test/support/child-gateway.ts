@@ -5,7 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import readline from 'node:readline';
-import type { KeyInfo, KeySnapshot } from '../../src/index.ts';
+import type { GatewaySnapshot, KeyInfo, KeySnapshot } from '../../src/index.ts';
 import type { ChildConfig } from './child-gateway-main.ts';
 
 export interface ChildGateway {
@@ -18,6 +18,10 @@ export interface ChildGateway {
   rssBytes(): Promise<number>;
   memory(): Promise<NodeJS.MemoryUsage>;
   inspect(keyId: string): Promise<KeySnapshot>;
+  /** The whole gateway's `inspect()`. */
+  snapshot(): Promise<GatewaySnapshot>;
+  /** Sends `signal` to the child and waits for it to end. */
+  kill(signal: NodeJS.Signals): Promise<void>;
   /** Why the child ended, once it has. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>;
   /** Closes the gateway (its state dir goes with it) and waits for the child to end. */
@@ -79,6 +83,11 @@ export async function startChildGateway(options: ChildGatewayOptions): Promise<C
     },
     memory: () => ask({ cmd: 'memory' }),
     inspect: (keyId) => ask({ cmd: 'inspect', key: keyId }),
+    snapshot: () => ask({ cmd: 'snapshot' }),
+    async kill(signal) {
+      if (running) child.kill(signal);
+      await exited;
+    },
     exited,
     async close() {
       if (running) {

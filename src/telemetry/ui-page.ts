@@ -24,9 +24,9 @@ ul { margin: 0; padding-left: 1.2rem; } .legend span { margin-right: 1rem; }
 </head>
 <body>
 <h1>llm-socket-gateway <span id="state" data-testid="connection-state">connecting</span></h1>
-<p class="muted"><span data-testid="live-keys">0</span> live keys, <span data-testid="in-flight">0</span> calls in flight,
-$<span data-testid="total-spend">0.0000</span> spent; <span data-testid="calls-total">0</span> calls and
-<span data-testid="refusals-total">0</span> refusals in the last 2 hours.</p>
+<p class="muted"><span id="live-keys" data-testid="live-keys">0</span> live keys, <span id="in-flight" data-testid="in-flight">0</span> calls in flight,
+$<span id="total-spend" data-testid="total-spend">0.0000</span> spent; <span id="calls-total" data-testid="calls-total">0</span> calls and
+<span id="refusals-total" data-testid="refusals-total">0</span> refusals in the last 2 hours.</p>
 <h2>Calls per minute</h2>
 <svg id="calls" data-testid="calls-chart" width="720" height="120" viewBox="0 0 720 120" role="img" aria-label="calls per minute"></svg>
 <h2>Spend per group per minute (USD)</h2>

@@ -21,7 +21,7 @@ export interface UiOptions {
 }
 
 /** What the page is told of one call: no bodies, no headers, no path. */
-export interface CallSummary {
+interface CallSummary {
   time: number;
   keyId: string;
   group: string;

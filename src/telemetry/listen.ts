@@ -1,5 +1,4 @@
-// `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning loopback) for the telemetry listeners, and
-// whether an address is loopback (the live page needs a token anywhere else).
+// `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning loopback) for the telemetry listeners.
 import { isIP } from 'node:net';
 import { ValidationError } from '../util/validation.ts';
 import type { ListenAddress } from './sink.ts';
@@ -13,6 +12,3 @@ export function parseListenAddress(text: string, field: string): ListenAddress {
   return { host, port };
 }
 
-export function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}

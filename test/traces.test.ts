@@ -269,12 +269,18 @@ describe('OpenTelemetry traces: configuration and failure', () => {
       process.env.OTEL_SERVICE_NAME = 'gateway-under-test';
       const traces = createTraceExporter({});
       traces.onCall(sampleRecord());
+      // A git call is no GenAI operation: an HTTP span with the gateway's attributes only.
+      traces.onCall(sampleRecord({ dialect: 'github', endpoint: 'git', path: '/git/o/r.git/git-upload-pack', model: undefined, upstream: undefined }));
       await traces.close();
-      assert.equal(receiver.spans.length, 1);
-      assert.deepEqual(receiver.paths, ['/v1/traces'], 'the signal path is appended to the base endpoint');
+      assert.equal(receiver.spans.length, 2);
+      const git = receiver.spans.find((span) => span.attributes['llm_gateway.endpoint'] === 'git')!;
+      assert.equal(git.name, 'POST git');
+      assert.equal(git.attributes['gen_ai.operation.name'], undefined);
+      assert.equal(git.attributes['gen_ai.provider.name'], undefined);
+      assert.deepEqual(receiver.paths, ['/v1/traces'], 'the signal path is appended to the base endpoint (one batch)');
       assert.equal(receiver.headers[0]!['x-collector-tenant'], 'team-a');
       assert.equal(receiver.resources[0]!['service.name'], 'gateway-under-test');
-      assert.equal(receiver.spans[0]!.name, 'chat claude-sonnet-4-5');
+      assert.ok(receiver.spans.some((span) => span.name === 'chat claude-sonnet-4-5'));
     } finally {
       for (const name of names) {
         if (saved[name] === undefined) delete process.env[name];

@@ -6,6 +6,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { trace } from '@opentelemetry/api';
 import type { CallRecord } from '../src/index.ts';
 import { createTraceExporter } from '../src/telemetry/traces.ts';
 import { deadPort, eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fixture } from './support/fixture.ts';
@@ -268,6 +269,7 @@ describe('OpenTelemetry traces: configuration and failure', () => {
       process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-collector-tenant=team-a';
       process.env.OTEL_SERVICE_NAME = 'gateway-under-test';
       const traces = createTraceExporter({});
+      assert.equal(trace.getTracer('host').startSpan('probe').isRecording(), false, 'no global tracer provider was registered');
       traces.onCall(sampleRecord());
       // A git call is no GenAI operation: an HTTP span with the gateway's attributes only.
       traces.onCall(sampleRecord({ dialect: 'github', endpoint: 'git', path: '/git/o/r.git/git-upload-pack', model: undefined, upstream: undefined }));

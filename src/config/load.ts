@@ -25,8 +25,7 @@ import { checkService, isServiceName, type CredentialInjection } from '../servic
 import type { ServiceSource } from './services.ts';
 import type { GroupRates } from '../metering/accounting.ts';
 import type { StoreOptions } from '../gateway.ts';
-import type { ListenAddress } from '../telemetry/sink.ts';
-import { parseListenAddress } from '../telemetry/listen.ts';
+import { type ListenAddress, parseListenAddress } from '../util/listen.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
@@ -268,7 +267,15 @@ class Reader {
 
   /** `[telemetry]`: each part's listener or endpoint; a mistake names the field. */
   private telemetry(value: unknown): TelemetryConfig {
-    const table = this.table(value, 'telemetry', ['metrics_listen', 'metrics_key_labels', 'otlp_endpoint', 'otlp', 'ui_listen', 'ui_token_env', 'ui_token_file']);
+    const table = this.table(value, 'telemetry', [
+      'metrics_listen',
+      'metrics_key_labels',
+      'otlp_endpoint',
+      'otlp',
+      'ui_listen',
+      'ui_token_env',
+      'ui_token_file',
+    ]);
     const listen = (name: string) => {
       const text = this.string(table[name], `telemetry.${name}`);
       if (text === undefined) return undefined;

@@ -12,7 +12,7 @@ import { createGateway, type Gateway } from '../gateway.ts';
 import { settingsFrom, tokenSettings, tokenSources } from '../config/settings.ts';
 import type { TelemetrySink } from '../telemetry/sink.ts';
 import { closeTelemetry, startTelemetry } from './telemetry.ts';
-import { parseListenAddress } from '../telemetry/listen.ts';
+import { parseListenAddress } from '../util/listen.ts';
 
 export interface ServeOptions {
   configFile?: string;

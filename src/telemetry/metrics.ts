@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { Gateway, GatewaySnapshot } from '../gateway.ts';
 import { type CallRecord, cut } from '../metering/call-record.ts';
-import type { ListenAddress, TelemetrySink } from './sink.ts';
+import type { ListenAddress } from '../util/listen.ts';
+import type { TelemetrySink } from './sink.ts';
 
 export interface MetricsOptions {
   listen: ListenAddress;

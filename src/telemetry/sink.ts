@@ -9,9 +9,3 @@ export interface TelemetrySink {
   /** Stops listening or exporting; flushes what is pending (bounded). */
   close(): Promise<void>;
 }
-
-/** One listener of a telemetry server (never a key's socket): loopback by default. */
-export interface ListenAddress {
-  host: string;
-  port: number;
-}

@@ -10,7 +10,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Gateway, GatewaySnapshot } from '../gateway.ts';
 import type { CallRecord } from '../metering/call-record.ts';
 import { classifyAddress } from '../egress/addresses.ts';
-import type { ListenAddress, TelemetrySink } from './sink.ts';
+import type { ListenAddress } from '../util/listen.ts';
+import type { TelemetrySink } from './sink.ts';
 import { uiPage } from './ui-page.ts';
 
 export interface UiOptions {

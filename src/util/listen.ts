@@ -1,7 +1,12 @@
 // `HOST:PORT` (or `[v6]:PORT`, or a bare port meaning loopback) for the telemetry listeners.
 import { isIP } from 'node:net';
 import { ValidationError } from '../util/validation.ts';
-import type { ListenAddress } from './sink.ts';
+
+/** Where a listener binds. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
 
 export function parseListenAddress(text: string, field: string): ListenAddress {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text) ?? /^()()(\d{1,5})$/.exec(text);
@@ -11,4 +16,3 @@ export function parseListenAddress(text: string, field: string): ListenAddress {
   if (match[1] !== undefined && isIP(host) !== 6) throw new ValidationError(field, `"${host.slice(0, 64)}" is not an IPv6 address`);
   return { host, port };
 }
-

@@ -85,17 +85,21 @@ function operationOf(record: CallRecord): string | undefined {
   }
 }
 
-/**
- * `gen_ai.provider.name` from what the record says: the provider's name when it names a kind the
- * convention lists (`anthropic`, `openai`, or a name with `bedrock`, `vertex` or `azure` in it), else
- * the client's dialect. The record carries the provider's name, not its configured kind.
- */
+/** `gen_ai.provider.name` from the serving provider's kind, else the client's dialect. */
 function providerOf(record: CallRecord): string | undefined {
-  const name = record.upstream?.toLowerCase() ?? '';
-  if (name.includes('bedrock')) return 'aws.bedrock';
-  if (name.includes('vertex')) return 'gcp.vertex_ai';
-  if (name.includes('azure')) return 'azure.ai.openai';
-  if (name === 'anthropic' || name === 'openai') return name;
+  switch (record.upstreamKind) {
+    case 'bedrock':
+      return 'aws.bedrock';
+    case 'vertex':
+      return 'gcp.vertex_ai';
+    case 'azure-openai':
+      return 'azure.ai.openai';
+    case 'foundry':
+      return 'azure.ai.inference';
+    case 'anthropic':
+    case 'openai':
+      return record.upstreamKind;
+  }
   return record.dialect === 'anthropic' || record.dialect === 'openai' ? record.dialect : undefined;
 }
 

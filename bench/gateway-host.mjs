@@ -22,7 +22,9 @@ import { pino } from 'pino';
 // type stripping, which loads a WebAssembly compiler (~60 MB of RSS) a real host would not have.
 const entry = process.env.BENCH_GATEWAY_ENTRY ?? (existsSync(new URL('../dist/index.js', import.meta.url)) ? '../dist/index.js' : '../src/index.ts');
 const { createGateway, startMetricsServer, createTraceExporter } = await import(entry);
-const TELEMETRY = process.env.BENCH_TELEMETRY === '1';
+// `metrics`: the Prometheus endpoint only; `all` (or `1`): with the OTLP trace exporter too.
+const TELEMETRY = ['metrics', 'all', '1'].includes(process.env.BENCH_TELEMETRY ?? '');
+const TRACES = TELEMETRY && process.env.BENCH_TELEMETRY !== 'metrics';
 /** @type {{ onCall(record: unknown): void, close(): Promise<void>, url?: string }[]} */
 const sinks = [];
 
@@ -64,7 +66,8 @@ if (TELEMETRY) {
   await new Promise((resolve) => otlpSink?.listen(0, '127.0.0.1', () => resolve(undefined)));
   const { port } = /** @type {import('node:net').AddressInfo} */ (otlpSink.address());
   const metrics = await startMetricsServer({ listen: { host: '127.0.0.1', port: 0 }, gateway });
-  sinks.push(metrics, createTraceExporter({ endpoint: `http://127.0.0.1:${port}/v1/traces` }));
+  sinks.push(metrics);
+  if (TRACES) sinks.push(createTraceExporter({ endpoint: `http://127.0.0.1:${port}/v1/traces` }));
   scraper = setInterval(async () => {
     try {
       await (await fetch(metrics.url)).text();

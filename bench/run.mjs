@@ -407,11 +407,14 @@ async function measureSharedBudget(loadgen, gatewayEnv) {
  * @param {import('node:child_process').ChildProcess} loadgen
  * @param {Record<string, string>} gatewayEnv
  */
+const TELEMETRY_VARIANTS = ['off', 'metrics', 'all'];
+
 async function measureTelemetry(loadgen, gatewayEnv) {
-  console.log(`bench: telemetry (metrics + traces) off against on, socket path, ${TELEMETRY_ROUNDS} alternated windows each`);
+  console.log(`bench: telemetry off, metrics only, metrics + traces; socket path, ${TELEMETRY_ROUNDS} alternated windows each`);
   const hosts = {
     off: start(path.join(here, 'gateway-host.mjs'), { env: gatewayEnv }),
-    on: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: '1' } }),
+    metrics: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'metrics' } }),
+    all: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'all' } }),
   };
   try {
     const keys = {};
@@ -439,9 +442,9 @@ async function measureTelemetry(loadgen, gatewayEnv) {
     const rows = [];
     const summary = { available: true, rounds: TELEMETRY_ROUNDS, durationMs: DURATION };
     for (const concurrency of [1, 16]) {
-      const windows = { off: [], on: [] };
+      const windows = { off: [], metrics: [], all: [] };
       for (let round = 0; round < TELEMETRY_ROUNDS; round++) {
-        for (const name of ['off', 'on']) {
+        for (const name of TELEMETRY_VARIANTS) {
           const gw = hosts[name];
           await run(name, concurrency, WARMUP);
           const before = (await request(gw, { type: 'cpu' }, 'cpu')).cpu;
@@ -452,7 +455,7 @@ async function measureTelemetry(loadgen, gatewayEnv) {
       }
       const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
       const byName = {};
-      for (const name of ['off', 'on']) {
+      for (const name of TELEMETRY_VARIANTS) {
         const ws = windows[name];
         const requests = ws.reduce((sum, w) => sum + w.result.requests, 0);
         const row = {
@@ -470,26 +473,26 @@ async function measureTelemetry(loadgen, gatewayEnv) {
         rows.push(row);
         byName[name] = row;
         console.log(
-          `  json c${String(concurrency).padEnd(3)} telemetry ${name.padEnd(3)} ${f(row.rps, 0).padStart(7)} req/s  p50 ${f(row.latency.p50)} p99 ${f(row.latency.p99)} ms  gw CPU ${f(row.cpuPerRequestUs.gateway, 0)} µs/req` +
+          `  json c${String(concurrency).padEnd(3)} telemetry ${name.padEnd(7)} ${f(row.rps, 0).padStart(7)} req/s  p50 ${f(row.latency.p50)} p99 ${f(row.latency.p99)} ms  gw CPU ${f(row.cpuPerRequestUs.gateway, 0)} µs/req` +
             (row.errors ? `  ERRORS ${row.errors}` : ''),
         );
       }
-      const { off, on } = byName;
-      summary[`c${concurrency}`] = {
+      const { off } = byName;
+      const against = (on) => ({
         rpsRatio: on.rps / off.rps,
         addedP50Ms: on.latency.p50 - off.latency.p50,
         addedP99Ms: on.latency.p99 - off.latency.p99,
         gatewayCpuRatio: on.cpuPerRequestUs.gateway / off.cpuPerRequestUs.gateway,
         addedGatewayCpuUs: on.cpuPerRequestUs.gateway - off.cpuPerRequestUs.gateway,
-      };
+      });
+      summary[`c${concurrency}`] = { metrics: against(byName.metrics), all: against(byName.all) };
     }
     // Evidence the outputs were live: scrapes done and OTLP exports the sink answered.
-    summary.outputs = (await request(hosts.on, { type: 'telemetry' }, 'telemetry')).telemetry;
+    summary.outputs = (await request(hosts.all, { type: 'telemetry' }, 'telemetry')).telemetry;
     console.log(`  telemetry outputs during the run: ${JSON.stringify(summary.outputs)}`);
     return { summary, rows };
   } finally {
-    await stop(hosts.off);
-    await stop(hosts.on);
+    await Promise.all(Object.values(hosts).map((host) => stop(host)));
   }
 }
 
@@ -1175,8 +1178,8 @@ function renderTelemetry(r) {
   const s = r.telemetry;
   const rows = [];
   for (const c of [1, 16]) {
-    const ratio = s[`c${c}`];
-    for (const name of ['off', 'on']) {
+    for (const name of TELEMETRY_VARIANTS) {
+      const ratio = s[`c${c}`][name];
       const x = r.workloads.find((w) => w.workload === `telemetry ${name} c${c}`);
       rows.push([
         `json c${c}`,
@@ -1195,9 +1198,9 @@ function renderTelemetry(r) {
   }
   const o = s.outputs;
   return [
-    `Telemetry (issue 18): the socket path through a gateway with the Prometheus endpoint (scraped each second) and the OTLP trace exporter (to a loopback sink answering 200) fed from onCall, against one without; ${s.rounds} windows of ${s.durationMs} ms per variant, alternated off, on, off, on; req/s and latency (ms) are means over the windows. Outputs live during the run: ${o ? `${o.scrapes} scrapes, ${o.exports} OTLP exports (${f(o.exportBytes / 1024, 0)} KiB)` : 'unknown'}.`,
+    `Telemetry (issue 18): the socket path through a gateway without telemetry, with the Prometheus endpoint only (scraped each second), and with the OTLP trace exporter too (to a loopback sink answering 200), fed from onCall; ${s.rounds} windows of ${s.durationMs} ms per variant, alternated; req/s and latency (ms) are means over the windows. Outputs live during the run: ${o ? `${o.scrapes} scrapes, ${o.exports} OTLP exports (${f(o.exportBytes / 1024, 0)} KiB)` : 'unknown'}.`,
     '',
-    table(['workload', 'telemetry', 'req/s', 'on/off', 'p50', 'p99', '+p50', '+p99', 'gw CPU µs/req', 'on/off', 'errors'], rows),
+    table(['workload', 'telemetry', 'req/s', '× off', 'p50', 'p99', '+p50', '+p99', 'gw CPU µs/req', '× off', 'errors'], rows),
   ];
 }
 

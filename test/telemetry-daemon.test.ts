@@ -27,6 +27,7 @@ describe('[telemetry] in the config file', () => {
 metrics_listen = "127.0.0.1:9464"
 metrics_key_labels = true
 otlp_endpoint = "http://127.0.0.1:4318/v1/traces"
+otlp_sample_ratio = 0.25
 ui_listen = "[::1]:9470"
 ui_token_env = "GATEWAY_UI_TOKEN"
 `,
@@ -35,6 +36,7 @@ ui_token_env = "GATEWAY_UI_TOKEN"
       metricsListen: { host: '127.0.0.1', port: 9464 },
       metricsKeyLabels: true,
       otlpEndpoint: 'http://127.0.0.1:4318/v1/traces',
+      otlpSampleRatio: 0.25,
       uiListen: { host: '::1', port: 9470 },
       uiToken: { env: 'GATEWAY_UI_TOKEN' },
     });
@@ -45,6 +47,7 @@ ui_token_env = "GATEWAY_UI_TOKEN"
     ['bad-port.toml', '[telemetry]\nui_listen = "127.0.0.1:99999"\n', 'telemetry.ui_listen'],
     ['bad-otlp.toml', '[telemetry]\notlp_endpoint = "collector:4318"\n', 'telemetry.otlp_endpoint'],
     ['bad-flag.toml', '[telemetry]\notlp = "yes"\n', 'telemetry.otlp'],
+    ['bad-ratio.toml', '[telemetry]\notlp_sample_ratio = 1.5\n', 'telemetry.otlp_sample_ratio'],
     ['unknown.toml', '[telemetry]\nprometheus = true\n', 'telemetry.prometheus'],
   ] as const) {
     test(`${field}: a mistake names the file and the field (${name})`, async () => {

@@ -292,6 +292,24 @@ describe('OpenTelemetry traces: configuration and failure', () => {
     }
   });
 
+  test('sampleRatio exports that share of the calls (and a ratio outside 0..1 is refused)', async () => {
+    const receiver = await startReceiver();
+    try {
+      const none = createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0 });
+      for (let i = 0; i < 200; i++) none.onCall(sampleRecord());
+      await none.close();
+      assert.equal(receiver.spans.length, 0);
+      const some = createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0.25 });
+      for (let i = 0; i < 400; i++) some.onCall(sampleRecord());
+      await some.close();
+      // Binomial(400, 0.25): mean 100, sd 8.7; these bounds are 5 sd out.
+      assert.ok(receiver.spans.length > 56 && receiver.spans.length < 144, `${receiver.spans.length} of 400 sampled`);
+      assert.throws(() => createTraceExporter({ sampleRatio: 1.5 }), /sampleRatio/);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   test('a receiver that is down: onCall stays cheap and never throws, close() returns within its bound', async () => {
     const traces = createTraceExporter({ endpoint: `http://127.0.0.1:${await deadPort()}/v1/traces` });
     const started = performance.now();

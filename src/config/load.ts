@@ -75,6 +75,8 @@ export interface TelemetryConfig {
   /** OTLP/HTTP traces endpoint; `true` when only the OTEL_* env vars name it. */
   otlpEndpoint?: string;
   otlp?: boolean;
+  /** The share of calls exported as spans (default 1). */
+  otlpSampleRatio?: number;
   uiListen?: ListenAddress;
   /** The live page's token (required off loopback), read from a file or env var. */
   uiToken?: CredentialSource;
@@ -272,10 +274,13 @@ class Reader {
       'metrics_key_labels',
       'otlp_endpoint',
       'otlp',
+      'otlp_sample_ratio',
       'ui_listen',
       'ui_token_env',
       'ui_token_file',
     ]);
+    const sampleRatio = this.number(table.otlp_sample_ratio, 'telemetry.otlp_sample_ratio');
+    if (sampleRatio !== undefined && sampleRatio > 1) this.fail('telemetry.otlp_sample_ratio', 'must be from 0 to 1');
     const listen = (name: string) => {
       const text = this.string(table[name], `telemetry.${name}`);
       if (text === undefined) return undefined;
@@ -295,6 +300,7 @@ class Reader {
       metricsKeyLabels: flag('metrics_key_labels'),
       otlpEndpoint,
       otlp: flag('otlp'),
+      otlpSampleRatio: sampleRatio,
       uiListen: listen('ui_listen'),
       uiToken: tokenEnv ? { env: tokenEnv } : tokenFile ? { file: path.resolve(expandHome(tokenFile)) } : undefined,
     }) as TelemetryConfig;

@@ -8,6 +8,7 @@ import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { type CallRecord, cut } from '../metering/call-record.ts';
+import { ValidationError } from '../util/validation.ts';
 import type { TelemetrySink } from './sink.ts';
 
 export interface TraceOptions {
@@ -15,6 +16,11 @@ export interface TraceOptions {
   endpoint?: string;
   /** service.name; default OTEL_SERVICE_NAME or 'llm-socket-gateway'. */
   serviceName?: string;
+  /**
+   * The share of calls exported, 0 to 1 (default 1: every call). A span costs the gateway about as
+   * much CPU as a fifth of a call (docs/telemetry.md): busy hosts sample.
+   */
+  sampleRatio?: number;
 }
 
 /** Longest attribute value and span name kept (the record is already bounded; this holds for any field). */
@@ -29,6 +35,8 @@ export function createTraceExporter(options: TraceOptions): TelemetrySink {
   // (Content-Type: application/json), the encoding of @opentelemetry/exporter-trace-otlp-http.
   const exporter = new OTLPTraceExporter({ ...(options.endpoint ? { url: options.endpoint } : {}), timeoutMillis: EXPORT_TIMEOUT_MS });
   const serviceName = options.serviceName ?? process.env.OTEL_SERVICE_NAME ?? 'llm-socket-gateway';
+  const sampleRatio = options.sampleRatio ?? 1;
+  if (!(sampleRatio >= 0 && sampleRatio <= 1)) throw new ValidationError('sampleRatio', 'must be a number from 0 to 1');
   const provider = new TracerProvider({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.name': serviceName })),
     spanLimits: { attributeValueLengthLimit: VALUE_LIMIT, attributeCountLimit: 64, eventCountLimit: 0, linkCountLimit: 0 },
@@ -39,7 +47,7 @@ export function createTraceExporter(options: TraceOptions): TelemetrySink {
 
   return {
     onCall(record) {
-      if (closed) return;
+      if (closed || (sampleRatio < 1 && Math.random() >= sampleRatio)) return;
       try {
         // ROOT_CONTEXT: each call is its own trace, whatever span the host has active.
         const span = tracer.startSpan(

@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -12,7 +11,7 @@ import { STANDIN_REPLY } from '../src/dev/standin.ts';
 import type { CallRecord } from '../src/metering/call-record.ts';
 import { startMetricsServer } from '../src/telemetry/metrics.ts';
 import type { TelemetrySink } from '../src/telemetry/sink.ts';
-import { REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture, type Fixture } from './support/fixture.ts';
+import { deadPort, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, eventually, startFixture, type Fixture } from './support/fixture.ts';
 import { anthropicHeaders, openaiHeaders, request } from './support/http.ts';
 import { runs, skipUnless } from './support/requirements.ts';
 
@@ -215,7 +214,7 @@ describe('metrics', () => {
       const target = new URL(setup.sink.url).host;
       const config = path.join(dir, 'prometheus.yml');
       await writeFile(config, `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gateway\n    static_configs:\n      - targets: ['${target}']\n`);
-      const port = await freePort();
+      const port = await deadPort();
       prometheus = spawn(
         PROMETHEUS,
         [`--config.file=${config}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
@@ -249,17 +248,6 @@ describe('metrics', () => {
     }
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function get(url: string): Promise<{ status: number; text: string }> {
   try {

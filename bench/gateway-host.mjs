@@ -5,18 +5,28 @@
 //   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
 //   cpu           -> process.cpuUsage()
 //   store         -> the shared store's state and what it reports of the group `shared` (with BENCH_STORE_URL)
+//   telemetry     -> scrapes done and OTLP exports received so far (with BENCH_TELEMETRY=1)
 // The configuration is the real one a host would use: audit trail to a file, metering on; with
 // BENCH_EGRESS (JSON of the `egress` option), the forward proxy on each key's socket too; with
 // BENCH_STORE_URL, a shared store (Redis) holding the budget of the group `shared` (BENCH_SHARED_BUDGET USD).
+// With BENCH_TELEMETRY=1, the telemetry outputs a host would run: the Prometheus endpoint (scraped here
+// once a second, so the scrape's cost counts) and the OTLP trace exporter (to a sink in this process
+// answering 200), both fed from onCall.
 // mint takes an optional group and key budget (default: group bench, no key budget).
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { Session } from 'node:inspector/promises';
 import { pino } from 'pino';
 
 // What ships: the compiled dist/ (`make bench` builds it). The TypeScript sources run under Node's
 // type stripping, which loads a WebAssembly compiler (~60 MB of RSS) a real host would not have.
 const entry = process.env.BENCH_GATEWAY_ENTRY ?? (existsSync(new URL('../dist/index.js', import.meta.url)) ? '../dist/index.js' : '../src/index.ts');
-const { createGateway } = await import(entry);
+const { createGateway, startMetricsServer, createTraceExporter } = await import(entry);
+// `metrics`: the Prometheus endpoint only; `all` (or `1`): with the OTLP trace exporter too.
+const TELEMETRY = ['metrics', 'all', '1'].includes(process.env.BENCH_TELEMETRY ?? '');
+const TRACES = TELEMETRY && process.env.BENCH_TELEMETRY !== 'metrics';
+/** @type {{ onCall(record: unknown): void, close(): Promise<void>, url?: string }[]} */
+const sinks = [];
 
 const stateDir = mkdtempSync('/tmp/gwb-');
 const gateway = await createGateway({
@@ -29,7 +39,44 @@ const gateway = await createGateway({
   ...(process.env.BENCH_STORE_URL
     ? { store: { url: process.env.BENCH_STORE_URL, hostId: 'bench' }, groupBudgets: { shared: Number(process.env.BENCH_SHARED_BUDGET ?? 1000) } }
     : {}),
+  ...(TELEMETRY
+    ? {
+        onCall: (/** @type {unknown} */ record) => {
+          for (const sink of sinks) sink.onCall(record);
+        },
+      }
+    : {}),
 });
+
+const telemetry = { scrapes: 0, scrapeErrors: 0, exports: 0, exportBytes: 0 };
+/** @type {NodeJS.Timeout | undefined} */
+let scraper;
+/** @type {http.Server | undefined} */
+let otlpSink;
+if (TELEMETRY) {
+  otlpSink = http.createServer((req, res) => {
+    req.on('data', (chunk) => {
+      telemetry.exportBytes += chunk.length;
+    });
+    req.on('end', () => {
+      telemetry.exports++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise((resolve) => otlpSink?.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {import('node:net').AddressInfo} */ (otlpSink.address());
+  const metrics = await startMetricsServer({ listen: { host: '127.0.0.1', port: 0 }, gateway });
+  sinks.push(metrics);
+  if (TRACES) sinks.push(createTraceExporter({ endpoint: `http://127.0.0.1:${port}/v1/traces` }));
+  scraper = setInterval(async () => {
+    try {
+      await (await fetch(metrics.url)).text();
+      telemetry.scrapes++;
+    } catch {
+      telemetry.scrapeErrors++;
+    }
+  }, 1000);
+}
 
 const now = () => performance.now();
 // Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
@@ -76,6 +123,9 @@ process.on('message', async (/** @type {any} */ msg) => {
         send({ type: 'store', state: snapshot.store?.state, shared: snapshot.groups.find((/** @type {any} */ g) => g.group === 'shared')?.shared });
         break;
       }
+      case 'telemetry':
+        send({ type: 'telemetry', telemetry: TELEMETRY ? telemetry : undefined });
+        break;
       case 'profile-start':
         // One workload at a time, in-process (node:inspector), so each profile is that workload's alone.
         session ??= new Session();
@@ -93,7 +143,10 @@ process.on('message', async (/** @type {any} */ msg) => {
         break;
       }
       case 'exit':
+        clearInterval(scraper);
         await gateway.close({ drainMs: 1000 });
+        for (const sink of sinks) await sink.close();
+        otlpSink?.close();
         rmSync(stateDir, { recursive: true, force: true });
         process.exit(0); // --cpu-prof writes its profile here
     }

@@ -7,12 +7,14 @@
 // bench.test, direct against through the key's socket (CONNECT, absolute form) and through the shim.
 // and shared budgets (issue 17): a call whose group budget is held in Redis (redis-server on loopback)
 // against one whose budget is the gateway's own, same gateway.
+// and telemetry (issue 18): the socket path with the Prometheus endpoint (scraped each second) and the
+// OTLP trace exporter fed from onCall, against the same without them.
 // Every actor (upstream, gateway, shim, Portkey, load generator) is a process of its own, so the
 // CPU time each spends is its own. Prints a table, writes bench/results.json.
 //
-//   node bench/run.mjs [--quick] [--profile] [--duration MS] [--only shared-budget]
+//   node bench/run.mjs [--quick] [--profile] [--duration MS] [--only shared-budget|telemetry]
 //     --quick    shorter windows (smoke test)
-//     --only shared-budget  that part alone, printed (bench/results.json is left as it is)
+//     --only shared-budget|telemetry  that part alone, printed (bench/results.json is left as it is)
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
 import { execFileSync, fork, spawn } from 'node:child_process';
@@ -34,7 +36,8 @@ const argValue = (name, fallback) => {
 };
 const DURATION = argValue('--duration', QUICK ? 1000 : 3000);
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
-if (ONLY !== undefined && ONLY !== 'shared-budget') throw new Error(`--only: unknown part ${ONLY} (known: shared-budget)`);
+const PARTS = ['shared-budget', 'telemetry'];
+if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`--only: unknown part ${ONLY} (known: ${PARTS.join(', ')})`);
 const WARMUP = QUICK ? 300 : 700;
 const REAL_KEY = 'sk-ant-bench-REAL-7c1e9a';
 const PLACEHOLDER = 'sk-ant-placeholder';
@@ -54,6 +57,8 @@ const WATCHDOG_MS = 15 * 60_000;
 const SHARED_BUDGET_CALLS = QUICK ? 200 : 400;
 const SHARED_BUDGET_WARMUP = 50;
 const SHARED_BUDGET_USD = 1000;
+// Telemetry: windows per variant, alternated (off, on, off, on) so drift falls on both alike.
+const TELEMETRY_ROUNDS = 2;
 
 /** @type {import('node:child_process').ChildProcess[]} */
 const children = [];
@@ -394,16 +399,121 @@ async function measureSharedBudget(loadgen, gatewayEnv) {
   }
 }
 
-/** `--only shared-budget`: the upstream, the load generator and that part; printed, nothing written. */
-async function onlySharedBudget() {
+/**
+ * The cost of telemetry on the hot path: two gateways side by side, one without telemetry and one with
+ * BENCH_TELEMETRY=1 (Prometheus endpoint scraped each second, OTLP traces to a sink that answers 200),
+ * json c1 and c16 through a key's socket, windows alternated off, on, off, on. Per variant: req/s and
+ * p50/p99 averaged over its windows, gateway CPU per request over all of them.
+ * @param {import('node:child_process').ChildProcess} loadgen
+ * @param {Record<string, string>} gatewayEnv
+ */
+const TELEMETRY_VARIANTS = ['off', 'metrics', 'all'];
+
+async function measureTelemetry(loadgen, gatewayEnv) {
+  console.log(`bench: telemetry off, metrics only, metrics + traces; socket path, ${TELEMETRY_ROUNDS} alternated windows each`);
+  const hosts = {
+    off: start(path.join(here, 'gateway-host.mjs'), { env: gatewayEnv }),
+    metrics: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'metrics' } }),
+    all: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'all' } }),
+  };
+  try {
+    const keys = {};
+    for (const [name, gw] of Object.entries(hosts)) {
+      await request(gw, null, 'ready', 20_000);
+      [keys[name]] = (await request(gw, { type: 'mint', n: 1 }, 'minted')).keys;
+    }
+    const headers = { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER };
+    const run = (name, concurrency, durationMs) =>
+      request(
+        loadgen,
+        {
+          type: 'run',
+          target: { socketPaths: [keys[name].socketPath] },
+          path: '/v1/messages',
+          mode: 'json',
+          concurrency,
+          headers,
+          body: REQUEST_BODY,
+          durationMs,
+        },
+        'result',
+        durationMs + 60_000,
+      );
+    const rows = [];
+    const summary = { available: true, rounds: TELEMETRY_ROUNDS, durationMs: DURATION };
+    for (const concurrency of [1, 16]) {
+      const windows = { off: [], metrics: [], all: [] };
+      for (let round = 0; round < TELEMETRY_ROUNDS; round++) {
+        for (const name of TELEMETRY_VARIANTS) {
+          const gw = hosts[name];
+          await run(name, concurrency, WARMUP);
+          const before = (await request(gw, { type: 'cpu' }, 'cpu')).cpu;
+          const { result } = await run(name, concurrency, DURATION);
+          const after = (await request(gw, { type: 'cpu' }, 'cpu')).cpu;
+          windows[name].push({ result, cpuUs: after.user + after.system - before.user - before.system });
+        }
+      }
+      const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+      const byName = {};
+      for (const name of TELEMETRY_VARIANTS) {
+        const ws = windows[name];
+        const requests = ws.reduce((sum, w) => sum + w.result.requests, 0);
+        const row = {
+          workload: `telemetry ${name} c${concurrency}`,
+          path: 'socket',
+          telemetry: name,
+          concurrency,
+          requests,
+          errors: ws.reduce((sum, w) => sum + w.result.errors, 0),
+          rps: mean(ws.map((w) => w.result.rps)),
+          latency: { p50: mean(ws.map((w) => w.result.latency.p50)), p99: mean(ws.map((w) => w.result.latency.p99)) },
+          cpuPerRequestUs: { gateway: ws.reduce((sum, w) => sum + w.cpuUs, 0) / Math.max(1, requests) },
+          windows: ws.map((w) => ({ rps: w.result.rps, p50: w.result.latency.p50, p99: w.result.latency.p99 })),
+        };
+        rows.push(row);
+        byName[name] = row;
+        console.log(
+          `  json c${String(concurrency).padEnd(3)} telemetry ${name.padEnd(7)} ${f(row.rps, 0).padStart(7)} req/s  p50 ${f(row.latency.p50)} p99 ${f(row.latency.p99)} ms  gw CPU ${f(row.cpuPerRequestUs.gateway, 0)} µs/req` +
+            (row.errors ? `  ERRORS ${row.errors}` : ''),
+        );
+      }
+      const { off } = byName;
+      const against = (on) => ({
+        rpsRatio: on.rps / off.rps,
+        addedP50Ms: on.latency.p50 - off.latency.p50,
+        addedP99Ms: on.latency.p99 - off.latency.p99,
+        gatewayCpuRatio: on.cpuPerRequestUs.gateway / off.cpuPerRequestUs.gateway,
+        addedGatewayCpuUs: on.cpuPerRequestUs.gateway - off.cpuPerRequestUs.gateway,
+      });
+      summary[`c${concurrency}`] = { metrics: against(byName.metrics), all: against(byName.all) };
+    }
+    // Evidence the outputs were live: scrapes done and OTLP exports the sink answered.
+    summary.outputs = (await request(hosts.all, { type: 'telemetry' }, 'telemetry')).telemetry;
+    console.log(`  telemetry outputs during the run: ${JSON.stringify(summary.outputs)}`);
+    return { summary, rows };
+  } finally {
+    await Promise.all(Object.values(hosts).map((host) => stop(host)));
+  }
+}
+
+/** `--only PART`: the upstream, the load generator and that part; printed, nothing written. */
+async function onlyPart() {
   const upstream = start(path.join(here, 'upstream.mjs'), { env: { BENCH_REAL_KEY: REAL_KEY } });
   const { port } = await request(upstream, null, 'ready', 10_000);
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
-  const { summary, rows } = await measureSharedBudget(loadgen, { BENCH_UPSTREAM_URL: `http://127.0.0.1:${port}`, BENCH_REAL_KEY: REAL_KEY });
+  const gatewayEnv = { BENCH_UPSTREAM_URL: `http://127.0.0.1:${port}`, BENCH_REAL_KEY: REAL_KEY };
+  let lines;
+  if (ONLY === 'telemetry') {
+    const { summary, rows } = await measureTelemetry(loadgen, gatewayEnv);
+    lines = renderTelemetry({ telemetry: summary, workloads: rows });
+  } else {
+    const { summary, rows } = await measureSharedBudget(loadgen, gatewayEnv);
+    lines = renderSharedBudget({ sharedBudget: summary, workloads: rows });
+  }
   await stop(loadgen);
   await stop(upstream);
-  console.log(`\n${renderSharedBudget({ sharedBudget: summary, workloads: rows }).join('\n')}\n\nbench: --only: bench/results.json left as it was`);
+  console.log(`\n${lines.join('\n')}\n\nbench: --only: bench/results.json left as it was`);
 }
 
 async function main() {
@@ -716,6 +826,13 @@ async function main() {
     results.workloads.push(...rows);
   }
 
+  // --- Telemetry: two gateways of its own, off and on. -------------------------------------------
+  {
+    const { summary, rows } = await measureTelemetry(loadgen, gatewayEnv);
+    results.telemetry = summary;
+    results.workloads.push(...rows);
+  }
+
   // --- Profiles: separate windows, after the measurements, so the profiler's cost is in no figure.
   if (PROFILE) {
     console.log('bench: gateway CPU profiles (socket path; the 10,000 keys are revoked first)');
@@ -905,6 +1022,7 @@ function render(r) {
   if (r.egress?.available) out.push(...renderEgress(r, get), '');
   else if (r.egress) out.push(`Egress: not available: ${r.egress.reason}`, '');
   if (r.sharedBudget) out.push(...renderSharedBudget(r), '');
+  if (r.telemetry) out.push(...renderTelemetry(r), '');
 
   const other = rows.map((x) => x.otherCores ?? 0);
   out.push(
@@ -1055,6 +1173,37 @@ function renderSharedBudget(r) {
   ];
 }
 
+/** The telemetry table: the socket path with metrics and traces on against off. */
+function renderTelemetry(r) {
+  const s = r.telemetry;
+  const rows = [];
+  for (const c of [1, 16]) {
+    for (const name of TELEMETRY_VARIANTS) {
+      const ratio = s[`c${c}`][name];
+      const x = r.workloads.find((w) => w.workload === `telemetry ${name} c${c}`);
+      rows.push([
+        `json c${c}`,
+        name,
+        f(x.rps, 0),
+        name === 'off' ? '' : `${f(ratio.rpsRatio, 3)}x`,
+        f(x.latency.p50),
+        f(x.latency.p99),
+        name === 'off' ? '' : fs(ratio.addedP50Ms),
+        name === 'off' ? '' : fs(ratio.addedP99Ms),
+        f(x.cpuPerRequestUs.gateway, 0),
+        name === 'off' ? '' : `${f(ratio.gatewayCpuRatio, 3)}x`,
+        String(x.errors),
+      ]);
+    }
+  }
+  const o = s.outputs;
+  return [
+    `Telemetry (issue 18): the socket path through a gateway without telemetry, with the Prometheus endpoint only (scraped each second), and with the OTLP trace exporter too (to a loopback sink answering 200), fed from onCall; ${s.rounds} windows of ${s.durationMs} ms per variant, alternated; req/s and latency (ms) are means over the windows. Outputs live during the run: ${o ? `${o.scrapes} scrapes, ${o.exports} OTLP exports (${f(o.exportBytes / 1024, 0)} KiB)` : 'unknown'}.`,
+    '',
+    table(['workload', 'telemetry', 'req/s', '× off', 'p50', 'p99', '+p50', '+p99', 'gw CPU µs/req', '× off', 'errors'], rows),
+  ];
+}
+
 /** What one operation of a workload is, for the profile summaries. */
 const unit = (workload) => (workload.startsWith('tls connect') ? 'handshake' : workload.startsWith('download') ? 'download' : 'request');
 
@@ -1137,7 +1286,7 @@ function targets(r, get) {
   return t;
 }
 
-(ONLY ? onlySharedBudget() : main()).catch((error) => {
+(ONLY ? onlyPart() : main()).catch((error) => {
   console.error(error);
   for (const child of children) child.kill('SIGKILL');
   process.exit(1);

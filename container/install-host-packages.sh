@@ -6,9 +6,11 @@
 # git: the git end-to-end test serves repositories with `git http-backend` and lends git to its container.
 # curl and python3-pip: the egress end-to-end test lends them to its containers (curl, pip install).
 # redis-server: the shared-budget tests start their own on loopback (docs/scale-out.md).
+# prometheus: the metrics test starts one that scrapes the gateway's metrics listener (docs/metrics.md).
+# chromium: the live page's test drives it headless (test/ui.test.ts, through puppeteer-core).
 # Fails when it cannot install them: the tests that need them fail rather than skip in CI.
 set -euo pipefail
-packages=(podman runc busybox-static bubblewrap iproute2 openssl git curl python3-pip redis-server)
+packages=(podman runc busybox-static bubblewrap iproute2 openssl git curl python3-pip redis-server prometheus chromium)
 dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -32,3 +32,9 @@ export { clientEnv, egressEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/
 export { loadConfig, ConfigError, type GatewayConfig } from './config/load.ts';
 export { ValidationError } from './util/validation.ts';
 export { startDaemon, type Daemon } from './control/daemon.ts';
+// Telemetry for hosts that embed the gateway: feed each one the gateway's `onCall` records.
+export { startMetricsServer, type MetricsOptions } from './telemetry/metrics.ts';
+export { createTraceExporter, type TraceOptions } from './telemetry/traces.ts';
+export { startUiServer, type UiOptions } from './telemetry/ui.ts';
+export type { TelemetrySink } from './telemetry/sink.ts';
+export type { ListenAddress } from './util/listen.ts';

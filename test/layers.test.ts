@@ -27,6 +27,7 @@ const RANKS: Readonly<Record<string, number>> = {
   services: 5,
   gateway: 6,
   config: 7,
+  telemetry: 7,
   control: 8,
   runner: 9,
   cli: 10,

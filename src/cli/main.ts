@@ -155,11 +155,14 @@ SIGHUP reloads the config and credentials without dropping live keys.
 Examples:
   gateway serve
   gateway serve --config /etc/llm-gateway.toml
+  gateway serve --metrics 127.0.0.1:9464 --ui 127.0.0.1:9470
   GATEWAY_STATE_DIR=/run/llm-gateway gateway serve`,
     )
-    .action(async () => {
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (over [telemetry] metrics_listen)')
+    .option('--ui <host:port>', 'serve the live page at http://HOST:PORT/ (over [telemetry] ui_listen; a token is needed off loopback)')
+    .action(async (options: { metrics?: string; ui?: string }) => {
       const { config: configFile, stateDir } = globals();
-      await serve({ configFile, stateDir });
+      await serve({ configFile, stateDir, metrics: options.metrics, ui: options.ui });
     });
 
   const keys = program.command('keys').description('Mint, list and revoke keys on the running daemon.');

@@ -25,6 +25,7 @@ import { checkService, isServiceName, type CredentialInjection } from '../servic
 import type { ServiceSource } from './services.ts';
 import type { GroupRates } from '../metering/accounting.ts';
 import type { StoreOptions } from '../gateway.ts';
+import { type ListenAddress, parseListenAddress } from '../util/listen.ts';
 
 export interface GatewayConfig {
   /** The file this came from, if any. */
@@ -62,6 +63,23 @@ export interface GatewayConfig {
   groupRates: Record<string, GroupRates>;
   /** `[store]` (or GATEWAY_STORE_URL): budgets and rates shared with other gateways (docs/scale-out.md). */
   store?: StoreOptions;
+  /** `[telemetry]`: Prometheus metrics, OpenTelemetry traces, the live page (docs/telemetry.md). */
+  telemetry: TelemetryConfig;
+}
+
+/** Where the daemon's telemetry goes; each part is off unless set. */
+export interface TelemetryConfig {
+  metricsListen?: ListenAddress;
+  /** Per-key series in the metrics (bounded). */
+  metricsKeyLabels?: boolean;
+  /** OTLP/HTTP traces endpoint; `true` when only the OTEL_* env vars name it. */
+  otlpEndpoint?: string;
+  otlp?: boolean;
+  /** The share of calls exported as spans (default 1). */
+  otlpSampleRatio?: number;
+  uiListen?: ListenAddress;
+  /** The live page's token (required off loopback), read from a file or env var. */
+  uiToken?: CredentialSource;
 }
 
 /** A config file that cannot be used: its message names the file and, when there is one, the field. */
@@ -194,6 +212,7 @@ class Reader {
       'services',
       'group_rates',
       'store',
+      'telemetry',
     ]);
     const stateDir = this.string(root.state_dir, 'state_dir');
     const egress = this.egress(root.egress);
@@ -244,7 +263,47 @@ class Reader {
         }),
       ),
       store: this.store(root.store),
+      telemetry: this.telemetry(root.telemetry),
     };
+  }
+
+  /** `[telemetry]`: each part's listener or endpoint; a mistake names the field. */
+  private telemetry(value: unknown): TelemetryConfig {
+    const table = this.table(value, 'telemetry', [
+      'metrics_listen',
+      'metrics_key_labels',
+      'otlp_endpoint',
+      'otlp',
+      'otlp_sample_ratio',
+      'ui_listen',
+      'ui_token_env',
+      'ui_token_file',
+    ]);
+    const sampleRatio = this.number(table.otlp_sample_ratio, 'telemetry.otlp_sample_ratio');
+    if (sampleRatio !== undefined && sampleRatio > 1) this.fail('telemetry.otlp_sample_ratio', 'must be from 0 to 1');
+    const listen = (name: string) => {
+      const text = this.string(table[name], `telemetry.${name}`);
+      if (text === undefined) return undefined;
+      return this.check(() => parseListenAddress(text, `telemetry.${name}`));
+    };
+    const flag = (name: string) => {
+      const raw = table[name];
+      if (raw !== undefined && typeof raw !== 'boolean') this.fail(`telemetry.${name}`, 'must be true or false');
+      return raw as boolean | undefined;
+    };
+    const otlpEndpoint = this.string(table.otlp_endpoint, 'telemetry.otlp_endpoint');
+    if (otlpEndpoint !== undefined) this.check(() => httpUrl(otlpEndpoint, 'telemetry.otlp_endpoint'));
+    const tokenEnv = this.string(table.ui_token_env, 'telemetry.ui_token_env');
+    const tokenFile = this.string(table.ui_token_file, 'telemetry.ui_token_file');
+    return dropUndefined({
+      metricsListen: listen('metrics_listen'),
+      metricsKeyLabels: flag('metrics_key_labels'),
+      otlpEndpoint,
+      otlp: flag('otlp'),
+      otlpSampleRatio: sampleRatio,
+      uiListen: listen('ui_listen'),
+      uiToken: tokenEnv ? { env: tokenEnv } : tokenFile ? { file: path.resolve(expandHome(tokenFile)) } : undefined,
+    }) as TelemetryConfig;
   }
 
   /** `[store]`, or GATEWAY_STORE_URL alone: the shared store's address and behaviour. */

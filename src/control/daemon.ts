@@ -10,11 +10,18 @@ import { controlSocketPath, startControlServer } from './socket.ts';
 import { CredentialWatcher, resolveCredentials } from '../config/credentials.ts';
 import { createGateway, type Gateway } from '../gateway.ts';
 import { settingsFrom, tokenSettings, tokenSources } from '../config/settings.ts';
+import type { TelemetrySink } from '../telemetry/sink.ts';
+import { closeTelemetry, startTelemetry } from './telemetry.ts';
+import { parseListenAddress } from '../util/listen.ts';
 
 export interface ServeOptions {
   configFile?: string;
   stateDir?: string;
   logger?: Logger;
+  /** `--metrics HOST:PORT`: over `[telemetry] metrics_listen`. */
+  metrics?: string;
+  /** `--ui HOST:PORT`: over `[telemetry] ui_listen`. */
+  ui?: string;
 }
 
 export interface Daemon {
@@ -38,7 +45,11 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   let summary = credentials.summary;
   // The GitHub and service tokens are read like a provider's key, and followed the same way (file changes).
   const tokens = await resolveCredentials(tokenSources(config));
+  if (options.metrics) config.telemetry.metricsListen = parseListenAddress(options.metrics, '--metrics');
+  if (options.ui) config.telemetry.uiListen = parseListenAddress(options.ui, '--ui');
 
+  // Filled once the gateway exists (they read its inspect()); every call record goes to each.
+  let sinks: TelemetrySink[] = [];
   const gateway = await createGateway({
     ...(await settingsFrom(config, credentials.providers, tokens.providers)),
     stateDir: config.stateDir,
@@ -47,7 +58,16 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
     audit: config.audit,
     persistKeys: true,
     store: config.store,
+    onCall: (record) => {
+      for (const sink of sinks) sink.onCall(record);
+    },
   });
+  try {
+    sinks = await startTelemetry(config.telemetry, gateway, logger);
+  } catch (error) {
+    await gateway.close({ drainMs: 0 });
+    throw error;
+  }
   const watcher = new CredentialWatcher(
     config.providers,
     credentials,
@@ -76,6 +96,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
   } catch (error) {
     watcher.close();
     tokenWatcher.close();
+    await closeTelemetry(sinks);
     await gateway.close({ drainMs: 0 });
     throw error;
   }
@@ -114,6 +135,7 @@ export async function startDaemon(options: ServeOptions): Promise<Daemon> {
         await new Promise((resolve) => control.close(resolve));
         await unlink(controlSocketPath(config.stateDir)).catch(() => undefined);
         await gateway.close({ drainMs: config.drainMs });
+        await closeTelemetry(sinks);
         logger.info('gateway stopped');
         logger.flush();
       })();

@@ -359,6 +359,7 @@ class CallTracker extends Exchange implements AttemptObserver {
   private modelList: ModelListFilter | undefined;
   private bodyHold: BodyHold | undefined;
   private upstream: string | undefined;
+  private upstreamKind: string | undefined;
   private upstreamModel: string | undefined;
   private attempts = 0;
   private meter: UsageMeter | undefined;
@@ -421,6 +422,7 @@ class CallTracker extends Exchange implements AttemptObserver {
 
   attempting(attempt: Attempt, model: string | undefined): void {
     this.upstream = attempt.candidate.upstream.name;
+    this.upstreamKind = attempt.candidate.upstream.kind;
     this.upstreamModel = model ?? attempt.candidate.model;
     this.attempts = attempt.number;
   }
@@ -490,6 +492,7 @@ class CallTracker extends Exchange implements AttemptObserver {
       endpoint: this.route?.endpoint,
       model: this.model,
       upstream: this.upstream,
+      upstreamKind: this.upstreamKind,
       upstreamModel: this.upstreamModel,
       attempts: this.attempts,
       stream: this.stream,

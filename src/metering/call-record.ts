@@ -30,6 +30,8 @@ export interface CallRecord {
   model?: string;
   /** The provider that served the call (after any fallback). */
   upstream?: string;
+  /** That provider's kind (`anthropic`, `openai`, `azure-openai`, `bedrock`, `vertex`, `foundry`). */
+  upstreamKind?: string;
   /** The model name sent upstream, when a route renamed it. */
   upstreamModel?: string;
   /** Upstream attempts made (retries and fallbacks included). */

@@ -3,9 +3,9 @@
 // not) by the tests to play a store that dies, hangs or loses its data.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { deadPort } from './fixture.ts';
 import { runs } from './requirements.ts';
 
 export const hasRedisServer = runs('redis-server');
@@ -30,21 +30,10 @@ export interface RedisServerOptions {
 
 const START_TIMEOUT_MS = 10_000;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startRedis(options: RedisServerOptions = {}): Promise<RedisServer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'redis-test-'));
   const socketPath = options.unixSocket ? path.join(dir, 'redis.sock') : undefined;
-  const port = socketPath ? undefined : await freePort();
+  const port = socketPath ? undefined : await deadPort();
   const args = [
     '--port',
     String(port ?? 0),

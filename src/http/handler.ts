@@ -28,6 +28,7 @@ import type { BodyHold, BodyMemory } from './body-memory.ts';
 import { isJsonContentType, readBody } from './body.ts';
 import { Exchange, type ExchangeFields } from './exchange.ts';
 import { localModel, localModelList, ModelListFilter } from './model-list.ts';
+import { isGlob } from '../util/glob.ts';
 
 /** Where calls go right now; replaced as a whole on reconfiguration. */
 export interface Routing {
@@ -184,7 +185,7 @@ function discoverModels(
       call.filterModels(new ModelListFilter(allowed, names));
       return false;
     }
-    const literal = (globs: readonly string[] | undefined) => (globs ?? []).filter((glob) => !/[*?[]/.test(glob));
+    const literal = (globs: readonly string[] | undefined) => (globs ?? []).filter((glob) => !isGlob(glob));
     body = localModelList([...names, ...literal(account.limits.models)], allowed);
   }
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });

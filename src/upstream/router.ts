@@ -2,7 +2,7 @@
 // come from configuration; without any, each client's requests go to its own provider by name
 // (`anthropic`, `openai`), so every model Claude Code asks for (main, small/fast) just works.
 import { GatewayError } from '../wire/errors.ts';
-import { globToRegExp } from '../util/glob.ts';
+import { globToRegExp, isGlob } from '../util/glob.ts';
 import { ValidationError } from '../util/validation.ts';
 import type { Upstream } from './providers.ts';
 import type { Dialect } from '../wire/dialect.ts';
@@ -50,7 +50,7 @@ export class Router {
       for (const candidate of candidates) {
         if (!upstreams.has(candidate.provider)) throw new ValidationError(`routes[${index}]`, `no provider named ${candidate.provider}`);
       }
-      return { names: route.models.filter((model) => !/[*?[]/.test(model)), patterns: route.models.map(globToRegExp), candidates };
+      return { names: route.models.filter((model) => !isGlob(model)), patterns: route.models.map(globToRegExp), candidates };
     });
   }
 

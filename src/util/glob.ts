@@ -6,3 +6,8 @@ export function globToRegExp(glob: string): RegExp {
     .replace(/\?/g, '.');
   return new RegExp(`^${escaped}$`);
 }
+
+/** Whether `pattern` is a glob (has `*` or `?`), not a name that matches only itself. */
+export function isGlob(pattern: string): boolean {
+  return pattern.includes('*') || pattern.includes('?');
+}

@@ -2,6 +2,7 @@
 // reservation of the call's worst case held while it runs (a call that does not fit waits for the
 // calls in flight, or has its output limit lowered to what is left), and the real cost settled, at
 // the price of the model that served, when it ends.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { OutputLimitField } from '../wire/request-fields.ts';
 import { ClientGone, GatewayError } from '../wire/errors.ts';
 import { globToRegExp } from '../util/glob.ts';
@@ -276,11 +277,7 @@ export class Accounting {
     if (groupRates) {
       const window = this.groupWindow(key.group);
       const checked = window.check(groupRates);
-      if (checked.limit)
-        throw rateLimited(
-          `group ${key.group} allows ${groupRates[checked.limit]} ${checked.limit === 'rpm' ? 'requests' : 'tokens'} per minute`,
-          checked.waitMs,
-        );
+      if (checked.limit) throw groupRateLimited(key.group, groupRates, checked.limit, checked.waitMs, '');
       window.startRequest();
     }
     key.rates.startRequest();
@@ -325,12 +322,7 @@ export class Accounting {
       if (error instanceof StoreUnavailable && this.options.failOpenRates) return;
       throw storeError(error);
     }
-    if (!outcome.ok) {
-      throw rateLimited(
-        `group ${key.group} allows ${rates[outcome.limit]} ${outcome.limit === 'rpm' ? 'requests' : 'tokens'} per minute across its hosts`,
-        outcome.retryAfterMs,
-      );
-    }
+    if (!outcome.ok) throw groupRateLimited(key.group, rates, outcome.limit, outcome.retryAfterMs, ' across its hosts');
   }
 
   /**
@@ -636,7 +628,10 @@ function storeError(error: unknown): Error {
   );
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** A group over its `limit` (on this host, or `where` says across its hosts). */
+function groupRateLimited(group: string, rates: GroupRates, limit: 'rpm' | 'tpm', waitMs: number, where: string): GatewayError {
+  return rateLimited(`group ${group} allows ${rates[limit]} ${limit === 'rpm' ? 'requests' : 'tokens'} per minute${where}`, waitMs);
+}
 
 function rateLimited(message: string, waitMs: number): GatewayError {
   return new GatewayError('rate_limited', `${message}; retry in ${Math.ceil(waitMs / 1000)} s`, {

@@ -20,8 +20,6 @@ import { request } from './support/http.ts';
 import { gateway } from './support/cli.ts';
 import { startRestService, type RestCredential, type RestService } from './support/rest-service.ts';
 
-const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
 describe('[services.NAME] mistakes name the file and the field as the file spells it', () => {
   let dir: string;
   before(async () => {
@@ -73,7 +71,7 @@ describe('[services.NAME] mistakes name the file and the field as the file spell
         (e: unknown) => e,
       );
       assert.ok(error instanceof ConfigError, String(error));
-      assert.match(error.message, new RegExp(`^${escapeRegExp(file)}: `));
+      assert.ok(error.message.startsWith(`${file}: `), error.message);
       assert.match(error.message, expected);
       // The library's spelling of a field never reaches the operator.
       assert.doesNotMatch(error.message, /baseUrl|basicUser|maxConcurrent|maxBodyBytes|passClientAuth|inject\.|\.basic:|\.query:|\.$/);

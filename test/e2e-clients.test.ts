@@ -21,13 +21,17 @@ import { eventually, REAL_ANTHROPIC_KEY, REAL_OPENAI_KEY, startFixture, type Fix
 import { type ContainerReport, writeNeedles } from './support/needles.ts';
 import { answerMessages, type Block, messagesText, toolResultText } from './support/scripted-model.ts';
 import { skipUnless } from './support/requirements.ts';
-import { buildTestImage, podmanAvailable, podmanRun, type Mount } from './support/podman.ts';
+import {
+  buildTestImage,
+  podmanAvailable,
+  podmanRun,
+  type Mount,
+  CONTAINER_CLIENTS as CLIENTS,
+  CONTAINER_HOME as HOME,
+  clientMounts,
+} from './support/podman.ts';
 
-const NODE_MODULES = new URL('../node_modules', import.meta.url).pathname;
-const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
 const CONTAINER_DIR = new URL('../container', import.meta.url).pathname;
-const CLIENTS = '/opt/clients/node_modules';
-const HOME = '/tmp/home';
 const CONTAINER_TIMEOUT_MS = 100_000;
 const TEST_TIMEOUT_MS = 120_000;
 
@@ -156,8 +160,7 @@ test('real clients through the gateway in --network=none podman containers', { t
 
   const mounts: Mount[] = [
     ...libMounts,
-    { source: NODE_MODULES, target: CLIENTS, readOnly: true },
-    { source: E2E_DIR, target: '/opt/clients/e2e', readOnly: true },
+    ...clientMounts(),
     { source: CONTAINER_DIR, target: '/opt/clients/container', readOnly: true },
     { source: needles.dir, target: '/opt/clients/needles', readOnly: true },
     // Claude Code's Bash tool runs commands with bash or zsh only (busybox sh is refused: "No suitable

@@ -20,15 +20,19 @@ import { type BedrockScript, type BedrockStandin, startBedrockStandin } from './
 import { eventually } from './support/fixture.ts';
 import { createServiceAccount, type GoogleTokenStandin, type ServiceAccount, serviceAccountKey, startGoogleTokenStandin } from './support/google-token.ts';
 import { type ContainerReport, writeNeedles } from './support/needles.ts';
-import { buildTestImage, type Mount, podmanAvailable, podmanRun } from './support/podman.ts';
+import {
+  buildTestImage,
+  type Mount,
+  podmanAvailable,
+  podmanRun,
+  CONTAINER_CLIENTS as CLIENTS,
+  CONTAINER_HOME as HOME,
+  clientMounts,
+} from './support/podman.ts';
 import { skipUnless } from './support/requirements.ts';
 import { type Block, messagesText, toolResultText } from './support/scripted-model.ts';
 import { startVertexStandin, VERTEX_ANTHROPIC_VERSION, type VertexStandin } from './support/vertex-standin.ts';
 
-const NODE_MODULES = new URL('../node_modules', import.meta.url).pathname;
-const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
-const CLIENTS = '/opt/clients/node_modules';
-const HOME = '/tmp/home';
 const CONTAINER_TIMEOUT_MS = 100_000;
 const TEST_TIMEOUT_MS = 120_000;
 
@@ -174,8 +178,7 @@ test('Claude Code in its Bedrock and Vertex modes, in --network=none podman cont
 
   const mounts: Mount[] = [
     ...libMounts,
-    { source: NODE_MODULES, target: CLIENTS, readOnly: true },
-    { source: E2E_DIR, target: '/opt/clients/e2e', readOnly: true },
+    ...clientMounts(),
     { source: needles.dir, target: '/opt/clients/needles', readOnly: true },
     // Claude Code's Bash tool wants bash or zsh (busybox sh is refused): the host's bash, read-only.
     { source: realpathSync('/bin/bash'), target: '/usr/local/bin/bash', readOnly: true },

@@ -16,15 +16,12 @@ import { startStandin, type RecordedRequest } from '../src/dev/standin.ts';
 import { eventually, REAL_ANTHROPIC_KEY } from './support/fixture.ts';
 import { MCP_TICKET_MARKER, startMcpServer } from './support/mcp-server.ts';
 import { type ContainerReport, writeNeedles } from './support/needles.ts';
-import { buildTestImage, podmanAvailable } from './support/podman.ts';
+import { buildTestImage, podmanAvailable, CONTAINER_CLIENTS as CLIENTS, CONTAINER_HOME as HOME, clientMounts } from './support/podman.ts';
 import { skipUnless } from './support/requirements.ts';
 import { startRestService } from './support/rest-service.ts';
 import { answerMessages, type Block, toolResultText } from './support/scripted-model.ts';
 
 const CLI = new URL('../src/cli/main.ts', import.meta.url).pathname;
-const E2E_DIR = new URL('./e2e', import.meta.url).pathname;
-const CLIENTS = '/opt/clients/node_modules';
-const HOME = '/tmp/home';
 const CONTAINER_TIMEOUT_MS = 100_000;
 
 const MCP_TOKEN = 'mcp-host-token-5c1e9a7b3d';
@@ -161,8 +158,7 @@ test('services through `gateway run --service`: Claude Code with an MCP server, 
 
   const mountArgs = [
     ...libMounts,
-    { source: realpathSync(new URL('../node_modules', import.meta.url).pathname), target: CLIENTS, readOnly: true },
-    { source: E2E_DIR, target: '/opt/clients/e2e', readOnly: true },
+    ...clientMounts(),
     { source: needles.dir, target: '/opt/clients/needles', readOnly: true },
     { source: realpathSync('/usr/bin/curl'), target: '/usr/local/bin/curl', readOnly: true },
   ].flatMap((m) => ['--mount', `${m.source}:${m.target}${m.readOnly ? ':ro' : ''}`]);

@@ -29,6 +29,18 @@ export interface Mount {
   readOnly?: boolean;
 }
 
+/** Where the end-to-end tests put the real clients (the host's node_modules) and $HOME in a container. */
+export const CONTAINER_CLIENTS = '/opt/clients/node_modules';
+export const CONTAINER_HOME = '/tmp/home';
+
+/** The host's node_modules (the pinned clients) and test/e2e (the run and report scripts), read-only. */
+export function clientMounts(): Mount[] {
+  return [
+    { source: realpathSync(new URL('../../node_modules', import.meta.url).pathname), target: CONTAINER_CLIENTS, readOnly: true },
+    { source: new URL('../e2e', import.meta.url).pathname, target: '/opt/clients/e2e', readOnly: true },
+  ];
+}
+
 export interface RunOptions {
   image: string;
   args: string[];

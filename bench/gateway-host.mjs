@@ -67,7 +67,7 @@ if (TELEMETRY) {
   const { port } = /** @type {import('node:net').AddressInfo} */ (otlpSink.address());
   const metrics = await startMetricsServer({ listen: { host: '127.0.0.1', port: 0 }, gateway });
   sinks.push(metrics);
-  if (TRACES) sinks.push(createTraceExporter({ endpoint: `http://127.0.0.1:${port}/v1/traces` }));
+  if (TRACES) sinks.push(await createTraceExporter({ endpoint: `http://127.0.0.1:${port}/v1/traces` }));
   scraper = setInterval(async () => {
     try {
       await (await fetch(metrics.url)).text();

@@ -127,7 +127,7 @@ describe('OpenTelemetry traces', () => {
 
   before(async () => {
     receiver = await startReceiver();
-    const traces = createTraceExporter({ endpoint: `${receiver.url}/v1/traces` });
+    const traces = await createTraceExporter({ endpoint: `${receiver.url}/v1/traces` });
     fx = await startFixture(
       {
         // A chat completion with cached prompt tokens, so the cache attributes carry a real count.
@@ -268,7 +268,7 @@ describe('OpenTelemetry traces: configuration and failure', () => {
       process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
       process.env.OTEL_EXPORTER_OTLP_HEADERS = 'x-collector-tenant=team-a';
       process.env.OTEL_SERVICE_NAME = 'gateway-under-test';
-      const traces = createTraceExporter({});
+      const traces = await createTraceExporter({});
       assert.equal(trace.getTracer('host').startSpan('probe').isRecording(), false, 'no global tracer provider was registered');
       traces.onCall(sampleRecord());
       // A git call is no GenAI operation: an HTTP span with the gateway's attributes only.
@@ -295,23 +295,23 @@ describe('OpenTelemetry traces: configuration and failure', () => {
   test('sampleRatio exports that share of the calls (and a ratio outside 0..1 is refused)', async () => {
     const receiver = await startReceiver();
     try {
-      const none = createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0 });
+      const none = await createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0 });
       for (let i = 0; i < 200; i++) none.onCall(sampleRecord());
       await none.close();
       assert.equal(receiver.spans.length, 0);
-      const some = createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0.25 });
+      const some = await createTraceExporter({ endpoint: `${receiver.url}/v1/traces`, sampleRatio: 0.25 });
       for (let i = 0; i < 400; i++) some.onCall(sampleRecord());
       await some.close();
       // Binomial(400, 0.25): mean 100, sd 8.7; these bounds are 5 sd out.
       assert.ok(receiver.spans.length > 56 && receiver.spans.length < 144, `${receiver.spans.length} of 400 sampled`);
-      assert.throws(() => createTraceExporter({ sampleRatio: 1.5 }), /sampleRatio/);
+      await assert.rejects(createTraceExporter({ sampleRatio: 1.5 }), /sampleRatio/);
     } finally {
       await receiver.close();
     }
   });
 
   test('a receiver that is down: onCall stays cheap and never throws, close() returns within its bound', async () => {
-    const traces = createTraceExporter({ endpoint: `http://127.0.0.1:${await deadPort()}/v1/traces` });
+    const traces = await createTraceExporter({ endpoint: `http://127.0.0.1:${await deadPort()}/v1/traces` });
     const started = performance.now();
     for (let i = 0; i < 1000; i++) traces.onCall(sampleRecord({ keyId: `k_${i}` }));
     const perCallMs = (performance.now() - started) / 1000;

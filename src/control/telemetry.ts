@@ -21,7 +21,7 @@ export async function startTelemetry(telemetry: TelemetryConfig, gateway: Gatewa
       sinks.push(metrics);
     }
     if (telemetry.otlpEndpoint !== undefined || telemetry.otlp) {
-      sinks.push(createTraceExporter({ endpoint: telemetry.otlpEndpoint, sampleRatio: telemetry.otlpSampleRatio }));
+      sinks.push(await createTraceExporter({ endpoint: telemetry.otlpEndpoint, sampleRatio: telemetry.otlpSampleRatio }));
       logger.info({ endpoint: telemetry.otlpEndpoint ?? '(OTEL_EXPORTER_OTLP_* env)' }, 'OpenTelemetry traces');
     }
     if (telemetry.uiListen) {

@@ -4,7 +4,7 @@
 // the series without bound; no prompt, completion or credential ever reaches a label.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Gauge as GaugeClass, Registry } from 'prom-client';
 import type { Gateway, GatewaySnapshot } from '../gateway.ts';
 import { type CallRecord, cut } from '../metering/call-record.ts';
 import type { ListenAddress } from '../util/listen.ts';
@@ -64,6 +64,8 @@ const TOKEN_FIELDS: readonly [TokenKind, keyof CallRecord][] = [
 ];
 
 export async function startMetricsServer(options: MetricsOptions): Promise<TelemetrySink & { url: string }> {
+  // Loaded here, not at the top: a gateway without metrics never pays for prom-client at start.
+  const { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } = await import('prom-client');
   const register = new Registry();
   collectDefaultMetrics({ register });
   const models = new CappedLabel(MAX_MODELS);
@@ -106,7 +108,7 @@ export async function startMetricsServer(options: MetricsOptions): Promise<Telem
   // One snapshot per scrape, taken by the handler before the registry collects: every gauge then
   // reads the same moment, and `inspect()` runs once instead of once per gauge.
   let snapshot: GatewaySnapshot | undefined;
-  registerGauges(register, () => snapshot, groups, options.keyLabels ?? false);
+  registerGauges(Gauge, register, () => snapshot, groups, options.keyLabels ?? false);
 
   const server = http.createServer((req, res) => {
     const path = req.url?.split('?', 1)[0];
@@ -158,7 +160,13 @@ export async function startMetricsServer(options: MetricsOptions): Promise<Telem
 }
 
 /** The gauges that describe now: groups' budgets and spend, live keys, calls in flight (and per-key spend). */
-function registerGauges(register: Registry, current: () => GatewaySnapshot | undefined, groups: CappedLabel, keyLabels: boolean): void {
+function registerGauges(
+  Gauge: typeof GaugeClass,
+  register: Registry,
+  current: () => GatewaySnapshot | undefined,
+  groups: CappedLabel,
+  keyLabels: boolean,
+): void {
   const perGroup = (name: string, help: string, value: (group: GatewaySnapshot['groups'][number]) => number | undefined) =>
     new Gauge({
       name,

@@ -3,10 +3,7 @@
 // by a batch processor. The tracer provider is private to this sink: nothing is registered globally,
 // so the host's own OpenTelemetry setup (if any) is neither used nor disturbed. Spans carry counts,
 // names and statuses from the record only: never content, never a credential (the record holds none).
-import { type Attributes, type HrTime, ROOT_CONTEXT, SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import type { Attributes, HrTime } from '@opentelemetry/api';
 import { type CallRecord, cut } from '../metering/call-record.ts';
 import { ValidationError } from '../util/validation.ts';
 import type { TelemetrySink } from './sink.ts';
@@ -30,13 +27,25 @@ const EXPORT_TIMEOUT_MS = 3000;
 /** Longest `close()` waits for pending spans to leave. */
 const CLOSE_TIMEOUT_MS = 5000;
 
-export function createTraceExporter(options: TraceOptions): TelemetrySink {
+export async function createTraceExporter(options: TraceOptions): Promise<TelemetrySink> {
+  const sampleRatio = options.sampleRatio ?? 1;
+  if (!(sampleRatio >= 0 && sampleRatio <= 1)) throw new ValidationError('sampleRatio', 'must be a number from 0 to 1');
+  // Loaded here, not at the top: a gateway without traces never pays for the SDK (~200 ms at start).
+  const [
+    { ROOT_CONTEXT, SpanKind, SpanStatusCode },
+    { OTLPTraceExporter },
+    { defaultResource, resourceFromAttributes },
+    { BatchSpanProcessor, TracerProvider },
+  ] = await Promise.all([
+    import('@opentelemetry/api'),
+    import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/sdk-trace'),
+  ]);
   // The exporter reads OTEL_EXPORTER_OTLP_* itself when no url is given; it sends JSON
   // (Content-Type: application/json), the encoding of @opentelemetry/exporter-trace-otlp-http.
   const exporter = new OTLPTraceExporter({ ...(options.endpoint ? { url: options.endpoint } : {}), timeoutMillis: EXPORT_TIMEOUT_MS });
   const serviceName = options.serviceName ?? process.env.OTEL_SERVICE_NAME ?? 'llm-socket-gateway';
-  const sampleRatio = options.sampleRatio ?? 1;
-  if (!(sampleRatio >= 0 && sampleRatio <= 1)) throw new ValidationError('sampleRatio', 'must be a number from 0 to 1');
   const provider = new TracerProvider({
     resource: defaultResource().merge(resourceFromAttributes({ 'service.name': serviceName })),
     spanLimits: { attributeValueLengthLimit: VALUE_LIMIT, attributeCountLimit: 64, eventCountLimit: 0, linkCountLimit: 0 },

@@ -24,6 +24,7 @@ import { createGitHubRelay, type GitHubOptions, type GitHubRelay, gitHubPathHand
 import { Router, type RouteConfig } from './upstream/router.ts';
 import { closeUpstreams, providersFromEnv, resolveUpstreams, type NetworkOptions, type ProvidersConfig, type Upstream } from './upstream/providers.ts';
 import { createRequestHandler, type Routing } from './http/handler.ts';
+import { createTokenGuard } from './http/token-guard.ts';
 import { Refusals } from './metering/refusals.ts';
 import { refuseUpgrade } from './http/upgrade.ts';
 import type { EgressSettings } from './egress/admission.ts';
@@ -249,6 +250,8 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
   const logger = options.logger ?? pino({ level: 'warn' }, pino.destination(2));
   let outbound = buildOutbound(options);
   const keyOfSocket = new WeakMap<Socket, KeyRecord>();
+  // Connections that came to a key's TCP listener: each of their requests must show the key's token.
+  const tcpSockets = new WeakSet<Socket>();
   const leases = options.persistKeys ? await LeaseJournal.open(path.join(stateDir, 'leases.jsonl')) : undefined;
   const ledger = await Ledger.open(path.join(stateDir, 'spend.jsonl'), new Set(leases?.live.map((lease) => lease.id)), (error) =>
     logger.error({ err: error }, 'spend ledger write failed'),
@@ -275,6 +278,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
 
   const server = createServer(options, books, logger, {
     keyOf: (socket) => keyOfSocket.get(socket),
+    isTcp: (socket) => tcpSockets.has(socket),
     routing: () => outbound.routing,
     github: () => outbound.github,
     egress: () => outbound.egress,
@@ -285,9 +289,13 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     keysDir,
     maxConnectionsPerKey: options.maxConnectionsPerKey ?? 256,
     keepDirsOnClose: options.persistKeys,
-    onConnection(socket, key) {
+    onConnection(socket, key, transport) {
       keyOfSocket.set(socket, key);
+      if (transport === 'tcp') tcpSockets.add(socket);
       server.emit('connection', socket);
+    },
+    onRefusedSource(key, address) {
+      logger.warn({ key: key.id, group: key.group, remote: address }, 'TCP connection from an address the key does not allow refused');
     },
     onRevoked(key, reason) {
       accounting.close(key.id);
@@ -300,7 +308,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       logger.info({ key: key.id, group: key.group, reason }, 'key revoked');
     },
   });
-  await restoreKeys(keysDir, leases?.live ?? [], store, accounting, ledger, logger);
+  await restoreKeys(keysDir, leases, store, accounting, ledger, logger);
 
   /** The configured services the key may use. */
   const grantsOf = (record: KeyRecord, limits: KeyLimits): ServiceGrant[] =>
@@ -317,14 +325,15 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
     stateDir,
     async mint(request) {
       if (closed) throw new Error('gateway is closed');
-      const { group, label, ttlMs, owner, shimPort = SHIM_PORT, ...limits } = request;
+      const { group, label, ttlMs, owner, shimPort = SHIM_PORT, tcp, ...limits } = request;
       if (limits.egress !== undefined) outbound.egress.policy.check(limits.egress);
       checkServiceNames(limits.services, outbound.services);
       if (!Number.isInteger(shimPort) || shimPort < 1 || shimPort > 65535) throw new ValidationError('mint `shimPort`', 'must be a TCP port (1-65535)');
-      const record = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner });
+      const { record, token } = await store.mint({ group, label, ttlMs, owner: owner ?? options.socketOwner, tcp });
       try {
         const account = accounting.open(record.id, record.group, limits);
-        await writeMcpConfig(record.dir, shimPort, grantsOf(record, account.limits), owner ?? options.socketOwner);
+        // A TCP-mode container has no mount: its MCP config comes in its env (runner/contribute.ts).
+        if (!record.tcp) await writeMcpConfig(record.dir, shimPort, grantsOf(record, account.limits), owner ?? options.socketOwner);
         const lease: Lease = {
           id: record.id,
           group,
@@ -333,14 +342,17 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
           expiresAt: record.expiresAt,
           owner: owner ?? options.socketOwner,
           limits: account.limits,
+          ...(record.tcp && { tcp: record.tcp, tokenSha256: record.tokenDigest!.toString('hex') }),
         };
         await leases?.journal.minted(lease);
       } catch (error) {
         await store.revoke(record.id);
         throw error;
       }
-      logger.info({ key: record.id, group: record.group, label: record.label }, 'key minted');
-      return info(record);
+      logger.info({ key: record.id, group: record.group, label: record.label, tcp: record.tcp }, 'key minted');
+      const minted = info(record);
+      // The token leaves the gateway here, once; it is kept only as a digest.
+      return minted.tcp ? { ...minted, tcp: { ...minted.tcp, token } } : minted;
     },
     revoke: (id) => store.revoke(id, 'revoked'),
     keys: () => store.list().map(info),
@@ -470,6 +482,7 @@ function createServer(
   logger: Logger,
   live: {
     keyOf(socket: Socket): KeyRecord | undefined;
+    isTcp(socket: Socket): boolean;
     routing(): Routing;
     github(): GitHubRelay | undefined;
     egress(): EgressSettings;
@@ -526,6 +539,7 @@ function createServer(
     onInternalError,
     api: llm,
   });
+  const guard = createTokenGuard({ keyOf: live.keyOf, isTcp: live.isTcp, onRefused: tokenRefusalLog(logger) });
   const server = http.createServer(
     {
       // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
@@ -535,9 +549,9 @@ function createServer(
       keepAliveTimeout: 60_000,
       noDelay: true,
     },
-    egress.request,
+    guard.request(egress.request),
   );
-  server.on('connect', egress.connect);
+  server.on('connect', guard.connect(egress.connect));
   server.on('upgrade', (req, socket) => refuseUpgrade(req, socket as Socket));
   // The server never listens itself (each key's listener hands it connections), but Node only
   // tracks connections for headersTimeout once a server has emitted 'listening'.
@@ -545,19 +559,59 @@ function createServer(
   return server;
 }
 
-/** Key directories left by an earlier run are stale, unless their lease brings them back: those are re-created. */
-async function restoreKeys(keysDir: string, leases: readonly Lease[], store: KeyStore, accounting: Accounting, ledger: Ledger, logger: Logger): Promise<void> {
-  const restoring = new Set(leases.map((lease) => lease.id));
+/**
+ * Warns about requests on TCP listeners without the key's token, at most once per key every 10 s
+ * with the count since: whoever can reach a port can send many, and a log must not grow with them.
+ */
+function tokenRefusalLog(logger: Logger): (key: KeyRecord, socket: Socket) => void {
+  const last = new WeakMap<KeyRecord, { at: number; unlogged: number }>();
+  return (key, socket) => {
+    const entry = last.get(key) ?? { at: 0, unlogged: 0 };
+    entry.unlogged++;
+    last.set(key, entry);
+    if (Date.now() - entry.at < 10_000) return;
+    logger.warn({ key: key.id, group: key.group, remote: socket.remoteAddress, refused: entry.unlogged }, "TCP requests without the key's token refused");
+    entry.at = Date.now();
+    entry.unlogged = 0;
+  };
+}
+
+/**
+ * Key directories left by an earlier run are stale, unless their lease brings them back: those are
+ * re-created. A TCP key whose address is gone (its network was removed) is not, and its lease ends.
+ */
+async function restoreKeys(
+  keysDir: string,
+  leases: { journal: LeaseJournal; live: Lease[] } | undefined,
+  store: KeyStore,
+  accounting: Accounting,
+  ledger: Ledger,
+  logger: Logger,
+): Promise<void> {
+  const live = leases?.live ?? [];
+  const restoring = new Set(live.map((lease) => lease.id));
   for (const entry of await readdir(keysDir)) {
     if (!restoring.has(entry)) await rm(path.join(keysDir, entry), { recursive: true, force: true });
   }
-  for (const lease of leases) {
-    const record = await store.mint(
-      { group: lease.group, label: lease.label, owner: lease.owner },
-      { id: lease.id, createdAt: lease.createdAt, expiresAt: lease.expiresAt },
-    );
-    accounting.open(record.id, record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(record.id);
-    logger.info({ key: record.id, group: record.group }, 'key restored');
+  for (const lease of live) {
+    const tcp = lease.tcp && { host: lease.tcp.host, port: lease.tcp.port, ...(lease.tcp.allowFrom ? { allowFrom: lease.tcp.allowFrom } : {}) };
+    const minted = await store
+      .mint(
+        { group: lease.group, label: lease.label, owner: lease.owner, tcp },
+        {
+          id: lease.id,
+          createdAt: lease.createdAt,
+          expiresAt: lease.expiresAt,
+          tokenDigest: lease.tokenSha256 ? Buffer.from(lease.tokenSha256, 'hex') : undefined,
+        },
+      )
+      .catch((error: unknown) => {
+        logger.error({ err: error, key: lease.id, tcp: lease.tcp }, 'key not restored: its TCP address is not available');
+        return leases!.journal.revoked(lease.id).then(() => undefined);
+      });
+    if (!minted) continue;
+    accounting.open(minted.record.id, minted.record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(minted.record.id);
+    logger.info({ key: minted.record.id, group: minted.record.group }, 'key restored');
   }
 }
 
@@ -675,6 +729,6 @@ function checkPrice(price: unknown, field: string): void {
 }
 
 function keyInfo(record: KeyRecord): KeyInfo {
-  const { id, group, label, dir, socketPath, createdAt, expiresAt } = record;
-  return { id, group, label, dir, socketPath, createdAt, expiresAt };
+  const { id, group, label, dir, socketPath, createdAt, expiresAt, tcp } = record;
+  return { id, group, label, dir, socketPath, createdAt, expiresAt, ...(tcp && { tcp }) };
 }

@@ -268,6 +268,11 @@ Examples:
         .choices([...CLAUDE_VIAS])
         .default('anthropic'),
     )
+    .addOption(
+      new Option('--transport <transport>', 'socket: mount the key directory, no network; tcp: an internal network of its own and a token (docs/deploy.md)')
+        .choices(['socket', 'tcp'])
+        .default('socket'),
+    )
     .addHelpText(
       'after',
       `
@@ -275,6 +280,10 @@ Uses the running daemon (gateway serve) for the key when there is one, else an e
 this process. The container gets the key's directory read-only at /run/gateway, --network=none, and
 the env its clients need; CMD runs under the shim (node /run/gateway/shim.mjs -- CMD), so the image
 needs Node. Exits with the container's status.
+
+With --transport tcp (podman or docker, as root) the container instead joins an internal network of
+its own with no route out, the key listens on its host side, a firewall table lets the container
+reach that port and nothing else, and the clients' API key is the key's token. No shim, no mount.
 
 Examples:
   gateway run --group family --budget-usd 2 --model "claude-*" -- localhost/agent claude -p "fix the failing test"
@@ -284,7 +293,7 @@ Examples:
       const runtime = options.runtime as Runtime;
       const image = runtime === 'bwrap' ? undefined : args[0];
       const rest = runtime === 'bwrap' ? args : args.slice(1);
-      if (rest.length === 0 && options.shim) throw new UsageError('give a command to run under the shim, or --no-shim');
+      if (rest.length === 0 && options.shim && options.transport !== 'tcp') throw new UsageError('give a command to run under the shim, or --no-shim');
       const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
       if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
       const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
@@ -322,6 +331,7 @@ Examples:
           request,
           launch,
           minter: embedded ?? daemonMinter(stateDir),
+          transport: options.transport as 'socket' | 'tcp',
           onLaunch: (key) => io.stderr.write(`gateway: key ${key.id} (${daemonUp ? 'daemon' : 'embedded gateway'}), ${runtime} starting\n`),
         });
       } finally {

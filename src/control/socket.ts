@@ -7,9 +7,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Gateway, MintRequest } from '../gateway.ts';
 import { ValidationError } from '../util/validation.ts';
-import { githubEnv } from '../github/env.ts';
-import { CLAUDE_VIAS, type ClaudeVia, clientEnv, egressEnv, SHIM_PORT } from '../keys/client-env.ts';
-import { serviceEnv } from '../services/client.ts';
+import { CLAUDE_VIAS, type ClaudeVia } from '../keys/client-env.ts';
+import { containerEnv } from './container-env.ts';
 
 const CONTROL_SOCKET = 'control.sock';
 
@@ -44,6 +43,7 @@ const MINT_FIELDS = new Set([
   'egressBudgetBytes',
   'services',
   'shimPort',
+  'tcp',
 ]);
 
 interface ControlExtras {
@@ -101,13 +101,12 @@ async function route(gateway: Gateway, extras: ControlExtras, req: IncomingMessa
       if (!CLAUDE_VIAS.includes(claudeVia as ClaudeVia)) throw new HttpError(400, `claudeVia must be one of ${CLAUDE_VIAS.join(', ')}`);
       const request = { ttlMs: extras.defaultTtlMs, ...fields } as MintRequest;
       const key = await gateway.mint(request);
-      const port = request.shimPort ?? SHIM_PORT;
-      const env = {
-        ...clientEnv(port, claudeVia as ClaudeVia),
-        ...(request.github ? githubEnv(port, extras.githubHost) : {}),
-        ...(key.egress ? egressEnv(port) : {}),
-        ...serviceEnv(port, key.services ?? []),
-      };
+      const env = containerEnv(key, {
+        port: request.shimPort,
+        claudeVia: claudeVia as ClaudeVia,
+        github: Boolean(request.github),
+        githubHost: extras.githubHost,
+      });
       return send(res, 201, { ...key, env });
     }
   }

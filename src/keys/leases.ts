@@ -1,9 +1,10 @@
 // Live keys recorded on disk, so a restarted gateway re-creates each key's socket in the same
 // directory and containers that mounted it carry on. A lease holds no secret: the socket is the
-// identity. The journal is append-only (one line per mint or revoke) and compacted when opened.
+// identity, and a TCP key's token is kept as its SHA-256 only. The journal is append-only (one line per mint or revoke) and compacted when opened.
 import { appendFile, readFile, rename, writeFile } from 'node:fs/promises';
 import type { Owner } from './store.ts';
 import type { KeyLimits } from './limits.ts';
+import type { TcpEndpoint } from './tcp-listen.ts';
 
 export interface Lease {
   id: string;
@@ -13,6 +14,9 @@ export interface Lease {
   expiresAt?: number;
   owner?: Owner;
   limits: KeyLimits;
+  /** TCP mode: the listener to re-open (same port: the container knows it) and the token's digest (hex). */
+  tcp?: TcpEndpoint;
+  tokenSha256?: string;
 }
 
 type JournalLine = { mint: Lease } | { revoke: string };

@@ -1,12 +1,15 @@
 // Ephemeral keys and their sockets. A key is nothing but a record in memory and a Unix socket in a
 // directory of its own; a connection's identity is the socket it arrived on, so nothing a client
-// sends can claim another key.
+// sends can claim another key. A key in TCP mode also listens on a TCP address of its own, where a
+// connection must in addition show the key's token (keys/token.ts, http/token-guard.ts).
 import { chown, chmod, copyFile, mkdir, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { customAlphabet } from 'nanoid';
 import { ValidationError } from '../util/validation.ts';
+import { checkTcpListen, sourceFilter, type TcpEndpoint, type TcpListen } from './tcp-listen.ts';
+import { newToken, tokenDigest } from './token.ts';
 
 // Lower-case alphanumerics: safe in paths, container names and labels. 16 chars = 82 bits.
 const newKeyId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 16);
@@ -33,6 +36,8 @@ export interface MintOptions {
   ttlMs?: number;
   /** Give the key's directory and socket to this user (the container's), instead of 0700 to us. */
   owner?: Owner;
+  /** Also listen for the key on this TCP address, guarded by a token (TCP mode, docs/deploy.md). */
+  tcp?: TcpListen;
 }
 
 /** What a host needs to launch a container for a key. */
@@ -49,6 +54,8 @@ export interface KeyInfo {
   egress?: boolean;
   /** The configured services the key may use at `/svc/NAME/` (its own grants and its group's). */
   services?: ServiceGrant[];
+  /** In TCP mode: where the key listens; with its token in `mint`'s answer only. */
+  tcp?: TcpEndpoint;
 }
 
 /** A service a key may use, as its container is told about it (`mcp`: listed in the key's `mcp.json`). */
@@ -64,14 +71,31 @@ export interface KeyRecord extends KeyInfo {
   /** Requests being served right now. */
   inFlight: number;
   readonly server: net.Server;
+  /** In TCP mode: the key's TCP listener and the digest of its token. */
+  readonly tcpServer?: net.Server;
+  readonly tokenDigest?: Buffer;
   readonly sockets: Set<net.Socket>;
   timer?: NodeJS.Timeout;
 }
 
+/** How a connection reached its key: the socket is proof enough, a TCP connection must show the token. */
+export type Transport = 'socket' | 'tcp';
+
+/** What `mint` restores of a key from before a restart. */
+export interface RestoredKey {
+  id: string;
+  createdAt: number;
+  expiresAt?: number;
+  /** TCP mode: the token the container still holds, by its digest. */
+  tokenDigest?: Buffer;
+}
+
 export interface KeyStoreOptions {
   keysDir: string;
-  /** Hands each accepted connection, tagged with its key, to the HTTP server. */
-  onConnection(socket: net.Socket, key: KeyRecord): void;
+  /** Hands each accepted connection, tagged with its key and how it came, to the HTTP server. */
+  onConnection(socket: net.Socket, key: KeyRecord, transport: Transport): void;
+  /** A TCP connection from an address the key's `allowFrom` does not list (it is closed). */
+  onRefusedSource?(key: KeyRecord, address: string | undefined): void;
   onRevoked?(key: KeyRecord, reason: RevokeReason): void;
   maxConnectionsPerKey: number;
   /**
@@ -94,16 +118,19 @@ export class KeyStore {
   }
 
   /**
-   * Creates a key. With `restore` (a lease from before a restart), re-creates that key with its id
-   * and times, in its existing directory, replacing the stale socket file.
+   * Creates a key, and in TCP mode its token (returned here once, kept as a digest). With `restore`
+   * (a lease from before a restart), re-creates that key with its id, times and token, in its
+   * existing directory, replacing the stale socket file.
    */
-  async mint(options: MintOptions, restore?: { id: string; createdAt: number; expiresAt?: number }): Promise<KeyRecord> {
+  async mint(options: MintOptions, restore?: RestoredKey): Promise<{ record: KeyRecord; token?: string }> {
     if (typeof options.group !== 'string' || options.group.length === 0) {
       throw new ValidationError('mint `group`', 'must be a non-empty string');
     }
     if (options.ttlMs !== undefined && !(Number.isFinite(options.ttlMs) && options.ttlMs > 0)) {
       throw new ValidationError('mint `ttlMs`', 'must be a positive number of milliseconds');
     }
+    const tcp = options.tcp === undefined ? undefined : checkTcpListen(options.tcp);
+    const token = tcp && !restore?.tokenDigest ? newToken() : undefined;
     const id = restore?.id ?? newKeyId();
     const dir = path.join(this.options.keysDir, id);
     const socketPath = path.join(dir, SOCKET_NAME);
@@ -121,6 +148,12 @@ export class KeyStore {
     }
     const sockets = new Set<net.Socket>();
     const now = restore?.createdAt ?? Date.now();
+    const accept = (socket: net.Socket, transport: Transport) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      this.options.onConnection(socket, record, transport);
+    };
+    const allowed = tcp?.allowFrom ? sourceFilter(tcp.allowFrom) : () => true;
     const record: KeyRecord = {
       id,
       group: options.group,
@@ -132,13 +165,18 @@ export class KeyStore {
       revoked: false,
       inFlight: 0,
       sockets,
-      server: net.createServer({ noDelay: true }, (socket) => {
-        sockets.add(socket);
-        socket.once('close', () => sockets.delete(socket));
-        this.options.onConnection(socket, record);
+      server: net.createServer({ noDelay: true }, (socket) => accept(socket, 'socket')),
+      ...(tcp && {
+        tokenDigest: restore?.tokenDigest ?? tokenDigest(token!),
+        tcpServer: net.createServer({ noDelay: true }, (socket) => {
+          if (allowed(socket.remoteAddress)) return accept(socket, 'tcp');
+          this.options.onRefusedSource?.(record, socket.remoteAddress);
+          socket.destroy();
+        }),
       }),
     };
     record.server.maxConnections = this.options.maxConnectionsPerKey;
+    if (record.tcpServer) record.tcpServer.maxConnections = this.options.maxConnectionsPerKey;
     try {
       // Any image with Node can start its relay from the mount: `node /run/gateway/shim.mjs -- CMD`.
       await copyFile(SHIM_SOURCE, path.join(dir, SHIM_NAME));
@@ -149,14 +187,16 @@ export class KeyStore {
         await chown(dir, options.owner.uid, options.owner.gid);
         await chown(socketPath, options.owner.uid, options.owner.gid);
       }
+      if (tcp) record.tcp = await listenTcp(record.tcpServer!, tcp);
     } catch (error) {
       record.server.close();
+      record.tcpServer?.close();
       if (!restore) await rm(dir, { recursive: true, force: true });
       throw error;
     }
     this.keys.set(id, record);
     if (record.expiresAt !== undefined) this.armExpiry(record);
-    return record;
+    return { record, token };
   }
 
   /** Closes the key's listener and connections and removes its directory. False if unknown. */
@@ -167,6 +207,7 @@ export class KeyStore {
     record.revoked = true;
     clearTimeout(record.timer);
     record.server.close();
+    record.tcpServer?.close();
     for (const socket of record.sockets) socket.destroy();
     if (reason === 'closed' && this.options.keepDirsOnClose) await rm(record.socketPath, { force: true });
     else await rm(record.dir, { recursive: true, force: true });
@@ -176,7 +217,10 @@ export class KeyStore {
 
   /** Stops accepting new connections on every key; open ones carry on. */
   stopAccepting(): void {
-    for (const record of this.keys.values()) record.server.close();
+    for (const record of this.keys.values()) {
+      record.server.close();
+      record.tcpServer?.close();
+    }
   }
 
   private armExpiry(record: KeyRecord): void {
@@ -193,12 +237,20 @@ export class KeyStore {
   }
 }
 
-function listen(server: net.Server, socketPath: string): Promise<void> {
+function listen(server: net.Server, where: string | net.ListenOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, () => {
+    server.listen(where, () => {
       server.off('error', reject);
       resolve();
     });
   });
+}
+
+/** Listens on the key's TCP address; the endpoint with the port the system chose for port 0. */
+async function listenTcp(server: net.Server, tcp: TcpListen): Promise<TcpEndpoint> {
+  // exclusive: a cluster worker must not share the listener, ipv6Only: `::1` is not also 127.0.0.1.
+  await listen(server, { host: tcp.host, port: tcp.port ?? 0, exclusive: true, ipv6Only: true });
+  const { port } = server.address() as net.AddressInfo;
+  return { host: tcp.host, port, ...(tcp.allowFrom ? { allowFrom: tcp.allowFrom } : {}) };
 }

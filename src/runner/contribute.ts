@@ -1,11 +1,14 @@
 // What the gateway contributes to one container launch: a fresh key and the typed data a host needs
 // to start the container with it (env, mounts, labels, no network) and to end it (close revokes).
-// Hosts pass this to a renderer (podman, docker, bwrap) or to their own container API.
+// Hosts pass this to a renderer (podman, docker, bwrap, Apple's container, a Kubernetes Pod) or to
+// their own container API. In TCP mode (docs/deploy.md) there is no mount and no shim: the
+// container joins a network whose host side the key listens on, and its clients send the token.
+import { containerAddress, containerEnv } from '../control/container-env.ts';
 import type { MintRequest } from '../gateway.ts';
 import { SHIM_NAME, type KeyInfo } from '../keys/store.ts';
-import { githubEnv } from '../github/env.ts';
-import { type ClaudeVia, clientEnv, egressEnv, MOUNT_TARGET, SHIM_PORT } from '../keys/client-env.ts';
-import { serviceEnv } from '../services/client.ts';
+import type { TcpListen } from '../keys/tcp-listen.ts';
+import { type ClaudeVia, MOUNT_TARGET, SHIM_PORT } from '../keys/client-env.ts';
+import { ValidationError } from '../util/validation.ts';
 
 export { MOUNT_TARGET };
 
@@ -31,6 +34,15 @@ export interface ContributeRequest extends MintRequest {
    * Vertex or Foundry mode on the shim, signing nothing. Any upstream serves any of them.
    */
   claudeVia?: ClaudeVia;
+  /** TCP mode: where the key listens, the network the container joins, and the listener's address as the container reaches it. */
+  tcp?: TcpContribution;
+}
+
+export interface TcpContribution extends TcpListen {
+  /** The container's network (e.g. an internal one whose host side `host` is on). */
+  network: string;
+  /** The listener's address as the container reaches it (a name like `host.docker.internal`). Default `host`. */
+  reachAs?: string;
 }
 
 export interface Contribution {
@@ -43,35 +55,37 @@ export interface Contribution {
    */
   mounts: Mount[];
   labels: Record<string, string>;
-  network: 'none';
-  /** `CMD...` wrapped so the shim relays while it runs (any image with Node). */
+  /** `none` (socket mode), or in TCP mode the network the container joins. */
+  network: string;
+  /** The gateway as the container's clients reach it: the shim on loopback, or the key's TCP listener. */
+  baseUrl: string;
+  /** `CMD...` wrapped so the shim relays while it runs (any image with Node); as is in TCP mode. */
   wrap(command: string[]): string[];
   /** Revokes the key. Call it when the container exits. Idempotent. */
   close(reason?: string): Promise<void>;
 }
 
 export async function contribute(minter: KeyMinter, request: ContributeRequest): Promise<Contribution> {
-  const { port = SHIM_PORT, githubHost, claudeVia, ...mint } = request;
-  const key = await minter.mint({ ...mint, shimPort: port });
+  const { port = SHIM_PORT, githubHost, claudeVia, tcp, ...mint } = request;
+  if (tcp && (typeof tcp.network !== 'string' || tcp.network === '' || tcp.network === 'none' || tcp.network === 'host')) {
+    throw new ValidationError('tcp.network', 'must name the network the container joins (not none or host)');
+  }
+  const listen = tcp && { host: tcp.host, port: tcp.port, allowFrom: tcp.allowFrom };
+  const key = await minter.mint({ ...mint, shimPort: port, ...(listen && { tcp: listen }) });
+  const where = { port, reachAs: tcp?.reachAs };
   let closing: Promise<void> | undefined;
   return {
     key,
-    // With a GitHub scope: git's URL rewrite to the shim and the API base URL (docs/github.md);
-    // with egress, the proxy variables (docs/egress.md); with services, their URLs and the MCP config (docs/services.md).
-    env: {
-      ...clientEnv(port, claudeVia),
-      ...(mint.github ? githubEnv(port, githubHost) : {}),
-      ...(key.egress ? egressEnv(port) : {}),
-      ...serviceEnv(port, key.services ?? []),
-    },
-    mounts: [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
+    env: containerEnv(key, { ...where, claudeVia, github: Boolean(mint.github), githubHost }),
+    mounts: tcp ? [] : [{ source: key.dir, target: MOUNT_TARGET, readOnly: true }],
     labels: {
       'llm-gateway.key': key.id,
       'llm-gateway.group': key.group,
       ...(key.label ? { 'llm-gateway.label': key.label } : {}),
     },
-    network: 'none',
-    wrap: (command) => ['node', `${MOUNT_TARGET}/${SHIM_NAME}`, '--port', String(port), '--', ...command],
+    network: tcp ? tcp.network : 'none',
+    baseUrl: containerAddress(key, where).base,
+    wrap: tcp ? (command) => command : (command) => ['node', `${MOUNT_TARGET}/${SHIM_NAME}`, '--port', String(port), '--', ...command],
     close() {
       closing ??= minter.revoke(key.id).then(() => undefined);
       return closing;

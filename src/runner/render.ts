@@ -53,6 +53,7 @@ function checkSpec(contribution: Contribution, spec: LaunchSpec): void {
     refuse('image', spec.image, 'must not start with "-" or contain spaces or control characters');
   }
   if (spec.name !== undefined && !CONTAINER_NAME.test(spec.name)) refuse('container name', spec.name, 'must be [A-Za-z0-9][A-Za-z0-9_.-]*');
+  if (!CONTAINER_NAME.test(contribution.network)) refuse('network', contribution.network, 'must be [A-Za-z0-9][A-Za-z0-9_.-]*');
   if (spec.user !== undefined && !USER.test(spec.user)) refuse('user', spec.user, 'must be uid[:gid] or name[:group]');
   if (spec.workdir !== undefined) checkPathValue('workdir', spec.workdir);
   for (const mount of [...contribution.mounts, ...(spec.mounts ?? [])]) {
@@ -83,7 +84,8 @@ export interface RenderHost {
 /** podman and docker share their flags; SELinux relabelling (`Z`: private to this container) too. */
 function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: LaunchSpec, host: RenderHost): string[] {
   if (!spec.image) throw new TypeError(`${runtime} needs an image`);
-  const argv = [runtime, 'run', '--rm', '--network=none'];
+  // `none` for a mounted socket; in TCP mode the network the key's listener is on (runner/network.ts).
+  const argv = [runtime, 'run', '--rm', `--network=${contribution.network}`];
   if (spec.name) argv.push('--name', spec.name);
   for (const mount of [...contribution.mounts, ...(spec.mounts ?? [])]) {
     argv.push('-v', `${mount.source}:${mount.target}:${mount.readOnly ? 'ro,' : ''}Z`);
@@ -105,6 +107,7 @@ function oci(runtime: 'podman' | 'docker', contribution: Contribution, spec: Lau
  * (no home directory, so no credential files).
  */
 function bwrap(contribution: Contribution, spec: LaunchSpec): string[] {
+  if (contribution.network !== 'none') throw new TypeError('bwrap sandboxes have no network but their own loopback: use the socket, not TCP mode');
   // --clearenv: bwrap would otherwise pass on our whole environment, real keys included.
   const argv = ['bwrap', '--clearenv', '--unshare-net', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session'];
   for (const dir of ['/usr', '/bin', '/sbin', '/lib', '/lib64', '/etc/alternatives', '/etc/ssl']) argv.push('--ro-bind-try', dir, dir);

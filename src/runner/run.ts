@@ -1,10 +1,12 @@
 // `gateway run`: mint a key, launch one container with it, stream its output, revoke when it exits
-// (also on Ctrl-C), and exit with the container's status.
+// (also on Ctrl-C), and exit with the container's status. In TCP mode the container gets a network
+// of its own first (runner/network.ts), removed after it.
 import { spawn } from 'node:child_process';
 import { callControl } from '../control/socket.ts';
 import type { MintRequest } from '../gateway.ts';
 import type { KeyInfo } from '../keys/store.ts';
 import { contribute, type ContributeRequest, type KeyMinter } from './contribute.ts';
+import { createKeyNetwork, type KeyNetwork } from './network.ts';
 import { render, type LaunchSpec, type Runtime } from './render.ts';
 
 /** The running daemon's keys, through its control socket. */
@@ -24,6 +26,8 @@ export interface RunOptions {
   request: ContributeRequest;
   launch: LaunchSpec;
   minter: KeyMinter;
+  /** `socket` (default): the key's directory mounted, no network. `tcp`: an internal network of its own (podman, docker; root). */
+  transport?: 'socket' | 'tcp';
   /** Told the key and argv before launch (for a status line on stderr). */
   onLaunch?(key: KeyInfo, argv: string[]): void;
 }
@@ -33,9 +37,27 @@ const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIG
 
 /** Runs the container to its end; resolves with its exit status (128 + n when killed by signal n). */
 export async function runContainer(options: RunOptions): Promise<number> {
-  const contribution = await contribute(options.minter, options.request);
+  const network = options.transport === 'tcp' ? await tcpNetwork(options.runtime) : undefined;
   try {
-    const argv = render(options.runtime, contribution, options.launch);
+    return await runOn(network, options);
+  } finally {
+    await network?.close();
+  }
+}
+
+function tcpNetwork(runtime: Runtime): Promise<KeyNetwork> {
+  if (runtime !== 'podman' && runtime !== 'docker') throw new TypeError(`TCP mode needs podman or docker (a network of the container's own), not ${runtime}`);
+  return createKeyNetwork(runtime);
+}
+
+async function runOn(network: KeyNetwork | undefined, options: RunOptions): Promise<number> {
+  const tcp = network && { host: network.hostAddress, allowFrom: [network.containerAddress], network: network.name };
+  const contribution = await contribute(options.minter, { ...options.request, ...(tcp && { tcp }) });
+  try {
+    await network?.guard(contribution.key.tcp!.port);
+    // The one address the key accepts connections from.
+    const launch = network ? { ...options.launch, extraArgs: ['--ip', network.containerAddress, ...(options.launch.extraArgs ?? [])] } : options.launch;
+    const argv = render(options.runtime, contribution, launch);
     options.onLaunch?.(contribution.key, argv);
     const child = spawn(argv[0]!, argv.slice(1), { stdio: 'inherit' });
     // The runtime forwards signals into the container; we stay up to revoke the key after it.

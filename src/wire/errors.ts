@@ -17,6 +17,7 @@ export type ErrorKind =
   | 'body_too_large'
   | 'request_timeout'
   | 'key_revoked'
+  | 'invalid_token'
   | 'provider_not_configured'
   | 'upstream_unreachable'
   | 'upstream_failed'
@@ -57,6 +58,14 @@ const KINDS: Record<ErrorKind, KindSpec> = {
   body_too_large: { status: 413, anthropicType: 'request_too_large', openaiType: 'invalid_request_error', retry: false },
   // 403, not 401: clients retry 401 as if a token refresh could help; a revoked key never comes back.
   key_revoked: { status: 403, anthropicType: 'permission_error', openaiType: 'permission_error', retry: false, bedrockType: 'AccessDeniedException' },
+  // TCP mode: a request without the key's token. Not retried: the token will not appear by asking again.
+  invalid_token: {
+    status: 401,
+    anthropicType: 'authentication_error',
+    openaiType: 'invalid_request_error',
+    retry: false,
+    bedrockType: 'UnrecognizedClientException',
+  },
   // A gateway without the provider's credential will not grow one by being asked again.
   provider_not_configured: { status: 503, anthropicType: 'api_error', openaiType: 'api_error', retry: false },
   upstream_unreachable: { status: 502, anthropicType: 'api_error', openaiType: 'api_error', retry: true },

@@ -48,7 +48,8 @@ export interface RunOptions {
   env?: Record<string, string>;
   /** `uid[:gid]` or a user name known to the image. */
   user?: string;
-  network?: 'none';
+  /** `none` (default), or a network's name (TCP mode). */
+  network?: string;
   timeoutMs?: number;
 }
 

@@ -335,7 +335,7 @@ Examples:
     .command('render')
     .description('Print a launch for another system to run.')
     .command('k8s')
-    .description("Mint a key on the running daemon and print an agent Pod that uses it, as JSON (kubectl apply -f - reads it).")
+    .description('Mint a key on the running daemon and print an agent Pod that uses it, as JSON (kubectl apply -f - reads it).')
     .argument('<image>', 'the agent image')
     .argument('[command...]', 'CMD (the image entrypoint stays); wrapped with the shim unless --no-shim')
     .option('-g, --group <group>', 'the group the key belongs to', 'default')

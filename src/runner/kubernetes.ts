@@ -83,7 +83,8 @@ export function renderPod(contribution: Contribution, spec: LaunchSpec, options:
   if (spec.extraArgs?.length) throw new TypeError("extraArgs are a runtime's flags: a pod has none (edit the manifest instead)");
   const name = options.name ?? spec.name ?? `llm-agent-${contribution.key.id}`;
   if (!DNS_SUBDOMAIN.test(name)) refuse('pod name', name, 'must be a DNS subdomain (lowercase a-z, 0-9, "-" and ".")');
-  if (options.namespace !== undefined && !DNS_LABEL.test(options.namespace)) refuse('namespace', options.namespace, 'must be a DNS label (lowercase a-z, 0-9, "-")');
+  if (options.namespace !== undefined && !DNS_LABEL.test(options.namespace))
+    refuse('namespace', options.namespace, 'must be a DNS label (lowercase a-z, 0-9, "-")');
   if (options.nodeName !== undefined && !DNS_SUBDOMAIN.test(options.nodeName)) refuse('node name', options.nodeName, 'must be a DNS subdomain');
   if (!LABEL_VALUE.test(contribution.key.id)) refuse('key id', contribution.key.id, 'is not a Kubernetes label value');
 

@@ -22,5 +22,5 @@ test('gateway demo --standin streams both providers through a socket and finds n
 test('gateway --help lists every command with its summary', async () => {
   const { stdout } = await run(process.execPath, [cli, '--help']);
   const commands = [...stdout.split('Commands:')[1]!.matchAll(/^ {2}(\w+)[^\n]* {2,}\S/gm)].map((match) => match[1]);
-  assert.deepEqual(commands, ['serve', 'keys', 'inspect', 'run', 'demo', 'help']);
+  assert.deepEqual(commands, ['serve', 'keys', 'inspect', 'run', 'render', 'demo', 'help']);
 });

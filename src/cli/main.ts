@@ -16,6 +16,8 @@ import { printableJson, renderKey, renderKeys, type KeyRow } from './inspect-vie
 import { scopeFromFlags } from '../config/github.ts';
 import { embeddedGateway } from '../runner/embedded.ts';
 import { daemonMinter, runContainer } from '../runner/run.ts';
+import { contribute } from '../runner/contribute.ts';
+import { renderPod } from '../runner/kubernetes.ts';
 import type { Runtime } from '../runner/render.ts';
 import type { Mount } from '../runner/contribute.ts';
 import type { ServerToolClass } from '../keys/limits.ts';
@@ -336,6 +338,68 @@ Examples:
         });
       } finally {
         await embedded?.close();
+      }
+    });
+
+  const k8s = program
+    .command('render')
+    .description('Print a launch for another system to run.')
+    .command('k8s')
+    .description('Mint a key on the running daemon and print an agent Pod that uses it, as JSON (kubectl apply -f - reads it).')
+    .argument('<image>', 'the agent image')
+    .argument('[command...]', 'CMD (the image entrypoint stays); wrapped with the shim unless --no-shim')
+    .option('-g, --group <group>', 'the group the key belongs to', 'default')
+    .option('-l, --label <label>', 'a label for inspect and the audit trail')
+    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+    .option('--ttl <duration>', 'revoke the key after this long (recommended: nothing else ends it)', duration);
+  addListFlags(k8s)
+    .option('-u, --user <uid[:gid]>', 'run the pod as this user; the key socket is given to it')
+    .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
+    .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")
+    .option('-n, --namespace <namespace>', "the pod's namespace")
+    .addOption(new Option('--node <name>', 'the node this daemon runs on: the pod must run there').env('GATEWAY_NODE_NAME'))
+    .option('--name <name>', 'the pod name (default llm-agent-KEYID)')
+    .addHelpText(
+      'after',
+      `
+Run it where the node's gateway daemon runs (in the DaemonSet pod: kubectl exec); an embedded
+gateway would end with this command, so without a daemon it refuses. The key lives until its --ttl
+or \`gateway keys revoke KEYID\`, not until the pod ends: give it a --ttl. The pod mounts the key's
+directory from the node (hostPath) read-only, runs on --node (default $GATEWAY_NODE_NAME, which the
+DaemonSet sets) and carries the label llm-gateway.key the NetworkPolicy selects. See docs/kubernetes.md.
+
+Example:
+  kubectl exec -n llm-gateway POD -- gateway render k8s --user 1000 --ttl 2h --budget-usd 2 \\
+    REGISTRY/agent claude -p "fix the failing test" | kubectl apply -f -`,
+    )
+    .action(async (image: string, rest: string[], options) => {
+      if (options.user && !/^\d+(:\d+)?$/.test(options.user)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
+      const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
+      const loaded = await config();
+      const daemonUp = await callControl(loaded.stateDir, 'GET', '/v1/status').then(
+        () => true,
+        () => false,
+      );
+      if (!daemonUp) throw new UsageError(`no gateway daemon at ${loaded.stateDir}: start \`gateway serve\` (a key minted here would die with this command)`);
+      const github = scopeFromFlags(options);
+      const contribution = await contribute(daemonMinter(loaded.stateDir), {
+        group: options.group,
+        label: options.label,
+        budgetUsd: options.budgetUsd,
+        ttlMs: options.ttl,
+        ...lists(options),
+        owner: uid === undefined ? undefined : { uid, gid: gid ?? uid },
+        port: options.port,
+        github,
+        githubHost: github ? loaded.github?.host : undefined,
+      });
+      try {
+        const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined };
+        print(JSON.stringify(renderPod(contribution, launch, { name: options.name, namespace: options.namespace, nodeName: options.node }), null, 2));
+      } catch (error) {
+        // No pod, no use for the key.
+        await contribution.close();
+        throw error instanceof TypeError ? new UsageError(error.message) : error;
       }
     });
 

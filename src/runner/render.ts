@@ -46,9 +46,10 @@ function checkPathValue(what: string, value: string): void {
 /**
  * Refuses a spec whose values a runtime could misparse. Env values are passed whole, each in its
  * own argv entry (`-e NAME=value`, `--setenv NAME value`): a newline in a value arrives intact, only
- * NUL (which no argv can carry) is refused.
+ * NUL (which no argv can carry) is refused. Exported for the Kubernetes renderer, which takes the
+ * same values.
  */
-function checkSpec(contribution: Contribution, spec: LaunchSpec): void {
+export function checkSpec(contribution: Contribution, spec: LaunchSpec): void {
   if (spec.image && (spec.image.startsWith('-') || /[\s\x00-\x1f\x7f]/.test(spec.image))) {
     refuse('image', spec.image, 'must not start with "-" or contain spaces or control characters');
   }

@@ -9,6 +9,7 @@ export {
   type MintRequest,
 } from './gateway.ts';
 export type { KeyInfo, MintOptions, Owner, ServiceGrant } from './keys/store.ts';
+export type { TcpEndpoint, TcpListen } from './keys/tcp-listen.ts';
 export type { EgressEntry, EgressRule, KeyLimits } from './keys/limits.ts';
 export type { EgressOptions } from './egress/proxy.ts';
 export type { EgressRecord } from './egress/record.ts';
@@ -25,10 +26,12 @@ export { providersFromEnv } from './upstream/providers.ts';
 export type { CallRecord } from './metering/call-record.ts';
 export type { Dialect } from './wire/dialect.ts';
 export type { Endpoint } from './wire/endpoints.ts';
-export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount } from './runner/contribute.ts';
+export { contribute, MOUNT_TARGET, type Contribution, type ContributeRequest, type KeyMinter, type Mount, type TcpContribution } from './runner/contribute.ts';
+export { renderPod, AGENT_LABEL, type PodManifest, type PodOptions } from './runner/kubernetes.ts';
+export { createKeyNetwork, type KeyNetwork } from './runner/network.ts';
 export { render, type LaunchSpec, type RenderHost, type Runtime } from './runner/render.ts';
 export { runContainer, daemonMinter, type RunOptions } from './runner/run.ts';
-export { clientEnv, egressEnv, SHIM_PORT, PLACEHOLDER_CREDENTIAL } from './keys/client-env.ts';
+export { clientEnv, egressEnv, shimAddress, tcpAddress, SHIM_PORT, PLACEHOLDER_CREDENTIAL, type ContainerAddress } from './keys/client-env.ts';
 export { loadConfig, ConfigError, type GatewayConfig } from './config/load.ts';
 export { ValidationError } from './util/validation.ts';
 export { startDaemon, type Daemon } from './control/daemon.ts';

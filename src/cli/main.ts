@@ -275,6 +275,9 @@ Examples:
         .choices(['socket', 'tcp'])
         .default('socket'),
     )
+    .option('--network <name>', 'TCP mode on a network you manage (Docker Desktop, Apple container): the container joins it, no network or firewall is made')
+    .option('--tcp-listen <ip>', "with --network: the address the key listens on (that network's host side)")
+    .option('--reach-as <host>', 'with --network: the listener as the container reaches it (e.g. host.docker.internal)')
     .addHelpText(
       'after',
       `
@@ -286,6 +289,8 @@ needs Node. Exits with the container's status.
 With --transport tcp (podman or docker, as root) the container instead joins an internal network of
 its own with no route out, the key listens on its host side, a firewall table lets the container
 reach that port and nothing else, and the clients' API key is the key's token. No shim, no mount.
+With --network NAME --tcp-listen IP, the container joins a network you manage instead and nothing
+guards it but the token: see docs/deploy.md for Docker Desktop and Apple's container.
 
 Examples:
   gateway run --group family --budget-usd 2 --model "claude-*" -- localhost/agent claude -p "fix the failing test"
@@ -299,6 +304,10 @@ Examples:
       const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
       if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
       const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
+      if ((options.network || options.tcpListen || options.reachAs) && !(options.transport === 'tcp' && options.network && options.tcpListen)) {
+        throw new UsageError('--network, --tcp-listen and --reach-as go together, with --transport tcp (--network and --tcp-listen both given)');
+      }
+      const tcp = options.network ? { network: options.network as string, host: options.tcpListen as string, reachAs: options.reachAs as string | undefined } : undefined;
       const loaded = await config();
       const github = scopeFromFlags(options);
       const request = {
@@ -312,6 +321,7 @@ Examples:
         github,
         githubHost: github ? loaded.github?.host : undefined,
         claudeVia: options.claudeVia as ClaudeVia,
+        tcp,
       };
       const launch = {
         image,

@@ -26,7 +26,10 @@ export interface RunOptions {
   request: ContributeRequest;
   launch: LaunchSpec;
   minter: KeyMinter;
-  /** `socket` (default): the key's directory mounted, no network. `tcp`: an internal network of its own (podman, docker; root). */
+  /**
+   * `socket` (default): the key's directory mounted, no network. `tcp`: an internal network of its
+   * own (podman, docker; root), unless `request.tcp` names a network the host manages already.
+   */
   transport?: 'socket' | 'tcp';
   /** Told the key and argv before launch (for a status line on stderr). */
   onLaunch?(key: KeyInfo, argv: string[]): void;
@@ -37,7 +40,7 @@ const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIG
 
 /** Runs the container to its end; resolves with its exit status (128 + n when killed by signal n). */
 export async function runContainer(options: RunOptions): Promise<number> {
-  const network = options.transport === 'tcp' ? await tcpNetwork(options.runtime) : undefined;
+  const network = options.transport === 'tcp' && !options.request.tcp ? await tcpNetwork(options.runtime) : undefined;
   try {
     return await runOn(network, options);
   } finally {
@@ -51,7 +54,7 @@ function tcpNetwork(runtime: Runtime): Promise<KeyNetwork> {
 }
 
 async function runOn(network: KeyNetwork | undefined, options: RunOptions): Promise<number> {
-  const tcp = network && { host: network.hostAddress, allowFrom: [network.containerAddress], network: network.name };
+  const tcp = network ? { host: network.hostAddress, allowFrom: [network.containerAddress], network: network.name } : options.request.tcp;
   const contribution = await contribute(options.minter, { ...options.request, ...(tcp && { tcp }) });
   try {
     await network?.guard(contribution.key.tcp!.port);

@@ -48,7 +48,7 @@ function checkPathValue(what: string, value: string): void {
  * own argv entry (`-e NAME=value`, `--setenv NAME value`): a newline in a value arrives intact, only
  * NUL (which no argv can carry) is refused.
  */
-function checkSpec(contribution: Contribution, spec: LaunchSpec): void {
+export function checkSpec(contribution: Pick<Contribution, 'mounts' | 'env'>, spec: LaunchSpec): void {
   if (spec.image && (spec.image.startsWith('-') || /[\s\x00-\x1f\x7f]/.test(spec.image))) {
     refuse('image', spec.image, 'must not start with "-" or contain spaces or control characters');
   }
@@ -70,7 +70,7 @@ function command(contribution: Contribution, spec: LaunchSpec): string[] {
   return spec.shim === false ? spec.command : contribution.wrap(spec.command);
 }
 
-function envPairs(contribution: Contribution, spec: LaunchSpec): [string, string][] {
+function envPairs(contribution: Pick<Contribution, 'env'>, spec: LaunchSpec): [string, string][] {
   return Object.entries({ ...spec.env, ...contribution.env });
 }
 

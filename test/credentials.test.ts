@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
-import type { GatewayConfig } from '../src/config/load.ts';
+import { loadConfig, type GatewayConfig } from '../src/config/load.ts';
 import { CredentialWatcher, resolveCredentials, type CredentialState } from '../src/config/credentials.ts';
 import { eventually } from './support/fixture.ts';
 
@@ -130,6 +130,29 @@ test('an OAuth token is re-read 5 minutes before it expires, then every minute u
       watcher.close();
     }
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a credential file under $CREDENTIALS_DIRECTORY is read from where systemd put it (LoadCredential=)', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'gw-cred-'));
+  const saved = process.env.CREDENTIALS_DIRECTORY;
+  try {
+    await writeFile(path.join(dir, 'secrets_anthropic'), 'sk-from-systemd\n');
+    const configFile = path.join(dir, 'gateway.toml');
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: the config's spelling, expanded by the gateway
+    await writeFile(configFile, '[providers.anthropic]\napi_key_file = "${CREDENTIALS_DIRECTORY}/secrets_anthropic"\n');
+    process.env.CREDENTIALS_DIRECTORY = dir;
+    const config = await loadConfig(configFile);
+    const state = await resolveCredentials({ anthropic: config.providers.anthropic! });
+    assert.equal(state.providers.anthropic?.apiKey, 'sk-from-systemd');
+    assert.equal(state.summary.anthropic, `api key from file ${path.join(dir, 'secrets_anthropic')}`);
+    // Outside such a unit the name means nothing: a clear error, not a file under the working directory.
+    delete process.env.CREDENTIALS_DIRECTORY;
+    await assert.rejects(loadConfig(configFile), /\$\{CREDENTIALS_DIRECTORY\}\/secrets_anthropic: CREDENTIALS_DIRECTORY is not set/);
+  } finally {
+    if (saved === undefined) delete process.env.CREDENTIALS_DIRECTORY;
+    else process.env.CREDENTIALS_DIRECTORY = saved;
     await rm(dir, { recursive: true, force: true });
   }
 });

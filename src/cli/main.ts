@@ -307,7 +307,9 @@ Examples:
       if ((options.network || options.tcpListen || options.reachAs) && !(options.transport === 'tcp' && options.network && options.tcpListen)) {
         throw new UsageError('--network, --tcp-listen and --reach-as go together, with --transport tcp (--network and --tcp-listen both given)');
       }
-      const tcp = options.network ? { network: options.network as string, host: options.tcpListen as string, reachAs: options.reachAs as string | undefined } : undefined;
+      const tcp = options.network
+        ? { network: options.network as string, host: options.tcpListen as string, reachAs: options.reachAs as string | undefined }
+        : undefined;
       const loaded = await config();
       const github = scopeFromFlags(options);
       const request = {

@@ -730,6 +730,18 @@ const CONFIG_SERVICE_FIELDS: Record<string, string> = {
   maxBodyBytes: 'max_body_bytes',
 };
 
+/**
+ * `~/...` is the home directory; `${CREDENTIALS_DIRECTORY}/...` the directory where systemd puts a
+ * unit's `LoadCredential=` files (deploy/systemd/llm-gateway.service), so a credential file can name it.
+ */
 function expandHome(file: string): string {
+  if (file.startsWith(CREDENTIALS_PREFIX)) {
+    const dir = process.env.CREDENTIALS_DIRECTORY;
+    if (!dir) throw new ValidationError(file, 'CREDENTIALS_DIRECTORY is not set (systemd sets it in a unit with LoadCredential=)');
+    return path.join(dir, file.slice(CREDENTIALS_PREFIX.length));
+  }
   return file === '~' || file.startsWith('~/') ? path.join(homedir(), file.slice(1)) : file;
 }
+
+// biome-ignore lint/suspicious/noTemplateCurlyInString: systemd's spelling in a config file, not a template
+const CREDENTIALS_PREFIX = '${CREDENTIALS_DIRECTORY}/';

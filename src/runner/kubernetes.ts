@@ -3,12 +3,10 @@
 // DaemonSet, its state dir at the same path on the node and in its pod); TCP mode mounts nothing and
 // leaves the path to the gateway to a NetworkPolicy (deploy/k8s/, docs/kubernetes.md).
 import type { Contribution, Mount } from './contribute.ts';
-import { checkSpec, type LaunchSpec } from './render.ts';
+import { checkSpec, command, type LaunchSpec, WORKSPACE } from './launch-spec.ts';
 
 /** The label every agent pod carries (the key's id): what deploy/k8s/'s NetworkPolicies select. */
 export const AGENT_LABEL = 'llm-gateway.key';
-
-const WORKSPACE = '/workspace';
 
 /** The parts of a v1 Pod this renderer emits (the full schema is Kubernetes'; tests check against it). */
 export interface PodManifest {
@@ -105,7 +103,7 @@ export function renderPod(contribution: Contribution, spec: LaunchSpec, options:
     volumes.push({ name: 'workspace', emptyDir: {} });
     volumeMounts.push({ name: 'workspace', mountPath: WORKSPACE });
   }
-  const args = spec.shim === false ? spec.command : contribution.wrap(spec.command);
+  const args = command(contribution, spec);
 
   return {
     apiVersion: 'v1',

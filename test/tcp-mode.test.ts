@@ -331,6 +331,17 @@ describe('TCP mode', { timeout: 30_000 }, () => {
     assert.equal((await anthropicCall(tcpOf(admitted).port, { 'x-api-key': tcpOf(admitted).token })).status, 200);
   });
 
+  test('a source refused again and again is logged as a count, not a line per connection', async () => {
+    const barred = await mint({ group: 'flood', tcp: { host: '127.0.0.1', allowFrom: ['10.9.9.9'] } });
+    const lines = () =>
+      log
+        .text()
+        .split('\n')
+        .filter((line) => line.includes(barred.id) && line.includes('does not allow')).length;
+    for (let i = 0; i < 30; i++) await rawExchange(tcpOf(barred).port, '');
+    assert.equal(lines(), 1, 'one warning for a burst of refused connections');
+  });
+
   test('IPv6: a key listens on ::1 and allowFrom matches IPv6 sources', async () => {
     const key = await mint({ group: 'v6', tcp: { host: '::1', allowFrom: ['::1/128'] } });
     const { port, token } = tcpOf(key);

@@ -607,7 +607,10 @@ async function restoreKeys(
       )
       .catch((error: unknown) => {
         logger.error({ err: error, key: lease.id, tcp: lease.tcp }, 'key not restored: its TCP address is not available');
-        return leases!.journal.revoked(lease.id).then(() => undefined);
+        // Its lease ends: so does its directory (the store keeps a restored key's on failure).
+        return rm(path.join(keysDir, lease.id), { recursive: true, force: true })
+          .then(() => leases!.journal.revoked(lease.id))
+          .then(() => undefined);
       });
     if (!minted) continue;
     accounting.open(minted.record.id, minted.record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(minted.record.id);

@@ -5,7 +5,7 @@
 // port, allowFrom filters sources, leases bring a key back on its port, and contribute/render give
 // a container the env and flags for it.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -631,6 +631,7 @@ describe('TCP mode across a restart (persistKeys)', { timeout: 30_000 }, () => {
         .find((line) => line.key === lost.id);
       assert.match(why?.msg ?? '', /not restored/);
       assert.equal(why?.err?.code, 'EADDRINUSE');
+      assert.ok(!existsSync(path.join(stateDir, 'keys', lost.id)), 'its directory is gone with its lease');
     } finally {
       await gateway.close({ drainMs: 100 });
     }

@@ -294,9 +294,7 @@ export async function createGateway(userOptions: GatewayOptions): Promise<Gatewa
       if (transport === 'tcp') tcpSockets.add(socket);
       server.emit('connection', socket);
     },
-    onRefusedSource(key, address) {
-      logger.warn({ key: key.id, group: key.group, remote: address }, 'TCP connection from an address the key does not allow refused');
-    },
+    onRefusedSource: refusalLog(logger, 'TCP connections from an address the key does not allow refused'),
     onRevoked(key, reason) {
       accounting.close(key.id);
       audit.forget(key.id);
@@ -539,7 +537,8 @@ function createServer(
     onInternalError,
     api: llm,
   });
-  const guard = createTokenGuard({ keyOf: live.keyOf, isTcp: live.isTcp, onRefused: tokenRefusalLog(logger) });
+  const tokenRefused = refusalLog(logger, "TCP requests without the key's token refused");
+  const guard = createTokenGuard({ keyOf: live.keyOf, isTcp: live.isTcp, onRefused: (key, socket) => tokenRefused(key, socket.remoteAddress) });
   const server = http.createServer(
     {
       // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
@@ -560,17 +559,18 @@ function createServer(
 }
 
 /**
- * Warns about requests on TCP listeners without the key's token, at most once per key every 10 s
- * with the count since: whoever can reach a port can send many, and a log must not grow with them.
+ * Warns about refusals on a key's TCP listener (requests without its token, connections from a
+ * source its allowFrom does not list), at most once per key every 10 s with the count since:
+ * whoever can reach a port can send many, and a log must not grow with them.
  */
-function tokenRefusalLog(logger: Logger): (key: KeyRecord, socket: Socket) => void {
+function refusalLog(logger: Logger, message: string): (key: KeyRecord, remote: string | undefined) => void {
   const last = new WeakMap<KeyRecord, { at: number; unlogged: number }>();
-  return (key, socket) => {
+  return (key, remote) => {
     const entry = last.get(key) ?? { at: 0, unlogged: 0 };
     entry.unlogged++;
     last.set(key, entry);
     if (Date.now() - entry.at < 10_000) return;
-    logger.warn({ key: key.id, group: key.group, remote: socket.remoteAddress, refused: entry.unlogged }, "TCP requests without the key's token refused");
+    logger.warn({ key: key.id, group: key.group, remote, refused: entry.unlogged }, message);
     entry.at = Date.now();
     entry.unlogged = 0;
   };
@@ -607,7 +607,10 @@ async function restoreKeys(
       )
       .catch((error: unknown) => {
         logger.error({ err: error, key: lease.id, tcp: lease.tcp }, 'key not restored: its TCP address is not available');
-        return leases!.journal.revoked(lease.id).then(() => undefined);
+        // Its lease ends: so does its directory (the store keeps a restored key's on failure).
+        return rm(path.join(keysDir, lease.id), { recursive: true, force: true })
+          .then(() => leases!.journal.revoked(lease.id))
+          .then(() => undefined);
       });
     if (!minted) continue;
     accounting.open(minted.record.id, minted.record.group, lease.limits).own.spentUsd = ledger.spentByRestoredKey(minted.record.id);

@@ -75,6 +75,15 @@ function list(value: string, previous: string[] = []): string[] {
 }
 
 /** The list flags of `keys mint` and `run`, one spelling for both (plus the old `keys mint` plurals, hidden). */
+/** The key a launch mints: its group, label, budget and lifetime (`gateway run`, `gateway render k8s`). */
+function addKeyFlags(command: Command, ttlHelp: string): Command {
+  return command
+    .option('-g, --group <group>', 'the group the key belongs to', 'default')
+    .option('-l, --label <label>', 'a label for inspect and the audit trail')
+    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
+    .option('--ttl <duration>', ttlHelp, duration);
+}
+
 function addListFlags(command: Command): Command {
   return command
     .option('--model <globs>', 'models the key may use (repeatable or comma-separated), e.g. --model "claude-*"', list)
@@ -253,13 +262,11 @@ Examples:
   const run = program
     .command('run')
     .description('Mint a key, run one container with it and no network, revoke the key when the container exits.')
-    .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker; CMD... for bwrap')
-    .addOption(new Option('-r, --runtime <runtime>', 'container runtime').choices(['podman', 'docker', 'bwrap']).default('podman'))
-    .option('-g, --group <group>', 'the group the key belongs to', 'default')
-    .option('-l, --label <label>', 'a label for inspect and the audit trail')
-    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
-    .option('--ttl <duration>', 'revoke the key after this long even if the container still runs', duration);
-  addListFlags(run)
+    .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker/container; CMD... for bwrap')
+    .addOption(
+      new Option('-r, --runtime <runtime>', "container runtime (container: Apple's, TCP mode only)").choices(['podman', 'docker', 'bwrap', 'container']).default('podman'),
+    );
+  addListFlags(addKeyFlags(run, 'revoke the key after this long even if the container still runs'))
     .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')
     .option('-w, --workdir <dir>', 'host directory mounted read-write at /workspace')
     .option('--mount <src:dst[:ro]>', 'also mount a host path (repeatable)', (value: string, previous: Mount[] = []) => [...previous, parseMount(value)])
@@ -359,12 +366,8 @@ Examples:
     .command('k8s')
     .description('Mint a key on the running daemon and print an agent Pod that uses it, as JSON (kubectl apply -f - reads it).')
     .argument('<image>', 'the agent image')
-    .argument('[command...]', 'CMD (the image entrypoint stays); wrapped with the shim unless --no-shim')
-    .option('-g, --group <group>', 'the group the key belongs to', 'default')
-    .option('-l, --label <label>', 'a label for inspect and the audit trail')
-    .option('--budget-usd <usd>', 'USD this key may spend', positive('--budget-usd'))
-    .option('--ttl <duration>', 'revoke the key after this long (recommended: nothing else ends it)', duration);
-  addListFlags(k8s)
+    .argument('[command...]', 'CMD (the image entrypoint stays); wrapped with the shim unless --no-shim');
+  addListFlags(addKeyFlags(k8s, 'revoke the key after this long (recommended: nothing else ends it)'))
     .option('-u, --user <uid[:gid]>', 'run the pod as this user; the key socket is given to it')
     .option('--port <port>', 'the shim port inside the container', positive('--port', true), 9460)
     .option('--no-shim', "don't wrap CMD with the shim (the image's entrypoint starts it)")

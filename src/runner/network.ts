@@ -12,8 +12,10 @@ const run = promisify(execFile);
 const suffix = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 8);
 
 export interface KeyNetwork {
-  /** The network's name, and its bridge's on the host. */
+  /** The network's name; its firewall table is the same with `_` for `-` (`llmgw_...`). */
   name: string;
+  /** The bridge on the host (podman picks `podmanN`). */
+  bridge: string;
   /** The bridge's address: where the key listens. */
   hostAddress: string;
   /** The one address the container gets (`--ip`): the only source the key accepts. */
@@ -28,31 +30,45 @@ type Runtime = 'podman' | 'docker';
 
 /** Creates the network; its bridge exists (with the host address) when this resolves, so the key can listen on it. */
 export async function createKeyNetwork(runtime: Runtime): Promise<KeyNetwork> {
-  // Interface names are at most 15 bytes: `llmgw-` and 8 characters.
   const name = `llmgw-${suffix()}`;
   const table = name.replace('-', '_');
-  const bridgeOption = runtime === 'podman' ? ['--interface-name', name] : ['-o', `com.docker.network.bridge.name=${name}`];
-  const dnsOption = runtime === 'podman' ? ['--disable-dns'] : [];
-  await run(runtime, ['network', 'create', '--internal', ...dnsOption, ...bridgeOption, name]);
+  // docker names the bridge as told (at most 15 bytes: `llmgw-` and 8 characters); podman before
+  // 4.7 has no --interface-name and picks its own (podmanN), which `network inspect` tells.
+  const options = runtime === 'podman' ? ['--disable-dns'] : ['-o', `com.docker.network.bridge.name=${name}`];
+  const create = (extra: string[]) => run(runtime, ['network', 'create', '--internal', ...options, ...extra, name]);
+  await create([]);
+  let bridge: string | undefined;
   let guarded = false;
   const close = async () => {
     if (guarded) await run('nft', ['delete', 'table', 'inet', table]).catch(() => undefined);
     await run(runtime, ['network', 'rm', '-f', name]).catch(() => undefined);
     // podman's netavark removes the bridge with its last container; one that never started is ours to remove.
-    await run('ip', ['link', 'delete', name]).catch(() => undefined);
+    if (bridge) await run('ip', ['link', 'delete', bridge]).catch(() => undefined);
   };
   try {
-    const { subnet, gateway } = await addressing(runtime, name);
+    let addresses = await addressing(runtime, name);
+    if (!addresses.gateway) {
+      // podman (4.3) gives an internal network no gateway, so netavark would re-create the bridge
+      // without the host address for each container after the first: the same subnet, with one.
+      await run(runtime, ['network', 'rm', '-f', name]);
+      await create(['--subnet', addresses.subnet, '--gateway', hostAt(addresses.subnet, 1)]);
+      addresses = await addressing(runtime, name);
+    }
+    const { subnet, gateway } = addresses;
+    if (!gateway) throw new Error(`${runtime} network ${name} has no IPv4 gateway`);
+    bridge = addresses.bridge;
     // netavark creates the bridge only when a container joins, too late to listen on it: create
     // it now as netavark would (it adopts an existing bridge and its address).
-    if (runtime === 'podman') await ensureBridge(name, gateway, subnet);
+    if (runtime === 'podman') await ensureBridge(bridge, gateway, subnet);
     const containerAddress = firstHost(subnet, gateway);
+    const dev = bridge;
     return {
       name,
+      bridge: dev,
       hostAddress: gateway,
       containerAddress,
       async guard(port) {
-        await nft(rules(table, name, { hostAddress: gateway, containerAddress, port }));
+        await nft(rules(table, dev, { hostAddress: gateway, containerAddress, port }));
         guarded = true;
       },
       close,
@@ -87,16 +103,16 @@ function nft(ruleset: string): Promise<void> {
   });
 }
 
-async function addressing(runtime: Runtime, name: string): Promise<{ subnet: string; gateway: string }> {
+async function addressing(runtime: Runtime, name: string): Promise<{ subnet: string; gateway?: string; bridge: string }> {
   const { stdout } = await run(runtime, ['network', 'inspect', name]);
   const [network] = JSON.parse(stdout) as Array<Record<string, unknown>>;
-  // podman: `subnets: [{ subnet, gateway }]`; docker: `IPAM.Config: [{ Subnet, Gateway }]`.
-  const podman = (network?.subnets as Array<{ subnet: string; gateway: string }> | undefined)?.[0];
-  const docker = (network?.IPAM as { Config?: Array<{ Subnet: string; Gateway: string }> } | undefined)?.Config?.[0];
+  // podman: `subnets: [{ subnet, gateway }]`, `network_interface`; docker: `IPAM.Config: [{ Subnet, Gateway }]`.
+  const podman = (network?.subnets as Array<{ subnet: string; gateway?: string }> | undefined)?.find((s) => s.subnet.includes('.'));
+  const docker = (network?.IPAM as { Config?: Array<{ Subnet: string; Gateway?: string }> } | undefined)?.Config?.find((c) => c.Subnet.includes('.'));
   const subnet = podman?.subnet ?? docker?.Subnet;
-  const gateway = podman?.gateway ?? docker?.Gateway;
-  if (!subnet || !gateway) throw new Error(`${runtime} network ${name} has no IPv4 subnet and gateway`);
-  return { subnet, gateway };
+  const bridge = runtime === 'podman' ? (network?.network_interface as string | undefined) : name;
+  if (!subnet || !bridge) throw new Error(`${runtime} network ${name} has no IPv4 subnet or no bridge`);
+  return { subnet, gateway: podman?.gateway ?? docker?.Gateway, bridge };
 }
 
 async function ensureBridge(name: string, gateway: string, subnet: string): Promise<void> {
@@ -106,10 +122,14 @@ async function ensureBridge(name: string, gateway: string, subnet: string): Prom
   await run('ip', ['link', 'set', name, 'up']);
 }
 
-/** The subnet's first host address that is not the gateway's. */
-export function firstHost(subnet: string, gateway: string): string {
+/** The address `offset` past the subnet's base. */
+function hostAt(subnet: string, offset: number): string {
   const [base] = subnet.split('/');
   const value = base!.split('.').reduce((sum, octet) => sum * 256 + Number(octet), 0);
-  const candidate = (offset: number) => [24, 16, 8, 0].map((shift) => Math.floor((value + offset) / 2 ** shift) % 256).join('.');
-  return candidate(1) === gateway ? candidate(2) : candidate(1);
+  return [24, 16, 8, 0].map((shift) => Math.floor((value + offset) / 2 ** shift) % 256).join('.');
+}
+
+/** The subnet's first host address that is not the gateway's. */
+export function firstHost(subnet: string, gateway: string): string {
+  return hostAt(subnet, 1) === gateway ? hostAt(subnet, 2) : hostAt(subnet, 1);
 }

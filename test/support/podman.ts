@@ -50,6 +50,8 @@ export interface RunOptions {
   user?: string;
   /** `none` (default), or a network's name (TCP mode). */
   network?: string;
+  /** More `podman run` flags, before the image (e.g. `--ip ADDR` on a network of the test's own). */
+  extraArgs?: string[];
   timeoutMs?: number;
 }
 
@@ -157,7 +159,7 @@ export function podmanRun(opts: RunOptions): Promise<RunResult> {
   }
   for (const [k, v] of Object.entries(opts.env ?? {})) args.push('--env', `${k}=${v}`);
   if (opts.user) args.push('--user', opts.user);
-  args.push(opts.image, ...opts.args);
+  args.push(...(opts.extraArgs ?? []), opts.image, ...opts.args);
 
   return new Promise((resolve, reject) => {
     const proc = spawn('podman', [...GLOBAL_FLAGS, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

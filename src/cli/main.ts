@@ -264,7 +264,9 @@ Examples:
     .description('Mint a key, run one container with it and no network, revoke the key when the container exits.')
     .argument('<image-or-command...>', 'IMAGE [CMD...] for podman/docker/container; CMD... for bwrap')
     .addOption(
-      new Option('-r, --runtime <runtime>', "container runtime (container: Apple's, TCP mode only)").choices(['podman', 'docker', 'bwrap', 'container']).default('podman'),
+      new Option('-r, --runtime <runtime>', "container runtime (container: Apple's, TCP mode only)")
+        .choices(['podman', 'docker', 'bwrap', 'container'])
+        .default('podman'),
     );
   addListFlags(addKeyFlags(run, 'revoke the key after this long even if the container still runs'))
     .option('-u, --user <uid[:gid]>', 'run the container as this user; the key socket is given to it')

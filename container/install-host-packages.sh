@@ -9,9 +9,10 @@
 # prometheus: the metrics test starts one that scrapes the gateway's metrics listener (docs/metrics.md).
 # chromium: the live page's test drives it headless (test/ui.test.ts, through puppeteer-core).
 # systemd: its systemd-analyze checks the shipped unit (test/systemd-unit.test.ts); it is not started.
+# nftables: `gateway run --transport tcp` guards a container's own network with a table (test/e2e-tcp.test.ts).
 # Fails when it cannot install them: the tests that need them fail rather than skip in CI.
 set -euo pipefail
-packages=(podman runc busybox-static bubblewrap iproute2 openssl git curl python3-pip redis-server prometheus chromium systemd)
+packages=(podman runc busybox-static bubblewrap iproute2 openssl git curl python3-pip redis-server prometheus chromium systemd nftables)
 dpkg -s "${packages[@]}" >/dev/null 2>&1 && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

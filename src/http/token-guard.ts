@@ -30,7 +30,7 @@ function credentialOf(value: string): string {
 }
 
 /** Whether `req` shows the token of `digest`; the headers that held it are deleted. */
-export function takeToken(req: IncomingMessage, digest: Buffer): boolean {
+function takeToken(req: IncomingMessage, digest: Buffer): boolean {
   let shown = false;
   for (const name of TOKEN_HEADERS) {
     const value = req.headers[name];

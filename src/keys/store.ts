@@ -79,7 +79,7 @@ export interface KeyRecord extends KeyInfo {
 }
 
 /** How a connection reached its key: the socket is proof enough, a TCP connection must show the token. */
-export type Transport = 'socket' | 'tcp';
+type Transport = 'socket' | 'tcp';
 
 /** What `mint` restores of a key from before a restart. */
 export interface RestoredKey {

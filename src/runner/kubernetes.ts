@@ -29,7 +29,7 @@ export interface PodManifest {
   };
 }
 
-export interface PodContainer {
+interface PodContainer {
   name: string;
   image: string;
   args?: string[];
@@ -39,7 +39,7 @@ export interface PodContainer {
   securityContext: { allowPrivilegeEscalation: false; capabilities: { drop: ['ALL'] } };
 }
 
-export type PodVolume = { name: string; hostPath: { path: string; type?: 'Directory' } } | { name: string; emptyDir: Record<string, never> };
+type PodVolume = { name: string; hostPath: { path: string; type?: 'Directory' } } | { name: string; emptyDir: Record<string, never> };
 
 export interface PodOptions {
   /** Default the spec's name, else `llm-agent-<key id>`. */

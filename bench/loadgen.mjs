@@ -5,7 +5,8 @@
 //   egress proxy (bench/tunnels.mjs)
 // target: {origin} for TCP, or {socketPaths:[...]} for Unix sockets (one pool per socket; every
 // request picks a socket at random). mode: 'json' | 'stream' (events as fast as they come) |
-// 'paced' (events carry their send time; one-way delay per event).
+// 'paced' (events carry their send time; one-way delay per event). A stream stalls when some gap
+// between its events exceeds STALL_MS (counted per stream, issue 20).
 import { Pool } from 'undici';
 import { connectLoop, downloadLoop } from './tunnels.mjs';
 import { quantiles } from './stats.mjs';
@@ -13,6 +14,7 @@ import { quantiles } from './stats.mjs';
 const now = () => performance.now();
 const NL2 = Buffer.from('\n\n');
 const T_MARK = Buffer.from('"t":"');
+const STALL_MS = 100;
 // Forked by bench/run.mjs, so the IPC channel is always there; its messages are plain JSON.
 const send = /** @type {NonNullable<typeof process.send>} */ (process.send).bind(process);
 
@@ -42,7 +44,8 @@ async function run(cmd) {
     started = 0,
     events = 0,
     reads = 0,
-    streams = 0;
+    streams = 0,
+    stalls = 0;
   const statuses = {};
   let errorSample;
   const t0 = now();
@@ -55,6 +58,7 @@ async function run(cmd) {
     let status = 0,
       ttfb = 0,
       lastEventAt = -1,
+      maxGap = 0,
       tail = 0,
       evCount = 0;
     pool.dispatch(
@@ -81,7 +85,11 @@ async function run(cmd) {
           }
           tail = chunk[chunk.length - 1];
           for (let e = 0; e < k; e++) {
-            if (lastEventAt >= 0 && nGaps < GAP_CAP) /** @type {Float64Array} */ (gaps)[nGaps++] = at - lastEventAt; // streaming, so not null
+            if (lastEventAt >= 0) {
+              const gap = at - lastEventAt;
+              if (gap > maxGap) maxGap = gap;
+              if (nGaps < GAP_CAP) /** @type {Float64Array} */ (gaps)[nGaps++] = gap; // streaming, so not null
+            }
             lastEventAt = at;
           }
           evCount += k;
@@ -106,6 +114,7 @@ async function run(cmd) {
           if (streaming) {
             events += evCount;
             streams++;
+            if (maxGap > STALL_MS) stalls++;
           }
           done();
         },
@@ -148,6 +157,7 @@ async function run(cmd) {
     eventDelay: delays ? quantiles(delays, nDelays) : undefined,
     eventsPerStream: streams ? events / streams : undefined,
     readsPerStream: streams ? reads / streams : undefined,
+    stalls: streaming ? stalls : undefined,
     loadgenCpu: cpu,
   };
 }

@@ -1,5 +1,7 @@
 // `make bench`: one run, the same workloads side by side through
 //   direct   client -> fake upstream (TCP loopback): the floor
+//   bare     client -> Unix socket -> bench/bare-relay.mjs (node:http + undici, swaps the key) -> upstream:
+//            the floor for a Node gateway (issue 20)
 //   socket   client -> a key's Unix socket -> gateway -> upstream
 //   shim     client -> shim/shim.mjs (TCP) -> socket -> gateway -> upstream: the real path
 //   portkey  client -> @portkey-ai/gateway (TCP) -> upstream: a peer
@@ -198,6 +200,14 @@ async function startShim(socketPath) {
     return { available: false, reason: `shim did not start: ${stderr.trim().slice(0, 300)}` };
   }
   return { available: true, child, port, file: shimFile };
+}
+
+/** The bare relay (bench/bare-relay.mjs) on a Unix socket of its own. */
+/** @param {Record<string, string>} gatewayEnv */
+async function startBare(gatewayEnv) {
+  const child = start(path.join(here, 'bare-relay.mjs'), { env: gatewayEnv });
+  const { socketPath } = await request(child, null, 'ready', 10_000);
+  return { child, socketPath };
 }
 
 /**
@@ -600,8 +610,10 @@ async function main() {
   });
   results.gatewayEntry = (await request(gw, null, 'ready', 20_000)).entry;
   const idleMem = (await request(gw, { type: 'mem' }, 'mem')).mem;
-  const [mainKey] = (await request(gw, { type: 'mint', n: 1 }, 'minted')).keys;
+  // Budgeted like a production key (never reached): its calls reserve and settle, as they would.
+  const [mainKey] = (await request(gw, { type: 'mint', n: 1, budgetUsd: 1e6 }, 'minted')).keys;
   const shim = await startShim(mainKey.socketPath);
+  const bare = await startBare(gatewayEnv);
   const portkey = await startPortkey();
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
@@ -609,6 +621,7 @@ async function main() {
   /** @type {Record<string, { target: object, headers: Record<string, string>, pids: [string, number | undefined][] }>} */
   const paths = {
     direct: { target: { origin: upstreamUrl }, headers: { ...BASE_HEADERS, 'x-api-key': REAL_KEY }, pids: [] },
+    bare: { target: { socketPaths: [bare.socketPath] }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['bare', bare.child.pid]] },
     socket: { target: { socketPaths: [mainKey.socketPath] }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['gateway', gw.pid]] },
   };
   if (shim.available) {
@@ -630,6 +643,7 @@ async function main() {
   }
   results.paths = {
     direct: { available: true },
+    bare: { available: true },
     socket: { available: true },
     shim: shim.available ? { available: true, file: path.relative(root, shim.file) } : { available: false, reason: shim.reason },
     portkey: portkey.available ? { available: true } : { available: false, reason: portkey.reason },
@@ -704,6 +718,7 @@ async function main() {
     { name: 'json c64', mode: 'json', concurrency: 64 },
     { name: 'stream c1', mode: 'stream', concurrency: 1 },
     { name: 'stream c16', mode: 'stream', concurrency: 16 },
+    { name: 'stream c64', mode: 'stream', concurrency: 64 },
     { name: 'paced c1', mode: 'paced', concurrency: 1 },
   ];
   console.log('bench: workloads (each path in turn)');
@@ -884,6 +899,7 @@ async function main() {
     portkey.child.kill('SIGTERM');
   }
   await stop(gw, 60_000);
+  await stop(bare.child);
   await stop(upstream);
   if (site.available) await stop(site.child);
 
@@ -905,7 +921,7 @@ function render(r) {
     `Machine: ${m.nproc} cores, ${m.cpu}, Node ${m.node}, Linux ${m.kernel}. ${r.settings.durationMs} ms per workload after ${r.settings.warmupMs} ms warm-up; every actor is its own process, all on the same ${m.nproc} cores. Gateway: ${r.gatewayEntry}.`,
   );
   out.push('');
-  const pathsShown = ['direct', 'socket', 'shim', 'portkey'];
+  const pathsShown = ['direct', 'bare', 'socket', 'shim', 'portkey'];
   const json = [];
   for (const w of ['json c1', 'json c16', 'json c64']) {
     const d = get(w, 'direct');
@@ -936,12 +952,12 @@ function render(r) {
   out.push('');
 
   const stream = [];
-  for (const w of ['stream c1', 'stream c16']) {
+  for (const w of ['stream c1', 'stream c16', 'stream c64']) {
     const d = get(w, 'direct');
     for (const p of pathsShown) {
       const x = get(w, p);
       if (!x) {
-        if (p === 'shim' && !r.paths.shim.available) stream.push([w, p, 'not available', '', '', '', '', '', '', '', '']);
+        if (p === 'shim' && !r.paths.shim.available) stream.push([w, p, 'not available', '', '', '', '', '', '', '', '', '']);
         continue;
       }
       const us = (v) => f(v * 1000, 1);
@@ -956,6 +972,7 @@ function render(r) {
         us(x.gaps.p99),
         p === 'direct' ? '' : fs((x.gaps.p99 - d.gaps.p99) * 1000, 1),
         `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`,
+        String(x.stalls ?? ''),
         gwCpu(x),
       ]);
     }
@@ -966,7 +983,7 @@ function render(r) {
   out.push('');
   out.push(
     table(
-      ['workload', 'path', 'streams/s', 'TTFB p50', '+TTFB', 'stream p50', 'gap p50 µs', 'gap p99 µs', '+gap p99 µs', 'chunks / events', 'proxy CPU µs/stream'],
+      ['workload', 'path', 'streams/s', 'TTFB p50', '+TTFB', 'stream p50', 'gap p50 µs', 'gap p99 µs', '+gap p99 µs', 'chunks / events', 'stalls', 'proxy CPU µs/stream'],
       stream,
     ),
   );
@@ -1029,7 +1046,8 @@ function render(r) {
     `Other load on the machine during the measured windows (CPU not used by the bench's processes): mean ${f(other.reduce((a, b) => a + b, 0) / other.length, 2)} cores, max ${f(Math.max(...other), 2)} cores.`,
   );
   out.push('');
-  out.push('Targets (issue 7):');
+  out.push(...renderAgainstBare(get), '');
+  out.push('Targets (issues 7 and 20):');
   out.push('');
   out.push(table(['target', 'measured', 'met'], targets(r, get)));
   if (!r.paths.portkey.available) out.push(`\nPortkey: not available: ${r.paths.portkey.reason}`);
@@ -1210,10 +1228,30 @@ const unit = (workload) => (workload.startsWith('tls connect') ? 'handshake' : w
 function gwCpu(x) {
   const c = x.cpuPerRequestUs;
   const parts = [];
+  if (c.bare !== undefined) parts.push(`bare ${f(c.bare, 0)}`);
   if (c.gateway !== undefined) parts.push(`gw ${f(c.gateway, 0)}`);
   if (c.shim !== undefined) parts.push(`shim ${f(c.shim, 0)}`);
   if (c.portkey !== undefined) parts.push(`portkey ${f(c.portkey, 0)}`);
   return parts.join(' + ') || '—';
+}
+
+/** The gateway's own cost: its CPU and throughput against the bare relay's, same workloads, same run. */
+function againstBare(get) {
+  /** @param {string} w @param {string} p */
+  const cpu = (w, p) => get(w, p)?.cpuPerRequestUs?.[p === 'bare' ? 'bare' : 'gateway'];
+  const perEvent = (w, p) => cpu(w, p) / (get(w, p)?.eventsPerStream ?? 1);
+  const rows = [];
+  for (const w of ['json c1', 'json c16']) rows.push({ what: `CPU per request, ${w}`, gateway: cpu(w, 'socket'), bare: cpu(w, 'bare'), unit: 'µs', goal: 1.3 });
+  for (const w of ['stream c1', 'stream c16']) rows.push({ what: `CPU per SSE event, ${w}`, gateway: perEvent(w, 'socket'), bare: perEvent(w, 'bare'), unit: 'µs', goal: 1.5 });
+  return rows;
+}
+
+function renderAgainstBare(get) {
+  const rows = againstBare(get).map((x) => [x.what, f(x.gateway, 2), f(x.bare, 2), f(x.gateway / x.bare, 2), `<= ${x.goal}`]);
+  const s16 = get('stream c16', 'socket');
+  const b16 = get('stream c16', 'bare');
+  if (s16 && b16) rows.push(['streams/s, stream c16', f(s16.rps, 0), f(b16.rps, 0), f(s16.rps / b16.rps, 2), '>= 0.8']);
+  return ['The gateway (socket path) against the bare relay, same workloads, same run (CPU in µs).', '', table(['measure', 'gateway', 'bare relay', 'ratio', 'goal'], rows)];
 }
 
 function targets(r, get) {
@@ -1224,9 +1262,21 @@ function targets(r, get) {
   const h1 = get('json c1', 'shim');
   const added = (x, q) => x.latency[q] - d1.latency[q];
   t.push(['added p50 < 0.25 ms, socket (c1)', `${fs(added(s1, 'p50'))} ms`, yes(added(s1, 'p50') < 0.25)]);
-  t.push(['added p50 < 0.5 ms, shim path (c1)', h1 ? `${fs(added(h1, 'p50'))} ms` : 'not available', h1 ? yes(added(h1, 'p50') < 0.5) : 'n/a']);
-  t.push(['added p99 < 2 ms, socket (c1)', `${fs(added(s1, 'p99'))} ms`, yes(added(s1, 'p99') < 2)]);
-  if (h1) t.push(['added p99 < 2 ms, shim path (c1)', `${fs(added(h1, 'p99'))} ms`, yes(added(h1, 'p99') < 2)]);
+  t.push(['added p50 < 0.35 ms, shim path (c1)', h1 ? `${fs(added(h1, 'p50'))} ms` : 'not available', h1 ? yes(added(h1, 'p50') < 0.35) : 'n/a']);
+  t.push(['added p99 < 0.5 ms, socket (c1)', `${fs(added(s1, 'p99'))} ms`, yes(added(s1, 'p99') < 0.5)]);
+  if (h1) t.push(['added p99 < 0.5 ms, shim path (c1)', `${fs(added(h1, 'p99'))} ms`, yes(added(h1, 'p99') < 0.5)]);
+  for (const x of againstBare(get)) {
+    t.push([`${x.what} <= ${x.goal}x the bare relay's`, `${f(x.gateway / x.bare, 2)}x (${f(x.gateway, 1)} vs ${f(x.bare, 1)} µs)`, yes(x.gateway / x.bare <= x.goal)]);
+  }
+  const sS16 = get('stream c16', 'socket');
+  const bS16 = get('stream c16', 'bare');
+  t.push(['stream throughput >= 0.8x the bare relay (c16)', `${f(sS16.rps / bS16.rps, 2)}x`, yes(sS16.rps / bS16.rps >= 0.8)]);
+  for (const w of ['stream c16', 'stream c64']) {
+    for (const p of ['socket', 'shim']) {
+      const x = get(w, p);
+      if (x) t.push([`no stalled stream (a gap > 100 ms), ${p} (${w})`, `${x.stalls} of ${x.requests}`, yes(x.stalls === 0)]);
+    }
+  }
   for (const c of ['json c16', 'json c64']) {
     const d = get(c, 'direct');
     for (const p of ['socket', 'shim']) {

@@ -1,6 +1,6 @@
 // Token usage as each API reports it, extracted from JSON responses and SSE streams while they pass.
 import type { Endpoint } from '../wire/endpoints.ts';
-import { SseSplitter, type SseEvent } from '../wire/sse.ts';
+import { PlainEvents, SseSplitter, type SseEvent } from '../wire/sse.ts';
 
 /** Tokens of one call, in separately priced line items. */
 export interface Usage {
@@ -196,44 +196,66 @@ function usageObjectIn(text: string): unknown {
   return undefined;
 }
 
-/** How one API's stream reports usage. */
+/**
+ * How one API's stream reports usage. Events come as their name and their data's bytes
+ * (`data[start, end)`); only the events that carry usage are decoded and parsed.
+ */
 interface StreamSpec {
+  /** Whether `usage` reads this event (cheap: its name, or a marker in its bytes). */
+  carriesUsage(event: string, data: Buffer, start: number, end: number): boolean;
   /** Folds an event into the usage so far; `final` marks the provider's closing counts. */
   usage(event: SseEvent, usage: Usage | undefined): { usage: Usage; final: boolean } | undefined;
   /** Whether this event delivers generated content (cheap: no parsing). */
-  isDelta(event: SseEvent): boolean;
-  /** Characters of generated content this event delivered (parses it). */
-  deltaChars(event: SseEvent): number;
+  isDelta(event: string, data: Buffer, start: number, end: number): boolean;
+  /** The JSON keys whose string values are generated content, as `"key":"`. */
+  deltaKeys: readonly Buffer[];
   /** Whether this event reports one server web search done (counted in case the final counts never come). */
-  isWebSearch(event: SseEvent): boolean;
+  isWebSearch(event: string, data: Buffer, start: number, end: number): boolean;
 }
 
 /**
  * Follows a stream's usage events. Content deltas are not parsed (that would cost more than
  * relaying them): their text is measured where it stands in the event, and only counts if the
- * stream ends without the provider's final figures.
+ * stream ends without the provider's final figures. A chunk of whole events in the plain form is
+ * read by position (wire/sse.ts `PlainEvents`); any other goes through the splitter.
  */
 class StreamMeter implements UsageMeter {
   private readonly splitter = new SseSplitter();
+  private readonly plain = new PlainEvents();
   private readonly spec: StreamSpec;
   private usage: Usage | undefined;
   private final = false;
   private deltaChars = 0;
   private searches = 0;
+  /** The last chunk ended an event (a blank line) and the splitter holds nothing: the next may be read by position. */
+  private atBoundary = true;
   constructor(spec: StreamSpec) {
     this.spec = spec;
   }
   push(chunk: Buffer): void {
-    for (const event of this.splitter.push(chunk)) {
-      const step = this.spec.usage(event, this.usage);
-      if (step) {
-        this.usage = step.usage;
-        this.final ||= step.final;
-      } else if (this.spec.isDelta(event)) {
-        this.deltaChars += this.spec.deltaChars(event);
-      } else if (this.spec.isWebSearch(event)) {
-        this.searches++;
+    const spans = this.atBoundary ? this.plain.read(chunk) : undefined;
+    if (spans) {
+      for (const span of spans) this.take(span.event, chunk, span.start, span.end, false);
+    } else {
+      for (const event of this.splitter.push(chunk)) {
+        const data = Buffer.from(event.data);
+        this.take(event.event, data, 0, data.length, event.truncated === true);
       }
+    }
+    this.atBoundary = chunk.length >= 2 && chunk[chunk.length - 1] === 0x0a && chunk[chunk.length - 2] === 0x0a && this.splitter.pendingChars === 0;
+  }
+  private take(event: string, data: Buffer, start: number, end: number, truncated: boolean): void {
+    const { spec } = this;
+    const step = spec.carriesUsage(event, data, start, end)
+      ? spec.usage({ event, data: data.toString('utf8', start, end), raw: '', ...(truncated ? { truncated } : {}) }, this.usage)
+      : undefined;
+    if (step) {
+      this.usage = step.usage;
+      this.final ||= step.final;
+    } else if (spec.isDelta(event, data, start, end)) {
+      this.deltaChars += stringValueChars(data, start, end, spec.deltaKeys);
+    } else if (spec.isWebSearch(event, data, start, end)) {
+      this.searches++;
     }
   }
   result(): MeteredUsage | undefined {
@@ -251,21 +273,49 @@ class StreamMeter implements UsageMeter {
 }
 
 /**
- * Lengths of the JSON string values of `keys` in `data`, found by position, not by parsing (escapes
- * count as written: close enough for an estimate).
+ * Characters in the JSON string values of `keys` in `data[start, end)`, found by position, not by
+ * parsing, in one pass over the bytes: UTF-8 continuation bytes do not count, an escape counts as
+ * written (`\n` as two: close enough for an estimate).
  */
-function stringValueLengths(data: string, keys: readonly string[]): number {
+function stringValueChars(data: Buffer, start: number, end: number, keys: readonly Buffer[]): number {
   let total = 0;
-  for (const key of keys) {
-    let at = data.indexOf(key);
-    while (at !== -1) {
-      let end = at + key.length;
-      while (end < data.length && data.charCodeAt(end) !== 34 /* " */) end += data.charCodeAt(end) === 92 /* \ */ ? 2 : 1;
-      total += end - (at + key.length);
-      at = data.indexOf(key, end);
+  for (let i = start; i < end; i++) {
+    if (data[i] !== 0x22 /* " */) continue;
+    const key = keyAt(data, i, end, keys);
+    if (key === 0) continue;
+    let j = i + key;
+    for (; j < end; j++) {
+      const byte = data[j]!;
+      if (byte === 0x22) break;
+      if (byte === 0x5c /* \ */) {
+        total += 2;
+        j++;
+      } else if ((byte & 0xc0) !== 0x80) {
+        total++;
+      }
     }
+    i = j;
   }
   return total;
+}
+
+/** The length of the key of `keys` that starts at `at` (a quote), or 0. Indexed loops: this runs for every quote of every delta. */
+function keyAt(data: Buffer, at: number, end: number, keys: readonly Buffer[]): number {
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k]!;
+    const length = key.length;
+    if (at + length > end) continue;
+    let i = 1;
+    while (i < length && data[at + i] === key[i]) i++;
+    if (i === length) return length;
+  }
+  return 0;
+}
+
+/** Whether `data[start, end)` contains `marker`. */
+function contains(data: Buffer, marker: Buffer, start: number, end: number): boolean {
+  const at = data.indexOf(marker, start);
+  return at !== -1 && at + marker.length <= end;
 }
 
 function parse(data: string): Json {
@@ -276,12 +326,14 @@ function parse(data: string): Json {
   }
 }
 
-const ANTHROPIC_DELTA_KEYS = ['"text":"', '"thinking":"', '"partial_json":"'];
-const CHAT_DELTA_KEYS = ['"content":"', '"reasoning_content":"', '"arguments":"'];
-const RESPONSES_DELTA_KEYS = ['"delta":"'];
+const keys = (...names: string[]) => names.map((name) => Buffer.from(`"${name}":"`));
+const WEB_SEARCH_RESULT = Buffer.from('"web_search_tool_result"');
+const USAGE_OBJECT = Buffer.from('"usage":{');
+const USAGE_OBJECT_SPACED = Buffer.from('"usage": {');
 
 const anthropicStream: StreamSpec = {
   // Anthropic names every event: message_start opens the counts, message_delta's are cumulative.
+  carriesUsage: (event) => event === 'message_start' || event === 'message_delta',
   usage(event, usage) {
     if (event.event === 'message_start') return { usage: anthropicUsage(obj(parse(event.data).message).usage), final: false };
     if (event.event === 'message_delta') {
@@ -289,29 +341,29 @@ const anthropicStream: StreamSpec = {
     }
     return undefined;
   },
-  isDelta: (event) => event.event === 'content_block_delta',
-  deltaChars: (event) => stringValueLengths(event.data, ANTHROPIC_DELTA_KEYS),
+  isDelta: (event) => event === 'content_block_delta',
+  deltaKeys: keys('text', 'thinking', 'partial_json'),
   // The web_search_tool_result block: the search ran (its query's server_tool_use block may not have).
-  isWebSearch: (event) => event.event === 'content_block_start' && event.data.includes('"web_search_tool_result"'),
+  isWebSearch: (event, data, start, end) => event === 'content_block_start' && contains(data, WEB_SEARCH_RESULT, start, end),
 };
 
 const chatStream: StreamSpec = {
   // Chat chunks are data-only; the last one (with include_usage) has a non-null usage.
+  carriesUsage: (_event, data, start, end) => contains(data, USAGE_OBJECT, start, end) || contains(data, USAGE_OBJECT_SPACED, start, end),
   usage(event) {
-    if (!event.data.includes('"usage":{') && !event.data.includes('"usage": {')) return undefined;
     const chunk = parse(event.data);
     return chunk.usage ? { usage: chatUsage(chunk.usage), final: true } : undefined;
   },
-  isDelta: (event) => event.data.startsWith('{'),
-  deltaChars: (event) => stringValueLengths(event.data, CHAT_DELTA_KEYS),
+  isDelta: (_event, data, start, end) => end > start && data[start] === 0x7b /* { */,
+  deltaKeys: keys('content', 'reasoning_content', 'arguments'),
   isWebSearch: () => false,
 };
 
 const RESPONSES_FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
 const responsesStream: StreamSpec = {
+  carriesUsage: (event) => RESPONSES_FINAL.has(event),
   usage(event) {
-    if (!RESPONSES_FINAL.has(event.event)) return undefined;
     if (event.truncated) {
       // Too long to keep whole (the response echoes its instructions and output): usage stands at
       // the end of the response object, in the tail that was kept. Searches were counted as they ran.
@@ -324,7 +376,7 @@ const responsesStream: StreamSpec = {
     if (Array.isArray(response.output)) usage.webSearchRequests = response.output.filter((item) => obj(item).type === 'web_search_call').length;
     return { usage, final: true };
   },
-  isDelta: (event) => event.event.endsWith('.delta'),
-  deltaChars: (event) => stringValueLengths(event.data, RESPONSES_DELTA_KEYS),
-  isWebSearch: (event) => event.event === 'response.web_search_call.completed',
+  isDelta: (event) => event.endsWith('.delta'),
+  deltaKeys: keys('delta'),
+  isWebSearch: (event) => event === 'response.web_search_call.completed',
 };

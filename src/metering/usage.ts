@@ -253,7 +253,8 @@ class StreamMeter implements UsageMeter {
       this.usage = step.usage;
       this.final ||= step.final;
     } else if (spec.isDelta(event, data, start, end)) {
-      this.deltaChars += stringValueChars(data, start, end, spec.deltaKeys);
+      const last = lastValueChars(data, start, end, spec.deltaKeys);
+      this.deltaChars += last >= 0 ? last : stringValueChars(data, start, end, spec.deltaKeys);
     } else if (spec.isWebSearch(event, data, start, end)) {
       this.searches++;
     }
@@ -297,6 +298,47 @@ function stringValueChars(data: Buffer, start: number, end: number, keys: readon
     i = j;
   }
   return total;
+}
+
+/**
+ * The characters of the string that closes the object in `data[start, end)`, when its key is one of
+ * `keys`; -1 otherwise. A delta puts its text last (`..."text":"tok "}}`): read backwards from the
+ * end, only the text itself is walked, not the whole event.
+ */
+function lastValueChars(data: Buffer, start: number, end: number, keys: readonly Buffer[]): number {
+  let close = end;
+  while (close > start && data[close - 1] === 0x7d /* } */) close--;
+  if (close === end || data[close - 1] !== 0x22) return -1;
+  close--;
+  // The opening quote: the first one going back that no odd run of backslashes escapes.
+  let open = close - 1;
+  for (; open > start; open--) {
+    if (data[open] !== 0x22) continue;
+    let slashes = 0;
+    while (data[open - 1 - slashes] === 0x5c) slashes++;
+    if (slashes % 2 === 0) break;
+  }
+  if (!keyEndsAt(data, open, start, keys)) return -1;
+  let total = 0;
+  for (let j = open + 1; j < close; j++) {
+    const byte = data[j]!;
+    if (byte === 0x5c) {
+      total += 2;
+      j++;
+    } else if ((byte & 0xc0) !== 0x80) {
+      total++;
+    }
+  }
+  return total;
+}
+
+/** Whether one of `keys` (each `"name":"`) ends at `open`, the value's opening quote. */
+function keyEndsAt(data: Buffer, open: number, start: number, keys: readonly Buffer[]): boolean {
+  for (let k = 0; k < keys.length; k++) {
+    const length = keys[k]!.length;
+    if (open + 1 - length >= start && keyAt(data, open + 1 - length, open + 1, keys) === length) return true;
+  }
+  return false;
 }
 
 /** The length of the key of `keys` that starts at `at` (a quote), or 0. Indexed loops: this runs for every quote of every delta. */

@@ -5,6 +5,7 @@
 //   socket   client -> a key's Unix socket -> gateway -> upstream
 //   shim     client -> shim/shim.mjs (TCP) -> socket -> gateway -> upstream: the real path
 //   portkey  client -> @portkey-ai/gateway (TCP) -> upstream: a peer
+//   other    client -> another gateway at --other URL -> upstream (its operator points it there)
 // and egress (issue 14): TLS connects, large downloads and plain HTTP to a loopback site named
 // bench.test, direct against through the key's socket (CONNECT, absolute form) and through the shim.
 // and shared budgets (issue 17): a call whose group budget is held in Redis (redis-server on loopback)
@@ -19,6 +20,13 @@
 //     --only shared-budget|telemetry  that part alone, printed (bench/results.json is left as it is)
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
+//     --other URL  also run the API workloads (json, stream, paced) against another gateway at URL
+//                (POST URL's path + /v1/messages), as the path `other`; its upstream must be the fake
+//                upstream, whose URL and real key are printed before the workloads
+//     --other-header 'name: value'  a header sent to it besides the base ones (repeatable)
+//     --other-pid PID  its process, to measure its CPU from /proc (not measured without it)
+//     --upstream-port N  the fake upstream's loopback port (default: a free one), so that another
+//                gateway can be configured before the run
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -37,6 +45,17 @@ const argValue = (name, fallback) => {
   return i === -1 ? fallback : Number(args[i + 1]);
 };
 const DURATION = argValue('--duration', QUICK ? 1000 : 3000);
+const OTHER_URL = args.includes('--other') ? new URL(args[args.indexOf('--other') + 1]) : undefined;
+const OTHER_PID = argValue('--other-pid', undefined);
+const UPSTREAM_PORT = argValue('--upstream-port', 0);
+/** @type {Record<string, string>} */
+const OTHER_HEADERS = {};
+args.forEach((arg, i) => {
+  if (arg !== '--other-header') return;
+  const m = /^([^:]+):\s*(.*)$/.exec(args[i + 1] ?? '');
+  if (!m) throw new Error(`--other-header: expected 'name: value', got ${args[i + 1]}`);
+  OTHER_HEADERS[m[1].trim().toLowerCase()] = m[2];
+});
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
 const PARTS = ['shared-budget', 'telemetry'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`--only: unknown part ${ONLY} (known: ${PARTS.join(', ')})`);
@@ -150,11 +169,11 @@ async function freePort() {
   return port;
 }
 
-async function waitForPort(port, timeoutMs) {
+async function waitForPort(port, timeoutMs, host = '127.0.0.1') {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const ok = await new Promise((resolve) => {
-      const socket = net.connect(port, '127.0.0.1');
+      const socket = net.connect(port, host);
       socket.once('connect', () => {
         socket.destroy();
         resolve(true);
@@ -200,6 +219,24 @@ async function startShim(socketPath) {
     return { available: false, reason: `shim did not start: ${stderr.trim().slice(0, 300)}` };
   }
   return { available: true, child, port, file: shimFile };
+}
+
+/** The fake upstream (bench/upstream.mjs), on --upstream-port if given. */
+async function startUpstream() {
+  const child = start(path.join(here, 'upstream.mjs'), { env: { BENCH_REAL_KEY: REAL_KEY, BENCH_UPSTREAM_PORT: String(UPSTREAM_PORT) } });
+  const { port } = await request(child, null, 'ready', 10_000);
+  return { child, url: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * Another gateway (--other), if it accepts TCP connections within 5 s.
+ * @returns {Promise<Unavailable | { available: true, url: URL }>}
+ */
+async function checkOther() {
+  if (!OTHER_URL) return { available: false, reason: 'no --other URL' };
+  const port = Number(OTHER_URL.port || (OTHER_URL.protocol === 'https:' ? 443 : 80));
+  if (!(await waitForPort(port, 5_000, OTHER_URL.hostname))) return { available: false, reason: `nothing listens at ${OTHER_URL.origin}` };
+  return { available: true, url: OTHER_URL };
 }
 
 /** The bare relay (bench/bare-relay.mjs) on a Unix socket of its own. */
@@ -508,11 +545,10 @@ async function measureTelemetry(loadgen, gatewayEnv) {
 
 /** `--only PART`: the upstream, the load generator and that part; printed, nothing written. */
 async function onlyPart() {
-  const upstream = start(path.join(here, 'upstream.mjs'), { env: { BENCH_REAL_KEY: REAL_KEY } });
-  const { port } = await request(upstream, null, 'ready', 10_000);
+  const { child: upstream, url: upstreamUrl } = await startUpstream();
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
-  const gatewayEnv = { BENCH_UPSTREAM_URL: `http://127.0.0.1:${port}`, BENCH_REAL_KEY: REAL_KEY };
+  const gatewayEnv = { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_REAL_KEY: REAL_KEY };
   let lines;
   if (ONLY === 'telemetry') {
     const { summary, rows } = await measureTelemetry(loadgen, gatewayEnv);
@@ -542,9 +578,9 @@ async function main() {
   console.log(`bench: ${machine.nproc} cores, ${machine.cpu}, Node ${machine.node}, fd limit ${machine.fdLimit}`);
   console.log(`bench: ${DURATION} ms per workload after ${WARMUP} ms warm-up${PROFILE ? ', then gateway CPU profiles' : ''}`);
 
-  const upstream = start(path.join(here, 'upstream.mjs'), { env: { BENCH_REAL_KEY: REAL_KEY } });
-  const { port: upstreamPort } = await request(upstream, null, 'ready', 10_000);
-  const upstreamUrl = `http://127.0.0.1:${upstreamPort}`;
+  const { child: upstream, url: upstreamUrl } = await startUpstream();
+  // What another gateway's operator points it at (--other), printed before any workload.
+  console.log(`bench: fake upstream at ${upstreamUrl}, key ${REAL_KEY}`);
   const gatewayEnv = { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_REAL_KEY: REAL_KEY };
   /** @type {Record<string, any>} */
   const results = {
@@ -615,10 +651,11 @@ async function main() {
   const shim = await startShim(mainKey.socketPath);
   const bare = await startBare(gatewayEnv);
   const portkey = await startPortkey();
+  const other = await checkOther();
   const loadgen = start(path.join(here, 'loadgen.mjs'));
   await request(loadgen, null, 'ready', 10_000);
 
-  /** @type {Record<string, { target: object, headers: Record<string, string>, pids: [string, number | undefined][] }>} */
+  /** @type {Record<string, { target: object, prefix?: string, headers: Record<string, string>, pids: [string, number | undefined][] }>} */
   const paths = {
     direct: { target: { origin: upstreamUrl }, headers: { ...BASE_HEADERS, 'x-api-key': REAL_KEY }, pids: [] },
     bare: { target: { socketPaths: [bare.socketPath] }, headers: { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER }, pids: [['bare', bare.child.pid]] },
@@ -641,6 +678,14 @@ async function main() {
       pids: [['portkey', portkey.child.pid]],
     };
   }
+  if (other.available) {
+    paths.other = {
+      target: { origin: other.url.origin },
+      prefix: other.url.pathname.replace(/\/$/, ''),
+      headers: { ...BASE_HEADERS, ...OTHER_HEADERS },
+      pids: OTHER_PID ? [['other', OTHER_PID]] : [],
+    };
+  }
   results.paths = {
     direct: { available: true },
     bare: { available: true },
@@ -648,6 +693,11 @@ async function main() {
     shim: shim.available ? { available: true, file: path.relative(root, shim.file) } : { available: false, reason: shim.reason },
     portkey: portkey.available ? { available: true } : { available: false, reason: portkey.reason },
   };
+  if (OTHER_URL) {
+    results.paths.other = other.available
+      ? { available: true, url: other.url.href, headers: Object.keys(OTHER_HEADERS), cpuMeasured: OTHER_PID !== undefined }
+      : { available: false, reason: other.reason };
+  }
   for (const [name, info] of Object.entries(results.paths)) if (!info.available) console.log(`bench: ${name}: not available (${info.reason})`);
 
   let upstreamStats = (await request(upstream, { type: 'stats' }, 'stats')).stats;
@@ -690,7 +740,7 @@ async function main() {
     const cmd = {
       type: 'run',
       target: extra.target ?? p.target,
-      path: '/v1/messages',
+      path: `${p.prefix ?? ''}/v1/messages`,
       mode: workload.mode,
       concurrency: workload.concurrency,
       headers,
@@ -720,6 +770,10 @@ async function main() {
     { name: 'stream c16', mode: 'stream', concurrency: 16 },
     { name: 'stream c64', mode: 'stream', concurrency: 64 },
     { name: 'paced c1', mode: 'paced', concurrency: 1 },
+    // The stall count's workloads: the upstream writes steadily, so a gap > 100 ms is the path's doing
+    // (at stream c64 even direct stalls on 2 cores: the upstream itself falls behind).
+    { name: 'paced c16', mode: 'paced', concurrency: 16 },
+    { name: 'paced c64', mode: 'paced', concurrency: 64 },
   ];
   console.log('bench: workloads (each path in turn)');
   for (const workload of workloads) {
@@ -921,7 +975,7 @@ function render(r) {
     `Machine: ${m.nproc} cores, ${m.cpu}, Node ${m.node}, Linux ${m.kernel}. ${r.settings.durationMs} ms per workload after ${r.settings.warmupMs} ms warm-up; every actor is its own process, all on the same ${m.nproc} cores. Gateway: ${r.gatewayEntry}.`,
   );
   out.push('');
-  const pathsShown = ['direct', 'bare', 'socket', 'shim', 'portkey'];
+  const pathsShown = ['direct', 'bare', 'socket', 'shim', 'portkey', 'other'];
   const json = [];
   for (const w of ['json c1', 'json c16', 'json c64']) {
     const d = get(w, 'direct');
@@ -983,33 +1037,51 @@ function render(r) {
   out.push('');
   out.push(
     table(
-      ['workload', 'path', 'streams/s', 'TTFB p50', '+TTFB', 'stream p50', 'gap p50 µs', 'gap p99 µs', '+gap p99 µs', 'chunks / events', 'stalls', 'proxy CPU µs/stream'],
+      [
+        'workload',
+        'path',
+        'streams/s',
+        'TTFB p50',
+        '+TTFB',
+        'stream p50',
+        'gap p50 µs',
+        'gap p99 µs',
+        '+gap p99 µs',
+        'chunks / events',
+        'stalls',
+        'proxy CPU µs/stream',
+      ],
       stream,
     ),
   );
   out.push('');
 
   const paced = [];
-  {
-    const d = get('paced c1', 'direct');
+  for (const w of ['paced c1', 'paced c16', 'paced c64']) {
+    const d = get(w, 'direct');
     for (const p of pathsShown) {
-      const x = get('paced c1', p);
+      const x = get(w, p);
       if (!x) continue;
+      // A gateway that rewrites the events drops their send times: no delay to show.
+      const delay = x.eventDelay ?? {};
       paced.push([
+        w,
         p,
-        f(x.eventDelay.p50),
-        f(x.eventDelay.p99),
-        p === 'direct' ? '' : fs(x.eventDelay.p50 - d.eventDelay.p50),
-        p === 'direct' ? '' : fs(x.eventDelay.p99 - d.eventDelay.p99),
+        f(delay.p50),
+        f(delay.p99),
+        p === 'direct' ? '' : fs(delay.p50 - d.eventDelay.p50),
+        p === 'direct' ? '' : fs(delay.p99 - d.eventDelay.p99),
         `${f(x.readsPerStream, 0)} / ${f(x.eventsPerStream, 0)}`,
+        `${x.stalls} of ${x.requests}`,
+        gwCpu(x),
       ]);
     }
   }
   out.push(
-    `Paced stream: ${r.settings.pacedEvents} events ${r.settings.paceMs} ms apart; delay = time the client read an event minus time the upstream wrote it (same monotonic clock), ms.`,
+    `Paced stream: ${r.settings.pacedEvents} events ${r.settings.paceMs} ms apart; delay = time the client read an event minus time the upstream wrote it (same monotonic clock), ms. Stalls: streams with a gap > 100 ms between events.`,
   );
   out.push('');
-  out.push(table(['path', 'event delay p50', 'p99', '+p50', '+p99', 'chunks / events'], paced));
+  out.push(table(['workload', 'path', 'event delay p50', 'p99', '+p50', '+p99', 'chunks / events', 'stalls', 'proxy CPU µs/stream'], paced));
   out.push('');
 
   const k = r.keys;
@@ -1051,6 +1123,14 @@ function render(r) {
   out.push('');
   out.push(table(['target', 'measured', 'met'], targets(r, get)));
   if (!r.paths.portkey.available) out.push(`\nPortkey: not available: ${r.paths.portkey.reason}`);
+  if (r.paths.other) {
+    const o = r.paths.other;
+    out.push(
+      o.available
+        ? `\nother: ${o.url}${o.headers.length ? ` (headers added: ${o.headers.join(', ')})` : ''}; its CPU ${o.cpuMeasured ? 'from /proc' : 'not measured (no --other-pid): it counts as other load'}.`
+        : `\nother: not available: ${o.reason}`,
+    );
+  }
   for (const [name, p] of Object.entries(r.profiles ?? {})) {
     out.push('');
     out.push(
@@ -1232,6 +1312,7 @@ function gwCpu(x) {
   if (c.gateway !== undefined) parts.push(`gw ${f(c.gateway, 0)}`);
   if (c.shim !== undefined) parts.push(`shim ${f(c.shim, 0)}`);
   if (c.portkey !== undefined) parts.push(`portkey ${f(c.portkey, 0)}`);
+  if (c.other !== undefined) parts.push(`other ${f(c.other, 0)}`);
   return parts.join(' + ') || '—';
 }
 
@@ -1242,7 +1323,8 @@ function againstBare(get) {
   const perEvent = (w, p) => cpu(w, p) / (get(w, p)?.eventsPerStream ?? 1);
   const rows = [];
   for (const w of ['json c1', 'json c16']) rows.push({ what: `CPU per request, ${w}`, gateway: cpu(w, 'socket'), bare: cpu(w, 'bare'), unit: 'µs', goal: 1.3 });
-  for (const w of ['stream c1', 'stream c16']) rows.push({ what: `CPU per SSE event, ${w}`, gateway: perEvent(w, 'socket'), bare: perEvent(w, 'bare'), unit: 'µs', goal: 1.5 });
+  for (const w of ['stream c1', 'stream c16'])
+    rows.push({ what: `CPU per SSE event, ${w}`, gateway: perEvent(w, 'socket'), bare: perEvent(w, 'bare'), unit: 'µs', goal: 1.5 });
   return rows;
 }
 
@@ -1251,7 +1333,11 @@ function renderAgainstBare(get) {
   const s16 = get('stream c16', 'socket');
   const b16 = get('stream c16', 'bare');
   if (s16 && b16) rows.push(['streams/s, stream c16', f(s16.rps, 0), f(b16.rps, 0), f(s16.rps / b16.rps, 2), '>= 0.8']);
-  return ['The gateway (socket path) against the bare relay, same workloads, same run (CPU in µs).', '', table(['measure', 'gateway', 'bare relay', 'ratio', 'goal'], rows)];
+  return [
+    'The gateway (socket path) against the bare relay, same workloads, same run (CPU in µs).',
+    '',
+    table(['measure', 'gateway', 'bare relay', 'ratio', 'goal'], rows),
+  ];
 }
 
 function targets(r, get) {
@@ -1266,15 +1352,23 @@ function targets(r, get) {
   t.push(['added p99 < 0.5 ms, socket (c1)', `${fs(added(s1, 'p99'))} ms`, yes(added(s1, 'p99') < 0.5)]);
   if (h1) t.push(['added p99 < 0.5 ms, shim path (c1)', `${fs(added(h1, 'p99'))} ms`, yes(added(h1, 'p99') < 0.5)]);
   for (const x of againstBare(get)) {
-    t.push([`${x.what} <= ${x.goal}x the bare relay's`, `${f(x.gateway / x.bare, 2)}x (${f(x.gateway, 1)} vs ${f(x.bare, 1)} µs)`, yes(x.gateway / x.bare <= x.goal)]);
+    t.push([
+      `${x.what} <= ${x.goal}x the bare relay's`,
+      `${f(x.gateway / x.bare, 2)}x (${f(x.gateway, 1)} vs ${f(x.bare, 1)} µs)`,
+      yes(x.gateway / x.bare <= x.goal),
+    ]);
   }
   const sS16 = get('stream c16', 'socket');
   const bS16 = get('stream c16', 'bare');
   t.push(['stream throughput >= 0.8x the bare relay (c16)', `${f(sS16.rps / bS16.rps, 2)}x`, yes(sS16.rps / bS16.rps >= 0.8)]);
-  for (const w of ['stream c16', 'stream c64']) {
-    for (const p of ['socket', 'shim']) {
+  // Stalls only where the upstream writes steadily (paced); direct and bare for reference. stream c64's
+  // stalls are in the streaming table only: there even direct stalls on 2 cores.
+  for (const w of ['paced c16', 'paced c64']) {
+    for (const p of ['direct', 'bare', 'socket', 'shim']) {
       const x = get(w, p);
-      if (x) t.push([`no stalled stream (a gap > 100 ms), ${p} (${w})`, `${x.stalls} of ${x.requests}`, yes(x.stalls === 0)]);
+      const ref = p === 'direct' || p === 'bare';
+      if (x)
+        t.push([`${ref ? '(reference) ' : ''}no stalled stream (a gap > 100 ms), ${p} (${w})`, `${x.stalls} of ${x.requests}`, ref ? '' : yes(x.stalls === 0)]);
     }
   }
   for (const c of ['json c16', 'json c64']) {
@@ -1330,6 +1424,12 @@ function targets(r, get) {
     t.push(['(info) Portkey added p50 / p99 (c1)', `${fs(pk1.latency.p50 - d1.latency.p50)} / ${fs(pk1.latency.p99 - d1.latency.p99)} ms`, '']);
   } else {
     t.push(['>= 2x Portkey throughput (c16)', 'Portkey not available', 'n/a']);
+  }
+  const o1 = get('json c1', 'other');
+  const o16 = get('json c16', 'other');
+  if (o1 && o16) {
+    t.push(['(info) other added p50 / p99 (c1)', `${fs(o1.latency.p50 - d1.latency.p50)} / ${fs(o1.latency.p99 - d1.latency.p99)} ms`, '']);
+    t.push(['(info) socket throughput against other (c16)', `${f(s16.rps / o16.rps, 2)}x (${f(s16.rps, 0)} vs ${f(o16.rps, 0)} req/s)`, '']);
   }
   const mism = r.workloads.filter((x) => x.path !== 'direct').reduce((s, x) => s + (x.keyMismatches ?? 0), 0);
   t.push(['upstream saw the real key on every gateway request', `${mism} mismatches`, yes(mism === 0)]);

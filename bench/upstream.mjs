@@ -4,7 +4,7 @@
 // With x-bench-pace-ms the events are spaced by that many ms instead, each carrying the monotonic
 // time (process.hrtime, system-wide CLOCK_MONOTONIC) it was written at, so the client can measure
 // per-event one-way delay. Every request must carry the expected real key (x-api-key); mismatches
-// are counted and reported over IPC.
+// are counted and reported over IPC. BENCH_UPSTREAM_PORT pins its loopback port (default: any free one).
 import http from 'node:http';
 
 const EXPECTED_KEY = process.env.BENCH_REAL_KEY;
@@ -116,7 +116,7 @@ const server = http.createServer({ keepAliveTimeout: 60_000, noDelay: true }, (r
   });
 });
 
-server.listen(0, '127.0.0.1', () => {
+server.listen(Number(process.env.BENCH_UPSTREAM_PORT ?? 0), '127.0.0.1', () => {
   send({ type: 'ready', port: /** @type {import('node:net').AddressInfo} */ (server.address()).port });
 });
 process.on('message', (/** @type {any} */ msg) => {

@@ -303,7 +303,8 @@ function admit(
 ): Promise<Admission> {
   const gone = new AbortController();
   // With a reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
-  res.once('close', () => gone.abort(CLIENT_CLOSED));
+  const onClose = () => gone.abort(CLIENT_CLOSED);
+  res.once('close', onClose);
   // A key's model globs name Anthropic's names, whichever cloud spelling the client used.
   const asked = fields?.model;
   const model = claude && asked !== undefined ? canonicalClaudeModel(asked) : asked;
@@ -311,7 +312,7 @@ function admit(
   const billedModels = candidates.map((candidate) =>
     claude && asked !== undefined ? upstreamModelId(candidate.upstream, claude.format, asked, candidate.model) : (candidate.model ?? model),
   );
-  return context.accounting.admit(
+  const admission = context.accounting.admit(
     account,
     {
       endpoint: route.endpoint,
@@ -327,6 +328,8 @@ function admit(
     },
     gone.signal,
   );
+  // Once admitted, a hang-up is the relay's to handle: an abort then would only cost an event.
+  return admission.finally(() => res.off('close', onClose));
 }
 
 /** Whether the request has a body that was not read (answering it then must close the connection). */

@@ -6,7 +6,7 @@ import type { ServerResponse } from 'node:http';
 import { type ErrorShape, GatewayError, sendError } from '../wire/errors.ts';
 import type { HeaderMap } from '../wire/headers.ts';
 import { replaceTopLevelString } from '../wire/json-splice.ts';
-import { type ClaudeCall, claudeRequestFor, upstreamModelId } from './claude-request.ts';
+import { type ClaudeCall, claudeRequestFor, formatOfKind, upstreamModelId } from './claude-request.ts';
 import { authenticate, type Credential, type OutgoingRequest, type Upstream, upstreamPath } from './providers.ts';
 import { type EarlyFailure, type RelayControl, type ResponseObserver, relay } from './relay.ts';
 import { type Attempt, AttemptPlan, type Health, isRetryableError, isRetryableStatus, type RetryPolicy, retryAfterMs } from './retry.ts';
@@ -103,7 +103,9 @@ export class CallAttempts {
     let model = rename;
     if (claude && body) {
       model = asked === undefined ? rename : upstreamModelId(upstream, claude.format, asked, rename);
-      ({ pathAndQuery, body } = claudeRequestFor(upstream, claude, pathAndQuery, model, body, headers));
+      // An Anthropic client's own body to a Messages API upstream, naming the model sent: as it is.
+      const asIs = claude.format === 'anthropic' && formatOfKind(upstream.kind) === 'anthropic' && model === asked;
+      if (!asIs) ({ pathAndQuery, body } = claudeRequestFor(upstream, claude, pathAndQuery, model, body, headers));
     } else if (body && rename !== undefined && rename !== asked) {
       body = replaceTopLevelString(body, 'model', rename) ?? body;
     }

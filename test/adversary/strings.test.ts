@@ -78,10 +78,19 @@ describe('adversary: client strings and refusals', () => {
       }
       assert.ok(snapshot.refusalsLastMinute >= flood);
 
-      const audit = await readFile(path.join(child.stateDir, 'audit.jsonl'), 'utf8');
-      const lines = audit.trimEnd().split('\n');
-      const rejected = lines.map((line) => JSON.parse(line) as { outcome?: string; path?: string }).filter((record) => record.outcome === 'rejected');
-      assert.ok(rejected.length >= flood - batch, `one line per refusal (${rejected.length})`); // the last may still be buffered
+      // Audit lines are written in batches (a tenth of a second apart at most): read until the flood's are in.
+      const readAudit = async () => {
+        const audit = await readFile(path.join(child.stateDir, 'audit.jsonl'), 'utf8');
+        const lines = audit.trimEnd().split('\n');
+        const rejected = lines.map((line) => JSON.parse(line) as { outcome?: string; path?: string }).filter((record) => record.outcome === 'rejected');
+        return { audit, lines, rejected };
+      };
+      let { audit, lines, rejected } = await readAudit();
+      for (const deadline = Date.now() + 5000; rejected.length < flood && Date.now() < deadline; ) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        ({ audit, lines, rejected } = await readAudit());
+      }
+      assert.ok(rejected.length >= flood, `one line per refusal (${rejected.length})`);
       const longest = Math.max(...lines.map((line) => Buffer.byteLength(line) + 1));
       assert.ok(longest <= MAX_AUDIT_LINE_BYTES, `longest line ${longest} bytes`);
       // Before: 12,300 bytes per refusal (the whole path or header copied into each line).

@@ -131,17 +131,25 @@ const DATA_FIELD = Buffer.from('data:');
  */
 export class PlainEvents {
   private lastName = '';
+  /** Reused from one chunk to the next (the caller is done with them by then): no garbage per event. */
+  private readonly spans: SseSpan[] = [];
 
-  /** The chunk's events, or undefined when it is not all plain events. The chunk must start an event. */
+  /**
+   * The chunk's events, or undefined when it is not all plain events. The chunk must start an event.
+   * The spans are valid until the next call.
+   */
   read(chunk: Buffer): SseSpan[] | undefined {
     const length = chunk.length;
-    if (length < 2 || chunk[length - 1] !== LF || chunk[length - 2] !== LF || chunk.includes(CR)) return undefined;
-    const spans: SseSpan[] = [];
+    if (length < 2 || chunk[length - 1] !== LF || chunk[length - 2] !== LF) return undefined;
+    const { spans } = this;
+    let count = 0;
     for (let at = 0; at < length; ) {
       let line = at;
       let event = '';
       if (hasField(chunk, EVENT_FIELD, line)) {
         const lineEnd = chunk.indexOf(LF, line);
+        // A CR before a line's LF is a CRLF stream: the splitter's.
+        if (chunk[lineEnd - 1] === CR) return undefined;
         event = this.name(chunk, valueStart(chunk, line + EVENT_FIELD.length), lineEnd);
         line = lineEnd + 1;
       }
@@ -149,10 +157,15 @@ export class PlainEvents {
       const start = valueStart(chunk, line + DATA_FIELD.length);
       const end = chunk.indexOf(LF, start);
       // One data line, then the blank line that ends the event.
-      if (chunk[end + 1] !== LF) return undefined;
-      spans.push({ event, start, end });
+      if (chunk[end + 1] !== LF || chunk[end - 1] === CR) return undefined;
+      const span = spans[count] ?? (spans[count] = { event, start, end });
+      span.event = event;
+      span.start = start;
+      span.end = end;
+      count++;
       at = end + 2;
     }
+    spans.length = count;
     return spans;
   }
 

@@ -158,10 +158,14 @@ export class PlainEvents {
       const end = chunk.indexOf(LF, start);
       // One data line, then the blank line that ends the event.
       if (chunk[end + 1] !== LF || chunk[end - 1] === CR) return undefined;
-      const span = spans[count] ?? (spans[count] = { event, start, end });
-      span.event = event;
-      span.start = start;
-      span.end = end;
+      const span = spans[count];
+      if (span) {
+        span.event = event;
+        span.start = start;
+        span.end = end;
+      } else {
+        spans.push({ event, start, end });
+      }
       count++;
       at = end + 2;
     }

@@ -412,11 +412,16 @@ describe('three gateway hosts share a group budget through redis-server', { skip
       const redis = await redisServer();
       const budgetUsd = 0.004;
       const hosts = await startHosts(redis, { budgetUsd, budgetWaitMs: 0 });
-      // Spend until the group is exhausted, round the hosts.
+      // Spend until the group is exhausted, round the hosts. Near the end a host may still see the
+      // previous call's reservation in the store (its settle is on its way): a 429 then, try again.
       for (let i = 0; ; i++) {
-        assert.ok(i < 60, 'the budget runs out');
+        assert.ok(i < 200, 'the budget runs out');
         const answer = await call(hosts[i % 3]!.team.socketPath);
         if (answer.status === 402) break;
+        if (answer.status === 429) {
+          await sleep(50);
+          continue;
+        }
         assert.equal(answer.status, 200, answer.body);
       }
       const spentBefore = sum(await Promise.all(hosts.map((host) => ledgerSpend(host))));

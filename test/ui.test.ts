@@ -197,7 +197,14 @@ describe('live page', () => {
       for (let i = 0; i < 40_000; i++) {
         ui.onCall(record);
         sentBytes += 400;
-        if (i % 1000 === 0) await new Promise((resolve) => setImmediate(resolve));
+        if (i % 1000 === 0) {
+          // The reading page shares this process: let it read before it falls a page's buffer behind
+          // (on a slow machine a burst could otherwise outrun it, and it would rightly be dropped).
+          for (const deadline = Date.now() + 5000; sentBytes - readBytes > 256 * 1024 && !reader.destroyed && Date.now() < deadline; ) {
+            await new Promise((resolve) => setTimeout(resolve, 2));
+          }
+          await new Promise((resolve) => setImmediate(resolve));
+        }
       }
       // The stalled pages were cut: each ends (after what the kernel held) well short of the flood.
       const stalled = open[1]!;

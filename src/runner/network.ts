@@ -41,9 +41,10 @@ export async function createKeyNetwork(runtime: Runtime): Promise<KeyNetwork> {
   let guarded = false;
   const close = async () => {
     if (guarded) await run('nft', ['delete', 'table', 'inet', table]).catch(() => undefined);
-    await run(runtime, ['network', 'rm', '-f', name]).catch(() => undefined);
-    // podman's netavark removes the bridge with its last container; one that never started is ours to remove.
+    // podman's netavark removes the bridge with its last container; one no container joined is ours
+    // to remove, before the network goes (after it, podman may give the name to another network).
     if (bridge) await run('ip', ['link', 'delete', bridge]).catch(() => undefined);
+    await run(runtime, ['network', 'rm', '-f', name]).catch(() => undefined);
   };
   try {
     let addresses = await addressing(runtime, name);

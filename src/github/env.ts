@@ -3,12 +3,11 @@
 // GIT_CONFIG_VALUE_n (git >= 2.31), so `https://github.com/OWNER/REPO` (and the SSH spellings)
 // go to the gateway; tools that take an API base URL read GITHUB_API_URL. In TCP mode git sends
 // the key's token as an extra header, and API clients as their GitHub token (`GITHUB_TOKEN`).
-import type { ContainerAddress } from '../keys/client-env.ts';
-import { shimAddress } from '../keys/client-env.ts';
+import { addressOf, type ContainerAddress } from '../keys/client-env.ts';
 import { API_PREFIX, GIT_PREFIX } from './relay.ts';
 
 export function githubEnv(at: number | ContainerAddress, host = 'github.com'): Record<string, string> {
-  const { base, credential, token } = typeof at === 'number' ? shimAddress(at) : at;
+  const { base, credential, token } = addressOf(at);
   const rewrite = `url.${base}${GIT_PREFIX}${host}/.insteadOf`;
   const entries: [string, string][] = [
     [rewrite, `https://${host}/`],

@@ -56,7 +56,8 @@ export function tcpAddress(host: string, port: number, token: string): Container
   };
 }
 
-function addressOf(at: number | ContainerAddress): ContainerAddress {
+/** A shim port (socket mode, the form these helpers took before TCP mode) or an address, as an address. */
+export function addressOf(at: number | ContainerAddress): ContainerAddress {
   return typeof at === 'number' ? shimAddress(at) : at;
 }
 

@@ -5,7 +5,7 @@
 // as well as a path), with the key's token as a header.
 import { chown, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { type ContainerAddress, MOUNT_TARGET, shimAddress } from '../keys/client-env.ts';
+import { addressOf, type ContainerAddress, MOUNT_TARGET, shimAddress } from '../keys/client-env.ts';
 import type { Owner, ServiceGrant } from '../keys/store.ts';
 import { SERVICE_PREFIX } from './relay.ts';
 
@@ -28,7 +28,7 @@ function serviceUrl(address: ContainerAddress, name: string): string {
  * `mcp.json` in the container, or in TCP mode the config itself.
  */
 export function serviceEnv(at: number | ContainerAddress, grants: readonly ServiceGrant[]): Record<string, string> {
-  const address = typeof at === 'number' ? shimAddress(at) : at;
+  const address = addressOf(at);
   const env = Object.fromEntries(
     grants.map((grant) => [`GATEWAY_SERVICE_${grant.name.toUpperCase().replace(/-/g, '_')}_URL`, serviceUrl(address, grant.name)]),
   );

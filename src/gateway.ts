@@ -537,8 +537,7 @@ function createServer(
     onInternalError,
     api: llm,
   });
-  const tokenRefused = refusalLog(logger, "TCP requests without the key's token refused");
-  const guard = createTokenGuard({ keyOf: live.keyOf, isTcp: live.isTcp, onRefused: (key, socket) => tokenRefused(key, socket.remoteAddress) });
+  const guard = createTokenGuard({ keyOf: live.keyOf, isTcp: live.isTcp, onRefused: refusalLog(logger, "TCP requests without the key's token refused") });
   const server = http.createServer(
     {
       // Streams can run for many minutes: no overall request deadline, but slow headers are cut.
@@ -594,10 +593,9 @@ async function restoreKeys(
     if (!restoring.has(entry)) await rm(path.join(keysDir, entry), { recursive: true, force: true });
   }
   for (const lease of live) {
-    const tcp = lease.tcp && { host: lease.tcp.host, port: lease.tcp.port, ...(lease.tcp.allowFrom ? { allowFrom: lease.tcp.allowFrom } : {}) };
     const minted = await store
       .mint(
-        { group: lease.group, label: lease.label, owner: lease.owner, tcp },
+        { group: lease.group, label: lease.label, owner: lease.owner, tcp: lease.tcp },
         {
           id: lease.id,
           createdAt: lease.createdAt,
@@ -606,6 +604,8 @@ async function restoreKeys(
         },
       )
       .catch((error: unknown) => {
+        // A socket key that cannot come back stops the start, as it always has.
+        if (!lease.tcp) throw error;
         logger.error({ err: error, key: lease.id, tcp: lease.tcp }, 'key not restored: its TCP address is not available');
         // Its lease ends: so does its directory (the store keeps a restored key's on failure).
         return rm(path.join(keysDir, lease.id), { recursive: true, force: true })

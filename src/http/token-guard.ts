@@ -47,7 +47,7 @@ export interface TokenGuardOptions {
   keyOf(socket: Socket): KeyRecord | undefined;
   isTcp(socket: Socket): boolean;
   /** A request without the key's token was refused (its connection is closed after the answer). */
-  onRefused(key: KeyRecord, socket: Socket): void;
+  onRefused(key: KeyRecord, remote: string | undefined): void;
 }
 
 export interface TokenGuard {
@@ -63,7 +63,7 @@ export function createTokenGuard(options: TokenGuardOptions): TokenGuard {
     const socket = req.socket;
     const key = options.isTcp(socket) ? options.keyOf(socket) : undefined;
     if (!key?.tokenDigest || takeToken(req, key.tokenDigest)) return undefined;
-    options.onRefused(key, socket);
+    options.onRefused(key, socket.remoteAddress);
     return key;
   };
   return {

@@ -24,3 +24,17 @@ test('gateway --help lists every command with its summary', async () => {
   const commands = [...stdout.split('Commands:')[1]!.matchAll(/^ {2}(\w+)[^\n]* {2,}\S/gm)].map((match) => match[1]);
   assert.deepEqual(commands, ['serve', 'keys', 'inspect', 'run', 'render', 'demo', 'help']);
 });
+
+test('gateway run and render k8s read --user as uid[:gid] the same way: anything else is a usage error before a key is minted', async () => {
+  for (const args of [
+    ['run', '--user', '1000:abc', '--', 'localhost/agent', 'true'],
+    ['render', 'k8s', '--user', 'agent', 'localhost/agent', 'true'],
+  ]) {
+    const failed = await run(process.execPath, [cli, '--state-dir', '/nonexistent/gw-state', ...args]).then(
+      () => assert.fail(`${args.join(' ')} succeeded`),
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal(failed.code, 2, failed.stderr);
+    assert.match(failed.stderr, /--user must be a numeric uid\[:gid\]/);
+  }
+});

@@ -5,7 +5,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, Option, type OptionValues } from 'commander';
 import { loadConfig, type GatewayConfig } from '../config/load.ts';
 import { callControl, ControlError } from '../control/socket.ts';
 import { serve } from '../control/daemon.ts';
@@ -19,8 +19,9 @@ import { daemonMinter, runContainer } from '../runner/run.ts';
 import { contribute } from '../runner/contribute.ts';
 import { renderPod } from '../runner/kubernetes.ts';
 import type { Runtime } from '../runner/render.ts';
-import type { Mount } from '../runner/contribute.ts';
+import type { ContributeRequest, Mount } from '../runner/contribute.ts';
 import type { ServerToolClass } from '../keys/limits.ts';
+import type { Owner } from '../keys/store.ts';
 import { CLAUDE_VIAS, type ClaudeVia } from '../keys/client-env.ts';
 import { ValidationError } from '../util/validation.ts';
 
@@ -133,6 +134,30 @@ function lists(options: {
     egress: options.egress,
     egressBudgetBytes: options.egressBudgetBytes,
     services: options.service,
+  };
+}
+
+/** `--user uid[:gid]`: the container's user, who is given the key's directory and socket. */
+function ownerOf(user: string | undefined): Owner | undefined {
+  if (user === undefined) return undefined;
+  if (!/^\d+(:\d+)?$/.test(user)) throw new UsageError(`--user must be a numeric uid[:gid], got "${user}"`);
+  const [uid, gid] = user.split(':').map(Number) as [number, number?];
+  return { uid, gid: gid ?? uid };
+}
+
+/** The key a launch asks for (`gateway run`, `gateway render k8s`): addKeyFlags', addListFlags' and the GitHub flags' values. */
+function launchRequest(options: OptionValues, loaded: GatewayConfig): ContributeRequest {
+  const github = scopeFromFlags(options);
+  return {
+    group: options.group,
+    label: options.label,
+    budgetUsd: options.budgetUsd,
+    ttlMs: options.ttl,
+    ...lists(options),
+    owner: ownerOf(options.user),
+    port: options.port,
+    github,
+    githubHost: github ? loaded.github?.host : undefined,
   };
 }
 
@@ -310,9 +335,6 @@ Examples:
       const image = runtime === 'bwrap' ? undefined : args[0];
       const rest = runtime === 'bwrap' ? args : args.slice(1);
       if (rest.length === 0 && options.shim && options.transport !== 'tcp') throw new UsageError('give a command to run under the shim, or --no-shim');
-      const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
-      if (options.user && !Number.isInteger(uid)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
-      const owner = uid === undefined ? undefined : { uid, gid: gid ?? uid };
       if ((options.network || options.tcpListen || options.reachAs) && !(options.transport === 'tcp' && options.network && options.tcpListen)) {
         throw new UsageError('--network, --tcp-listen and --reach-as go together, with --transport tcp (--network and --tcp-listen both given)');
       }
@@ -320,20 +342,7 @@ Examples:
         ? { network: options.network as string, host: options.tcpListen as string, reachAs: options.reachAs as string | undefined }
         : undefined;
       const loaded = await config();
-      const github = scopeFromFlags(options);
-      const request = {
-        group: options.group,
-        label: options.label,
-        budgetUsd: options.budgetUsd,
-        ttlMs: options.ttl,
-        ...lists(options),
-        owner,
-        port: options.port,
-        github,
-        githubHost: github ? loaded.github?.host : undefined,
-        claudeVia: options.claudeVia as ClaudeVia,
-        tcp,
-      };
+      const request = { ...launchRequest(options, loaded), claudeVia: options.claudeVia as ClaudeVia, tcp };
       const launch = {
         image,
         command: rest,
@@ -390,26 +399,14 @@ Example:
     REGISTRY/agent claude -p "fix the failing test" | kubectl apply -f -`,
     )
     .action(async (image: string, rest: string[], options) => {
-      if (options.user && !/^\d+(:\d+)?$/.test(options.user)) throw new UsageError(`--user must be a numeric uid[:gid], got "${options.user}"`);
-      const [uid, gid] = options.user ? String(options.user).split(':').map(Number) : [];
       const loaded = await config();
+      const request = launchRequest(options, loaded);
       const daemonUp = await callControl(loaded.stateDir, 'GET', '/v1/status').then(
         () => true,
         () => false,
       );
       if (!daemonUp) throw new UsageError(`no gateway daemon at ${loaded.stateDir}: start \`gateway serve\` (a key minted here would die with this command)`);
-      const github = scopeFromFlags(options);
-      const contribution = await contribute(daemonMinter(loaded.stateDir), {
-        group: options.group,
-        label: options.label,
-        budgetUsd: options.budgetUsd,
-        ttlMs: options.ttl,
-        ...lists(options),
-        owner: uid === undefined ? undefined : { uid, gid: gid ?? uid },
-        port: options.port,
-        github,
-        githubHost: github ? loaded.github?.host : undefined,
-      });
+      const contribution = await contribute(daemonMinter(loaded.stateDir), request);
       try {
         const launch = { image, command: rest, shim: options.shim as boolean, user: options.user as string | undefined };
         print(JSON.stringify(renderPod(contribution, launch, { name: options.name, namespace: options.namespace, nodeName: options.node }), null, 2));

@@ -301,9 +301,21 @@ function admit(
   res: ServerResponse,
   claude: ClaudeCall | undefined,
 ): Promise<Admission> {
-  const gone = new AbortController();
-  // With a reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
-  const onClose = () => gone.abort(CLIENT_CLOSED);
+  // Made only if the call has to wait (HangUp); until then a hang-up is only remembered. With a
+  // reason given, abort() builds no DOMException (with its stack): that cost 5% of a call's CPU.
+  let gone: AbortController | undefined;
+  let closed = false;
+  const onClose = () => {
+    closed = true;
+    gone?.abort(CLIENT_CLOSED);
+  };
+  const hangUp = () => {
+    if (!gone) {
+      gone = new AbortController();
+      if (closed) gone.abort(CLIENT_CLOSED);
+    }
+    return gone.signal;
+  };
   res.once('close', onClose);
   // A key's model globs name Anthropic's names, whichever cloud spelling the client used.
   const asked = fields?.model;
@@ -326,7 +338,7 @@ function admit(
       inputBytes: fields?.inputBytes ?? 0,
       serverToolUses,
     },
-    gone.signal,
+    hangUp,
   );
   // Once admitted, a hang-up is the relay's to handle: an abort then would only cost an event.
   return admission.finally(() => res.off('close', onClose));

@@ -59,6 +59,12 @@ export interface KeyAccount {
   calls: number;
 }
 
+/**
+ * The client's hang-up as a signal, asked for only by a call that has to wait for budget: most are
+ * admitted at once and need none (an AbortController and its signal, an EventTarget, per call).
+ */
+export type HangUp = () => AbortSignal;
+
 export interface AdmissionRequest {
   endpoint: Endpoint;
   /** The model the client asked for: what the key's model globs are checked against. */
@@ -293,17 +299,17 @@ export class Accounting {
   }
 
   /**
-   * Admits a call once its budget allows, or rejects with the refusal (ClientGone when `signal`
-   * aborts while it waits). The admission must be settled exactly once.
+   * Admits a call once its budget allows, or rejects with the refusal (ClientGone when the client
+   * hangs up while it waits). The admission must be settled exactly once.
    */
-  async admit(key: KeyAccount, request: AdmissionRequest, signal?: AbortSignal): Promise<Admission> {
-    const admission = await this.admitLocally(key, request, signal);
+  async admit(key: KeyAccount, request: AdmissionRequest, hangUp?: HangUp): Promise<Admission> {
+    const admission = await this.admitLocally(key, request, hangUp);
     const { shared } = this.options;
     if (!shared || !METERED.has(request.endpoint)) return admission;
     try {
       await this.admitSharedRate(shared, key);
       const limit = this.group(key.group).limitUsd;
-      if (limit !== undefined) admission.shared(await this.reserveShared(shared, key, admission.estimateUsd, limit, signal));
+      if (limit !== undefined) admission.shared(await this.reserveShared(shared, key, admission.estimateUsd, limit, hangUp));
     } catch (error) {
       admission.settle(undefined, undefined);
       throw error;
@@ -329,8 +335,9 @@ export class Accounting {
    * The call's worst case reserved from its group's budget on the shared store, in one atomic step
    * there. Budget held by calls in flight (on any host) is waited for, as locally, up to budgetWaitMs.
    */
-  private async reserveShared(shared: SharedBudgets, key: KeyAccount, usd: number, limit: number, signal?: AbortSignal): Promise<SharedReservation> {
+  private async reserveShared(shared: SharedBudgets, key: KeyAccount, usd: number, limit: number, hangUp?: HangUp): Promise<SharedReservation> {
     const deadline = Date.now() + (this.options.budgetWaitMs ?? 30_000);
+    let signal: AbortSignal | undefined;
     for (;;) {
       let outcome: Awaited<ReturnType<SharedBudgets['reserve']>>;
       try {
@@ -350,12 +357,13 @@ export class Accounting {
           throw new GatewayError('store_unavailable', 'the shared budget store is restoring its data from the hosts; retry shortly', { 'retry-after': '1' });
         throw rateLimited(`the rest of the group ${key.group} budget is held by calls in flight on its hosts`, 1000);
       }
+      signal ??= hangUp?.();
       await sleep(SHARED_RETRY_MS);
       if (signal?.aborted) throw new ClientGone('client closed the connection while waiting for budget');
     }
   }
 
-  private async admitLocally(key: KeyAccount, request: AdmissionRequest, signal?: AbortSignal): Promise<Admission> {
+  private async admitLocally(key: KeyAccount, request: AdmissionRequest, hangUp?: HangUp): Promise<Admission> {
     const metered = METERED.has(request.endpoint);
     if (request.model !== undefined && key.modelPatterns && !key.modelPatterns.some((re) => re.test(request.model!))) {
       throw new GatewayError('model_not_allowed', `this key may not use model ${request.model}; allowed: ${key.limits.models!.join(', ')}`);
@@ -376,6 +384,7 @@ export class Accounting {
       this.queue.push(waiter);
       this.pump();
       if (!this.queue.includes(waiter)) return;
+      const signal = hangUp?.();
       if (signal) {
         if (signal.aborted) return this.leave(waiter, new ClientGone('client closed the connection while waiting for budget'));
         waiter.signal = signal;

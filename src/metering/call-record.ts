@@ -85,6 +85,8 @@ export const RECORD_STRING_LIMITS = {
   priceEntry: 256,
 } as const satisfies Partial<Record<keyof CallRecord, number>>;
 
+const LIMITED_FIELDS = Object.entries(RECORD_STRING_LIMITS) as [keyof typeof RECORD_STRING_LIMITS, number][];
+
 /** Appended to a value that was cut. */
 const CUT_MARK = '…';
 
@@ -100,7 +102,7 @@ export function cut(value: string, max: number): string {
 /** The record with every client- or upstream-influenced string cut to its limit: the one place records are bounded. */
 export function boundRecord(record: CallRecord): CallRecord {
   let bounded: CallRecord | undefined;
-  for (const [field, max] of Object.entries(RECORD_STRING_LIMITS) as [keyof typeof RECORD_STRING_LIMITS, number][]) {
+  for (const [field, max] of LIMITED_FIELDS) {
     const value: unknown = record[field];
     if (value === undefined) continue;
     // A non-string here (a header sent twice, say) is made a string first: the record's types must hold.

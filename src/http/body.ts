@@ -110,6 +110,7 @@ function tooLarge(limitBytes: number): GatewayError {
 
 export function isJsonContentType(value: string | undefined): boolean {
   if (value === undefined) return false;
+  if (value === 'application/json') return true; // what every SDK sends
   const type = value.split(';', 1)[0]!.trim().toLowerCase();
   return type === 'application/json' || (type.startsWith('application/') && type.endsWith('+json'));
 }

@@ -40,9 +40,17 @@ const DROP_FROM_UPSTREAM = new Set([...HOP_BY_HOP, 'proxy-authenticate', 'set-co
 /** What a forward proxy (egress) keeps of neither side: the hop's own headers and its credentials. */
 const DROP_AT_PROXY = new Set([...HOP_BY_HOP, 'host', 'proxy-authorization', 'proxy-authenticate']);
 
+/** The Connection values nearly every request and response carries, read once. */
+const USUAL_CONNECTION = new Map<string, ReadonlySet<string>>([
+  ['keep-alive', new Set(['keep-alive'])],
+  ['close', new Set(['close'])],
+]);
+
 /** Names listed in a Connection header are hop-by-hop too (RFC 9110 7.6.1). */
-function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+function connectionTokens(value: string | string[] | undefined): ReadonlySet<string> | undefined {
   if (value === undefined) return undefined;
+  const usual = typeof value === 'string' ? USUAL_CONNECTION.get(value) : undefined;
+  if (usual) return usual;
   const joined = Array.isArray(value) ? value.join(',') : value;
   return new Set(
     joined

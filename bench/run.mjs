@@ -63,8 +63,8 @@ const WARMUP = QUICK ? 300 : 700;
 // Unmeasured calls each path serves once, per mode, before any workload (see "priming" below).
 const PRIME_MS = QUICK ? 1500 : 4000;
 // The gateway against the bare relay: alternated rounds of windows this long (see below).
-const BARE_ROUNDS = QUICK ? 3 : 5;
-const BARE_WINDOW_MS = QUICK ? 1000 : 2000;
+const BARE_ROUNDS = QUICK ? 5 : 9;
+const BARE_WINDOW_MS = QUICK ? 500 : 1000;
 const REAL_KEY = 'sk-ant-bench-REAL-7c1e9a';
 const PLACEHOLDER = 'sk-ant-placeholder';
 const STREAM_EVENTS = 1000;

@@ -157,14 +157,17 @@ class JsonMeter implements UsageMeter {
   }
   result(): MeteredUsage | undefined {
     if (this.chunks.length === 0) return undefined;
-    const text = Buffer.concat(this.chunks).toString('utf8');
+    const bytes = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
     let usage: Usage | undefined;
     try {
-      if (this.size <= WHOLE_JSON_BYTES) {
-        const body = obj(JSON.parse(text));
+      const trailing = rootUsageFromTail(bytes);
+      if (trailing) {
+        usage = this.extract(trailing);
+      } else if (this.size <= WHOLE_JSON_BYTES) {
+        const body = obj(JSON.parse(bytes.toString('utf8')));
         if ('usage' in body) usage = this.extract(body);
       } else {
-        const raw = usageObjectIn(text);
+        const raw = usageObjectIn(bytes.toString('utf8'));
         if (raw !== undefined) usage = this.extract({ usage: raw });
       }
     } catch {
@@ -173,6 +176,27 @@ class JsonMeter implements UsageMeter {
     if (!usage) return undefined;
     usage.webSearchRequests = Math.max(usage.webSearchRequests, this.searches);
     return { usage, reported: true };
+  }
+}
+
+const USAGE_KEY = Buffer.from('"usage":');
+
+/**
+ * `{ usage }` read from the body's tail alone, when its last `"usage":` key is a member of the root
+ * object, as the APIs send it (after the content): the tail from that key, with a `{` before it, is
+ * then itself one JSON object. A key any deeper leaves a closing bracket too many in the tail, so the
+ * tail does not parse and the whole body is (undefined). Inside a string a key's quotes are escaped,
+ * so the search cannot land there. The cost no longer grows with the body: a 372-byte message went
+ * from 2.4 to 1.4 µs, a 22 KB one from 14.4 to 1.1 µs (micro-benchmark, issue 20).
+ */
+function rootUsageFromTail(bytes: Buffer): { usage: unknown } | undefined {
+  const key = bytes.lastIndexOf(USAGE_KEY);
+  if (key === -1) return undefined;
+  try {
+    const tail = obj(JSON.parse(`{${bytes.toString('utf8', key)}`));
+    return 'usage' in tail ? { usage: tail.usage } : undefined;
+  } catch {
+    return undefined;
   }
 }
 

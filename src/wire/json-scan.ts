@@ -99,6 +99,8 @@ const T_LIST_ITEM = 5;
 
 const LITERALS = { t: 'true', f: 'false', n: 'null' } as const;
 const ESCAPES: Record<number, number> = { 0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 8, 0x66: 12, 0x6e: 10, 0x72: 13, 0x74: 9 };
+/** The bytes after a backslash that make a one-character escape (all of ESCAPES). */
+const SHORT_ESCAPE = new Uint8Array(256).map((_, b) => (ESCAPES[b] !== undefined ? 1 : 0));
 
 /** String bytes that need no attention: printable ASCII but the quote and the backslash. */
 const PLAIN = new Uint8Array(256).map((_, b) => (b >= 0x20 && b < 0x80 && b !== 0x22 && b !== 0x5c ? 1 : 0));
@@ -162,15 +164,28 @@ export class JsonScanner {
       let b = chunk[i]!;
       switch (state) {
         case S_STRING: {
-          // The hot loop: plain string bytes.
+          // The hot loop: plain string bytes and, outside a kept value, the one-character escapes
+          // (\n, \", \\: most of what a conversation's text escapes) without leaving it. A \u
+          // escape, a kept value's escape, or one cut by the chunk's end takes the escape states.
           const start = i;
-          while (PLAIN[b] === 1) {
-            if (++i === length) break;
+          let runStart = i;
+          let units = 0;
+          for (;;) {
+            while (PLAIN[b] === 1) {
+              if (++i === length) break;
+              b = chunk[i]!;
+            }
+            if (i === length || b !== 0x5c || this.capturing || i + 1 === length || SHORT_ESCAPE[chunk[i + 1]!] !== 1) break;
+            units += i - runStart + 1; // the plain run, and the escape's one decoded unit
+            i += 2;
+            runStart = i;
+            if (i === length) break;
             b = chunk[i]!;
           }
-          counted += i - start;
+          units += i - runStart;
+          counted += units;
           if (this.capturing && i > start) this.keepBytes(chunk, start, i);
-          else if (!this.capturing) this.units += i - start;
+          else if (!this.capturing) this.units += units;
           if (i === length) break;
           if (b === 0x22) {
             counted++;

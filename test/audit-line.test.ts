@@ -1,11 +1,11 @@
-// The audit line of a call: `{"record":"call","time":"<ISO>",...}` whatever the order the record's
-// fields were built in (the usual records, built with `time` first, take a faster way to it).
+// An audit line: `{"record":KIND,"time":"<ISO>",...}` for a call or a record of another kind,
+// whatever the order its fields were built in (records built with `time` first take a faster way).
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { AuditTrail } from '../src/metering/audit.ts';
+import { type AuditedRecord, AuditTrail } from '../src/metering/audit.ts';
 import type { CallRecord } from '../src/metering/call-record.ts';
 
 const TIME = Date.UTC(2026, 11, 2, 8, 30, 15, 123);
@@ -32,12 +32,13 @@ function call(overrides: Partial<CallRecord> = {}): CallRecord {
   };
 }
 
-async function linesOf(records: CallRecord[]): Promise<string[]> {
+async function linesOf(records: CallRecord[], egress: AuditedRecord[] = []): Promise<string[]> {
   const dir = mkdtempSync(path.join(tmpdir(), 'audit-line-'));
   try {
     const file = path.join(dir, 'audit.jsonl');
     const audit = new AuditTrail(dir, { file });
     for (const record of records) audit.write(record);
+    for (const record of egress) audit.writeRecord('egress', record, false);
     await audit.close();
     return readFileSync(file, 'utf8').trim().split('\n');
   } finally {
@@ -67,4 +68,17 @@ test('fields left undefined are left out of the line', async () => {
   assert.equal('label' in parsed, false);
   assert.equal('ttfbMs' in parsed, false);
   assert.equal(parsed.latencyMs, 1.25);
+});
+
+test('a record of another kind is one line the same way: its kind, then its ISO time', async () => {
+  const [line] = await linesOf([], [{ time: TIME, keyId: 'k1', group: 'g', status: 200, host: 'registry.npmjs.org' } as AuditedRecord]);
+  assert.ok(line!.startsWith(`{"record":"egress","time":"${new Date(TIME).toISOString()}",`), line);
+  assert.deepEqual(JSON.parse(line!), {
+    record: 'egress',
+    time: new Date(TIME).toISOString(),
+    keyId: 'k1',
+    group: 'g',
+    status: 200,
+    host: 'registry.npmjs.org',
+  });
 });

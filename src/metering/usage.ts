@@ -104,8 +104,9 @@ export interface UsageMeter {
   result(): MeteredUsage | undefined;
 }
 
-// A JSON body up to this size is parsed whole at its end; past it, only its tail is kept, where
-// every API puts `usage` (after the content), so memory per call stays bounded.
+// A JSON body's usage is read from its tail when it is a root member (rootUsageFromTail); otherwise
+// a body up to this size is parsed whole at its end. Past it, only its tail is kept, where every API
+// puts `usage` (after the content), so memory per call stays bounded.
 const WHOLE_JSON_BYTES = 1024 * 1024;
 const TAIL_BYTES = 64 * 1024;
 const CHARS_PER_TOKEN = 4;
@@ -185,9 +186,9 @@ const USAGE_KEY = Buffer.from('"usage":');
  * `{ usage }` read from the body's tail alone, when its last `"usage":` key is a member of the root
  * object, as the APIs send it (after the content): the tail from that key, with a `{` before it, is
  * then itself one JSON object. A key any deeper leaves a closing bracket too many in the tail, so the
- * tail does not parse: undefined, and the caller parses the whole body. Inside a string a key's quotes
- * are escaped, so the search cannot land there. The cost no longer grows with the body: a 372-byte message went
- * from 2.4 to 1.4 µs, a 22 KB one from 14.4 to 1.1 µs (micro-benchmark, issue 20).
+ * tail does not parse: undefined, and the caller parses the whole body. Inside a string a key's
+ * quotes are escaped, so the search cannot land there. The cost no longer grows with the body: a
+ * 372-byte message went from 2.4 to 1.4 µs, a 22 KB one from 14.4 to 1.1 µs (micro-benchmark).
  */
 function rootUsageFromTail(bytes: Buffer): { usage: unknown } | undefined {
   const key = bytes.lastIndexOf(USAGE_KEY);
@@ -299,8 +300,7 @@ class StreamMeter implements UsageMeter {
 
 /**
  * Characters in the JSON string values of `keys` in `data[start, end)`, found by position, not by
- * parsing, in one pass over the bytes: UTF-8 continuation bytes do not count, an escape counts as
- * written (`\n` as two: close enough for an estimate).
+ * parsing (counted as `textChars` counts them).
  */
 function stringValueChars(data: Buffer, start: number, end: number, keys: readonly Buffer[]): number {
   let total = 0;
@@ -308,18 +308,38 @@ function stringValueChars(data: Buffer, start: number, end: number, keys: readon
     if (data[i] !== 0x22 /* " */) continue;
     const key = keyAt(data, i, end, keys);
     if (key === 0) continue;
-    let j = i + key;
-    for (; j < end; j++) {
-      const byte = data[j]!;
-      if (byte === 0x22) break;
-      if (byte === 0x5c /* \ */) {
-        total += 2;
-        j++;
-      } else if ((byte & 0xc0) !== 0x80) {
-        total++;
-      }
+    const close = stringEnd(data, i + key, end);
+    total += textChars(data, i + key, Math.min(close, end));
+    i = close;
+  }
+  return total;
+}
+
+/** Where the string whose text starts at `from` ends: its closing quote, or `end` (or one past it) when cut. */
+function stringEnd(data: Buffer, from: number, end: number): number {
+  let j = from;
+  for (; j < end; j++) {
+    const byte = data[j]!;
+    if (byte === 0x22) break;
+    if (byte === 0x5c /* \ */) j++;
+  }
+  return j;
+}
+
+/**
+ * The characters of a string's text `data[from, to)`: UTF-8 continuation bytes do not count, an
+ * escape counts as written (`\n` as two: close enough for an estimate).
+ */
+function textChars(data: Buffer, from: number, to: number): number {
+  let total = 0;
+  for (let j = from; j < to; j++) {
+    const byte = data[j]!;
+    if (byte === 0x5c) {
+      total += 2;
+      j++;
+    } else if ((byte & 0xc0) !== 0x80) {
+      total++;
     }
-    i = j;
   }
   return total;
 }
@@ -343,17 +363,7 @@ function lastValueChars(data: Buffer, start: number, end: number, keys: readonly
     if (slashes % 2 === 0) break;
   }
   if (!keyEndsAt(data, open, start, keys)) return -1;
-  let total = 0;
-  for (let j = open + 1; j < close; j++) {
-    const byte = data[j]!;
-    if (byte === 0x5c) {
-      total += 2;
-      j++;
-    } else if ((byte & 0xc0) !== 0x80) {
-      total++;
-    }
-  }
-  return total;
+  return textChars(data, open + 1, close);
 }
 
 /** Whether one of `keys` (each `"name":"`) ends at `open`, the value's opening quote. */

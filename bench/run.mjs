@@ -812,21 +812,17 @@ async function main() {
     { name: 'paced c16', mode: 'paced', concurrency: 16 },
     { name: 'paced c64', mode: 'paced', concurrency: 64 },
   ];
-  // Priming: every path first serves JSON calls and streams at c16 that are not measured, so that
-  // the windows measure running processes, not a JIT compiling their code in their first seconds.
-  // The gateway has far more code to compile than the bare relay or the upstream: unprimed, its
-  // first windows (json c1 on the socket path) cost up to three times its steady state, and the
-  // socket path measured slower than the shim path behind it (docs/performance.md).
+  // Priming: every path first serves small and agent JSON calls and streams at c16 that are not
+  // measured, so that the windows measure running processes, not a JIT compiling their code in their
+  // first seconds. The gateway has far more code to compile than the bare relay or the upstream:
+  // unprimed, its first windows (json c1 on the socket path) cost up to three times its steady
+  // state, and the socket path measured slower than the shim path behind it (docs/performance.md).
   console.log(`bench: priming each path (${PRIME_MS} ms each of small json, agent json and stream calls at c16, not measured)`);
-  for (const [name, p] of Object.entries(paths)) {
-    for (const [mode, body] of [
-      ['json', REQUEST_BODY],
-      ['json', AGENT_REQUEST_BODY],
-      ['stream', STREAM_BODY],
-    ]) {
-      if (name === 'portkey' && mode !== 'json') continue;
-      const cmd = { type: 'run', target: p.target, path: `${p.prefix ?? ''}/v1/messages`, mode, concurrency: 16, headers: p.headers };
-      await request(loadgen, { ...cmd, body, durationMs: PRIME_MS }, 'result', PRIME_MS + 60_000);
+  const priming = workloads.filter((w) => ['json c16', 'agent json c16', 'stream c16'].includes(w.name));
+  for (const name of Object.keys(paths)) {
+    for (const workload of priming) {
+      if (name === 'portkey' && workload.mode !== 'json') continue;
+      await request(loadgen, { ...commandFor(workload, name), durationMs: PRIME_MS }, 'result', PRIME_MS + 60_000);
     }
   }
   upstreamStats = (await request(upstream, { type: 'stats' }, 'stats')).stats;

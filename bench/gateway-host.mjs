@@ -4,11 +4,13 @@
 //   revoke {ids}  -> revokes them one after another, timing each
 //   mem           -> process.memoryUsage() after two full GCs (needs --expose-gc)
 //   cpu           -> process.cpuUsage()
-//   store         -> the shared store's state and what it reports of the group `shared` (with BENCH_STORE_URL)
+//   store         -> the shared store's state, what it reports of the group `shared` (with BENCH_STORE_URL)
+//                    and what this gateway spent of it
 //   telemetry     -> scrapes done and OTLP exports received so far (with BENCH_TELEMETRY=1)
 // The configuration is the real one a host would use: audit trail to a file, metering on; with
 // BENCH_EGRESS (JSON of the `egress` option), the forward proxy on each key's socket too; with
 // BENCH_STORE_URL, a shared store (Redis) holding the budget of the group `shared` (BENCH_SHARED_BUDGET USD).
+// BENCH_HOST_ID names this gateway to the store (several gateways share one with `--cores N`).
 // With BENCH_TELEMETRY=1, the telemetry outputs a host would run: the Prometheus endpoint (scraped here
 // once a second, so the scrape's cost counts) and the OTLP trace exporter (to a sink in this process
 // answering 200), both fed from onCall.
@@ -37,7 +39,10 @@ const gateway = await createGateway({
   defaultLimits: { maxConcurrent: 128 },
   ...(process.env.BENCH_EGRESS ? { egress: JSON.parse(process.env.BENCH_EGRESS) } : {}),
   ...(process.env.BENCH_STORE_URL
-    ? { store: { url: process.env.BENCH_STORE_URL, hostId: 'bench' }, groupBudgets: { shared: Number(process.env.BENCH_SHARED_BUDGET ?? 1000) } }
+    ? {
+        store: { url: process.env.BENCH_STORE_URL, hostId: process.env.BENCH_HOST_ID ?? 'bench' },
+        groupBudgets: { shared: Number(process.env.BENCH_SHARED_BUDGET ?? 1000) },
+      }
     : {}),
   ...(TELEMETRY
     ? {
@@ -120,7 +125,8 @@ process.on('message', async (/** @type {any} */ msg) => {
         break;
       case 'store': {
         const snapshot = gateway.inspect();
-        send({ type: 'store', state: snapshot.store?.state, shared: snapshot.groups.find((/** @type {any} */ g) => g.group === 'shared')?.shared });
+        const group = snapshot.groups.find((/** @type {any} */ g) => g.group === 'shared');
+        send({ type: 'store', state: snapshot.store?.state, shared: group?.shared, spentUsd: group?.spentUsd ?? 0 });
         break;
       }
       case 'telemetry':

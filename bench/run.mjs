@@ -12,12 +12,14 @@
 // against one whose budget is the gateway's own, same gateway.
 // and telemetry (issue 18): the socket path with the Prometheus endpoint (scraped each second) and the
 // OTLP trace exporter fed from onCall, against the same without them.
+// and more cores (issue 20): N gateway processes sharing a store, their keys side by side, against one.
 // Every actor (upstream, gateway, shim, Portkey, load generator) is a process of its own, so the
 // CPU time each spends is its own. Prints a table, writes bench/results.json.
 //
-//   node bench/run.mjs [--quick] [--profile] [--duration MS] [--only shared-budget|telemetry]
+//   node bench/run.mjs [--quick] [--profile] [--duration MS] [--cores N] [--only shared-budget|telemetry|cores]
 //     --quick    shorter windows (smoke test)
-//     --only shared-budget|telemetry  that part alone, printed (bench/results.json is left as it is)
+//     --only shared-budget|telemetry|cores  that part alone, printed (bench/results.json is left as it is)
+//     --cores N  gateway processes in the `cores` part (default: the machine's cores, at least 2)
 //     --profile  after the measurements, profile the gateway (V8 CPU profiler) during json c1, json c16
 //                and stream c1 on the socket path, one workload per profile, and summarize self time
 //     --other URL  also run the API workloads (json, stream, paced) against another gateway at URL
@@ -57,9 +59,14 @@ args.forEach((arg, i) => {
   OTHER_HEADERS[m[1].trim().toLowerCase()] = m[2];
 });
 const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
-const PARTS = ['shared-budget', 'telemetry'];
+const PARTS = ['shared-budget', 'telemetry', 'cores'];
 if (ONLY !== undefined && !PARTS.includes(ONLY)) throw new Error(`--only: unknown part ${ONLY} (known: ${PARTS.join(', ')})`);
 const WARMUP = QUICK ? 300 : 700;
+// Gateway processes in the `cores` part (issue 20): one per core, at least 2 so there is something to scale.
+const CORES = Math.max(2, argValue('--cores', os.availableParallelism()));
+const CORES_ROUNDS = QUICK ? 3 : 5;
+// A shared budget the cores part spends to its end: a few hundred small calls at the bench's price.
+const CORES_BUDGET_USD = 0.05;
 // Unmeasured calls each path serves once, per mode, before any workload (see "priming" below).
 const PRIME_MS = QUICK ? 1500 : 4000;
 // The gateway against the bare relay: alternated rounds of windows this long (see below).
@@ -470,6 +477,154 @@ async function measureSharedBudget(loadgen, gatewayEnv) {
 }
 
 /**
+ * More cores (issue 20). A gateway is one event loop; a host with more cores runs one gateway process
+ * per core and mints each key on one of them, the group budgets they share held in the store
+ * (docs/performance.md, "More cores"). Here --cores N such processes, each with a state dir of its own,
+ * share a store on a loopback redis-server:
+ * - throughput: json c16 over a key on one process, then over a key on each of the N, in alternated
+ *   rounds; req/s, and the CPU per call of all N processes together.
+ * - correctness: a key of the group `shared` on each process, the group's budget (CORES_BUDGET_USD)
+ *   held in the store; json c16 over the N keys spends it all. The store's total for the group must
+ *   equal what the N ledgers say they spent and must not pass the budget.
+ * @param {import('node:child_process').ChildProcess} loadgen
+ * @param {import('node:child_process').ChildProcess} upstream
+ * @param {Record<string, string>} gatewayEnv
+ */
+async function measureCores(loadgen, upstream, gatewayEnv) {
+  const redis = await startRedisServer();
+  if (!redis.available) {
+    console.log(`bench: more cores: not available (${redis.reason})`);
+    return { summary: { available: false, reason: redis.reason }, rows: [] };
+  }
+  console.log(`bench: more cores: ${CORES} gateway processes sharing ${redis.version.split(' ').slice(0, 3).join(' ')}, against one of them`);
+  const hosts = Array.from({ length: CORES }, (_, i) =>
+    start(path.join(here, 'gateway-host.mjs'), {
+      env: {
+        ...gatewayEnv,
+        BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`,
+        BENCH_SHARED_BUDGET: String(CORES_BUDGET_USD),
+        BENCH_HOST_ID: `bench-${i}`,
+      },
+    }),
+  );
+  try {
+    await Promise.all(hosts.map((host) => request(host, null, 'ready', 20_000)));
+    /** One key per process in each group: `bench` (a budget of its own, as the main key) and `shared`. */
+    const own = [];
+    const shared = [];
+    for (const host of hosts) {
+      own.push((await request(host, { type: 'mint', n: 1, budgetUsd: 1e6 }, 'minted')).keys[0]);
+      shared.push((await request(host, { type: 'mint', n: 1, group: 'shared' }, 'minted')).keys[0]);
+    }
+    const headers = { ...BASE_HEADERS, 'x-api-key': PLACEHOLDER };
+    const run = (keys, durationMs) =>
+      request(
+        loadgen,
+        {
+          type: 'run',
+          target: { socketPaths: keys.map((k) => k.socketPath) },
+          path: '/v1/messages',
+          mode: 'json',
+          concurrency: 16,
+          headers,
+          body: REQUEST_BODY,
+          durationMs,
+        },
+        'result',
+        durationMs + 60_000,
+      );
+    const cpuUs = async () => {
+      const usages = await Promise.all(hosts.map((host) => request(host, { type: 'cpu' }, 'cpu')));
+      return usages.reduce((sum, { cpu }) => sum + cpu.user + cpu.system, 0);
+    };
+    const mismatchesBefore = (await request(upstream, { type: 'stats' }, 'stats')).stats.keyMismatches;
+
+    // Throughput: every process primed first, as the main gateway is.
+    await run(own, PRIME_MS);
+    const variants = { one: own.slice(0, 1), all: own };
+    /** @type {Record<string, { rps: number, cpuUs: number, errors: number }[]>} */
+    const rounds = { one: [], all: [] };
+    for (let i = 0; i < CORES_ROUNDS; i++) {
+      for (const [name, keys] of Object.entries(variants)) {
+        const before = await cpuUs();
+        const { result } = await run(keys, BARE_WINDOW_MS);
+        const used = (await cpuUs()) - before;
+        rounds[name].push({ rps: result.rps, cpuUs: used / Math.max(1, result.requests), errors: result.errors });
+      }
+    }
+    const rows = Object.entries(rounds).map(([name, list]) => ({
+      workload: `cores ${name} c16`,
+      path: 'socket',
+      processes: name === 'one' ? 1 : CORES,
+      rps: median(list.map((x) => x.rps)),
+      cpuPerRequestUs: { gateway: median(list.map((x) => x.cpuUs)) },
+      errors: list.reduce((sum, x) => sum + x.errors, 0),
+      // Counted over the whole part, on the row of all the processes.
+      keyMismatches: 0,
+      rounds: list,
+    }));
+    const throughputRatio = median(rounds.all.map((x, i) => x.rps / rounds.one[i].rps));
+
+    // Correctness: the shared budget, spent to its end through every process at once.
+    const storeReports = () => Promise.all(hosts.map((host) => request(host, { type: 'store' }, 'store')));
+    const upBy = Date.now() + 30_000;
+    while ((await storeReports()).some((report) => report.state !== 'up')) {
+      if (Date.now() > upBy) throw new Error('more cores: the store did not come up within 30 s');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const { result: spending } = await run(shared, QUICK ? 1500 : 3000);
+    // Each host publishes its ledger total to the store once a second: wait until the store's total
+    // is what the ledgers say (or 10 s), then compare.
+    let reports = await storeReports();
+    const ledgersUsd = () => reports.reduce((sum, report) => sum + report.spentUsd, 0);
+    const storeUsd = () => Math.max(...reports.map((report) => report.shared?.totalUsd ?? 0));
+    const agreeBy = Date.now() + 10_000;
+    while (Math.abs(storeUsd() - ledgersUsd()) > 1e-9 && Date.now() < agreeBy) {
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      reports = await storeReports();
+    }
+    const answered = spending.statuses['200'] ?? 0;
+    const mismatches = (await request(upstream, { type: 'stats' }, 'stats')).stats.keyMismatches - mismatchesBefore;
+    const summary = {
+      available: true,
+      redis: redis.version,
+      processes: CORES,
+      rounds: CORES_ROUNDS,
+      windowMs: BARE_WINDOW_MS,
+      throughputRatio,
+      budget: {
+        budgetUsd: CORES_BUDGET_USD,
+        answered,
+        statuses: spending.statuses,
+        ledgersUsd: ledgersUsd(),
+        storeUsd: storeUsd(),
+        perHostUsd: reports.map((report) => report.spentUsd),
+        agree: Math.abs(storeUsd() - ledgersUsd()) <= 1e-9,
+        withinBudget: storeUsd() <= CORES_BUDGET_USD + 1e-12,
+      },
+      keyMismatches: mismatches,
+    };
+    rows[1].keyMismatches = mismatches;
+    for (const row of rows) {
+      console.log(
+        `  ${row.workload.padEnd(15)} ${row.processes} process(es)  ${f(row.rps, 0)} req/s  gw CPU ${f(row.cpuPerRequestUs.gateway, 0)} µs/call${row.errors ? `  ERRORS ${row.errors}` : ''}`,
+      );
+    }
+    const b = summary.budget;
+    console.log(
+      `  ${CORES} processes against 1: ${f(throughputRatio, 2)}x req/s; shared budget $${CORES_BUDGET_USD}: ${answered} calls answered (${JSON.stringify(b.statuses)}), store $${f(b.storeUsd, 6)}, ledgers $${f(b.ledgersUsd, 6)}` +
+        (b.agree && b.withinBudget ? '' : '  MISMATCH'),
+    );
+    return { summary, rows };
+  } finally {
+    await Promise.all(hosts.map((host) => stop(host)));
+    const exited = new Promise((resolve) => redis.child.once('exit', resolve));
+    redis.child.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/**
  * The cost of telemetry on the hot path: two gateways side by side, one without telemetry and one with
  * BENCH_TELEMETRY=1 (Prometheus endpoint scraped each second, OTLP traces to a sink that answers 200),
  * json c1 and c16 through a key's socket, windows alternated off, on, off, on. Per variant: req/s and
@@ -576,6 +731,9 @@ async function onlyPart() {
   if (ONLY === 'telemetry') {
     const { summary, rows } = await measureTelemetry(loadgen, gatewayEnv);
     lines = renderTelemetry({ telemetry: summary, workloads: rows });
+  } else if (ONLY === 'cores') {
+    const { summary, rows } = await measureCores(loadgen, upstream, gatewayEnv);
+    lines = renderCores({ cores: summary, workloads: rows });
   } else {
     const { summary, rows } = await measureSharedBudget(loadgen, gatewayEnv);
     lines = renderSharedBudget({ sharedBudget: summary, workloads: rows });
@@ -989,6 +1147,13 @@ async function main() {
     results.workloads.push(...rows);
   }
 
+  // --- More cores: gateways of its own sharing a store, and redis-server. ------------------------
+  {
+    const { summary, rows } = await measureCores(loadgen, upstream, gatewayEnv);
+    results.cores = summary;
+    results.workloads.push(...rows);
+  }
+
   // --- Profiles: separate windows, after the measurements, so the profiler's cost is in no figure.
   if (PROFILE) {
     console.log('bench: gateway CPU profiles (socket path; the 10,000 keys are revoked first)');
@@ -1201,6 +1366,7 @@ function render(r) {
   else if (r.egress) out.push(`Egress: not available: ${r.egress.reason}`, '');
   if (r.sharedBudget) out.push(...renderSharedBudget(r), '');
   if (r.telemetry) out.push(...renderTelemetry(r), '');
+  if (r.cores) out.push(...renderCores(r), '');
 
   const other = rows.map((x) => x.otherCores ?? 0);
   out.push(
@@ -1391,6 +1557,35 @@ function renderTelemetry(r) {
   ];
 }
 
+/** The more-cores table: N gateway processes sharing a store against one of them. */
+function renderCores(r) {
+  const s = r.cores;
+  if (!s.available) return [`More cores: not available: ${s.reason}`];
+  const rows = ['one', 'all'].map((name) => {
+    const x = r.workloads.find((w) => w.workload === `cores ${name} c16`);
+    return [
+      `json c16`,
+      String(x.processes),
+      f(x.rps, 0),
+      name === 'one' ? '' : `${f(s.throughputRatio, 2)}x`,
+      f(x.cpuPerRequestUs.gateway, 0),
+      String(x.errors),
+    ];
+  });
+  const b = s.budget;
+  const refused = Object.entries(b.statuses)
+    .filter(([status]) => status !== '200')
+    .map(([status, n]) => `${n} × ${status}`)
+    .join(', ');
+  return [
+    `More cores (issue 20): ${s.processes} gateway processes, each with its own state dir, sharing ${s.redis.split(' ').slice(0, 3).join(' ')} on loopback, against one of them; small JSON calls at c16 over a key on each process (a budget of its own), ${s.rounds} alternated rounds of ${s.windowMs} ms, medians; CPU per call is every process's together.`,
+    '',
+    table(['workload', 'processes', 'req/s', '× one', 'gw CPU µs/call', 'errors'], rows),
+    '',
+    `Shared budget across the ${s.processes} processes: $${b.budgetUsd} for the group, spent through a key on each at c16: ${b.answered} calls answered${refused ? `, ${refused}` : ''}; the store's total $${f(b.storeUsd, 6)}, the ledgers' $${f(b.ledgersUsd, 6)} (${b.perHostUsd.map((usd) => `$${f(usd, 6)}`).join(' + ')}): ${b.agree ? 'equal' : 'NOT EQUAL'}, ${b.withinBudget ? 'within the budget' : 'OVER THE BUDGET'}; the upstream saw ${s.keyMismatches ? `${s.keyMismatches} wrong keys` : 'the real key on every call'}.`,
+  ];
+}
+
 /** What one operation of a workload is, for the profile summaries. */
 const unit = (workload) => (workload.startsWith('tls connect') ? 'handshake' : workload.startsWith('download') ? 'download' : 'request');
 
@@ -1549,6 +1744,16 @@ function targets(r, get) {
   if (o1 && o16) {
     t.push(['(info) other added p50 / p99 (c1)', `${fs(o1.latency.p50 - d1.latency.p50)} / ${fs(o1.latency.p99 - d1.latency.p99)} ms`, '']);
     t.push(['(info) socket throughput against other (c16)', `${f(s16.rps / o16.rps, 2)}x (${f(s16.rps, 0)} vs ${f(o16.rps, 0)} req/s)`, '']);
+  }
+  const cores = r.cores;
+  if (cores?.available) {
+    const b = cores.budget;
+    t.push([
+      `a group budget shared by ${cores.processes} gateway processes holds (store = their ledgers, within it)`,
+      `$${f(b.storeUsd, 6)} of $${b.budgetUsd}`,
+      yes(b.agree && b.withinBudget),
+    ]);
+    t.push([`(info) ${cores.processes} gateway processes against one, json c16`, `${f(cores.throughputRatio, 2)}x req/s`, '']);
   }
   const mism = r.workloads.filter((x) => x.path !== 'direct').reduce((s, x) => s + (x.keyMismatches ?? 0), 0);
   t.push(['upstream saw the real key on every gateway request', `${mism} mismatches`, yes(mism === 0)]);

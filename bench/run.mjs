@@ -123,6 +123,15 @@ function start(file, { env = {}, execArgv = [], stdio } = {}) {
   return child;
 }
 
+/**
+ * A gateway host (bench/gateway-host.mjs).
+ * @param {Record<string, string>} env
+ * @param {string[]} [execArgv]
+ */
+function startGateway(env, execArgv = []) {
+  return start(path.join(here, 'gateway-host.mjs'), { env, execArgv });
+}
+
 /** Sends msg and waits for the first message of type `reply`, for at most timeoutMs. */
 function request(child, msg, reply, timeoutMs = 120_000) {
   return new Promise((resolve, reject) => {
@@ -404,9 +413,7 @@ async function measureSharedBudget(loadgen, gatewayEnv) {
     return { summary: { available: false, reason: redis.reason }, rows: [] };
   }
   console.log(`bench: shared budget (${redis.version.split(' ').slice(0, 3).join(' ')} on loopback), ${SHARED_BUDGET_CALLS} sequential calls per key`);
-  const gw = start(path.join(here, 'gateway-host.mjs'), {
-    env: { ...gatewayEnv, BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`, BENCH_SHARED_BUDGET: String(SHARED_BUDGET_USD) },
-  });
+  const gw = startGateway({ ...gatewayEnv, BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`, BENCH_SHARED_BUDGET: String(SHARED_BUDGET_USD) });
   try {
     await request(gw, null, 'ready', 20_000);
     const [sharedKey] = (await request(gw, { type: 'mint', n: 1, group: 'shared' }, 'minted')).keys;
@@ -498,13 +505,11 @@ async function measureCores(loadgen, upstream, gatewayEnv) {
   }
   console.log(`bench: more cores: ${CORES} gateway processes sharing ${redis.version.split(' ').slice(0, 3).join(' ')}, against one of them`);
   const hosts = Array.from({ length: CORES }, (_, i) =>
-    start(path.join(here, 'gateway-host.mjs'), {
-      env: {
-        ...gatewayEnv,
-        BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`,
-        BENCH_SHARED_BUDGET: String(CORES_BUDGET_USD),
-        BENCH_HOST_ID: `bench-${i}`,
-      },
+    startGateway({
+      ...gatewayEnv,
+      BENCH_STORE_URL: `redis://127.0.0.1:${redis.port}`,
+      BENCH_SHARED_BUDGET: String(CORES_BUDGET_USD),
+      BENCH_HOST_ID: `bench-${i}`,
     }),
   );
   try {
@@ -639,9 +644,9 @@ const TELEMETRY_VARIANTS = ['off', 'metrics', 'all'];
 async function measureTelemetry(loadgen, gatewayEnv) {
   console.log(`bench: telemetry off, metrics only, metrics + traces; socket path, ${TELEMETRY_ROUNDS} alternated windows each`);
   const hosts = {
-    off: start(path.join(here, 'gateway-host.mjs'), { env: gatewayEnv }),
-    metrics: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'metrics' } }),
-    all: start(path.join(here, 'gateway-host.mjs'), { env: { ...gatewayEnv, BENCH_TELEMETRY: 'all' } }),
+    off: startGateway(gatewayEnv),
+    metrics: startGateway({ ...gatewayEnv, BENCH_TELEMETRY: 'metrics' }),
+    all: startGateway({ ...gatewayEnv, BENCH_TELEMETRY: 'all' }),
   };
   try {
     const keys = {};
@@ -790,7 +795,7 @@ async function main() {
   }
   {
     console.log('bench: memory per key, mint and revoke (fresh gateway process)');
-    const gw = start(path.join(here, 'gateway-host.mjs'), { env: gatewayEnv, execArgv: ['--expose-gc'] });
+    const gw = startGateway(gatewayEnv, ['--expose-gc']);
     await request(gw, null, 'ready', 20_000);
     const idle = (await request(gw, { type: 'mem' }, 'mem')).mem;
     const memory = { idle: { keys: 0, rss: idle.rss, heapUsed: idle.heapUsed, external: idle.external } };
@@ -831,10 +836,7 @@ async function main() {
   const egress = site.available
     ? { hosts: { [SITE_HOST]: ['127.0.0.1'] }, groups: { bench: [`${SITE_HOST}:${site.httpsPort}`, `${SITE_HOST}:${site.httpPort}`] } }
     : undefined;
-  const gw = start(path.join(here, 'gateway-host.mjs'), {
-    env: egress ? { ...gatewayEnv, BENCH_EGRESS: JSON.stringify(egress) } : gatewayEnv,
-    execArgv: ['--expose-gc'],
-  });
+  const gw = startGateway(egress ? { ...gatewayEnv, BENCH_EGRESS: JSON.stringify(egress) } : gatewayEnv, ['--expose-gc']);
   results.gatewayEntry = (await request(gw, null, 'ready', 20_000)).entry;
   const idleMem = (await request(gw, { type: 'mem' }, 'mem')).mem;
   // Budgeted like a production key (never reached): its calls reserve and settle, as they would.

@@ -195,6 +195,38 @@ describe('retries and fallbacks, only before the first byte', () => {
     );
   });
 
+  test('a body that arrives in pieces goes upstream byte for byte, on every attempt', async () => {
+    await withGateway(
+      {},
+      (url) => ({ providers: { anthropic: { baseUrl: url, apiKey: REAL_ANTHROPIC_KEY } }, retry: fastRetry }),
+      { override: scripted([500]) },
+      async (fx, _b, socketPath) => {
+        // Odd spacing a re-serialiser would change, and ~300 KB sent in five writes with pauses
+        // between: the gateway keeps the socket's chunks as they came and sends them as they are.
+        const text = 'é "quoted" \\u00e9 '.repeat(20_000);
+        const body = Buffer.from(`{ "model" : "claude-sonnet-4-5","max_tokens":8,  "messages":[{"role":"user","content":"${text.replaceAll('"', '\\"')}"}] }`);
+        const socket = net.connect(socketPath);
+        let reply = '';
+        socket.on('data', (chunk) => (reply += chunk));
+        const closed = new Promise((resolve) => socket.once('close', resolve));
+        socket.write(
+          `POST /v1/messages HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\nanthropic-version: 2023-06-01\r\nx-api-key: placeholder\r\ncontent-length: ${body.length}\r\n\r\n`,
+        );
+        const piece = Math.ceil(body.length / 5);
+        for (let at = 0; at < body.length; at += piece) {
+          socket.write(body.subarray(at, at + piece));
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await closed;
+        assert.match(reply, /^HTTP\/1\.1 200 /);
+        assert.equal(fx.standin.requests.length, 2);
+        for (const sent of fx.standin.requests) assert.ok(sent.body.equals(body), 'the upstream received the exact bytes');
+        await eventually(() => fx.calls.length === 1);
+        assert.equal(fx.calls[0]!.requestBytes, body.length);
+      },
+    );
+  });
+
   test('persistent 503: three attempts, then the upstream answer reaches the client unchanged', async () => {
     await withGateway(
       {},

@@ -1,8 +1,10 @@
-// Reading a request body: bounded in size, kept as the exact bytes the client sent (they are
-// forwarded unchanged: thinking-block signatures and prompt-cache prefixes depend on them), and
+// Reading a request body: bounded in size, kept as the exact bytes the client sent, in the chunks
+// they came in (they are forwarded unchanged: thinking-block signatures and prompt-cache prefixes
+// depend on them), and
 // handed chunk by chunk to its watchers (the memory charge, and the fields' reader in wire/).
 import type { IncomingMessage } from 'node:http';
 import type { BodyHold } from './body-memory.ts';
+import { BodyBytes } from '../wire/body-bytes.ts';
 import { ClientGone, GatewayError } from '../wire/errors.ts';
 
 /** What reads a body as it arrives: its memory charge, and a reader of its fields. */
@@ -14,17 +16,17 @@ export interface BodyWatchers {
 }
 
 /**
- * The body's bytes; rejects with 413 past `limitBytes`, 408 after `idleMs` without a byte, and with
- * whatever a watcher throws (the rest of the body is then not read).
- */
-/**
  * Scan time a body may take in one turn of the event loop. Node reads up to 32 socket chunks (2 MiB)
  * per turn, and a body shaped to be slow scans at ~1.5 ms per 64 KiB: without a yield one turn held
  * every other key for ~60 ms (p50 of a bystander's calls under attack).
  */
 const SCAN_SLICE_MS = 2;
 
-export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number, watchers: BodyWatchers = {}): Promise<Buffer> {
+/**
+ * The body's bytes, in the chunks they arrived in; rejects with 413 past `limitBytes`, 408 after
+ * `idleMs` without a byte, and with whatever a watcher throws (the rest of the body is then not read).
+ */
+export function readBody(req: IncomingMessage, limitBytes: number, idleMs: number, watchers: BodyWatchers = {}): Promise<BodyBytes> {
   const declared = Number(req.headers['content-length']);
   if (declared > limitBytes) {
     return Promise.reject(tooLarge(limitBytes));
@@ -66,7 +68,7 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
     };
     const onEnd = () => {
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      resolve(new BodyBytes(chunks, size));
     };
     // A request stream only errors when the client's connection breaks.
     const onError = () => {

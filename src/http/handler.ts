@@ -17,6 +17,7 @@ import type { Attempt, Health, RetryPolicy } from '../upstream/retry.ts';
 import type { Candidate, Router } from '../upstream/router.ts';
 import { type ClaudeCall, upstreamModelId } from '../upstream/claude-request.ts';
 import { isStreamType, type StreamTranslation, streamTranslation } from '../upstream/claude-response.ts';
+import { BodyBytes } from '../wire/body-bytes.ts';
 import { canonicalClaudeModel } from '../wire/claude-models.ts';
 import type { Dialect } from '../wire/dialect.ts';
 import { errorShapeOf, resolveRoute, type Route } from '../wire/endpoints.ts';
@@ -112,7 +113,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
   const call = new CallTracker(context, key, req, res, line.path, started);
   try {
     const route = routeCall(context, account, key, line, req, call);
-    let body: Buffer | null = null;
+    let body: BodyBytes | null = null;
     let fields: RequestFields | undefined;
     let serverToolUses: ToolUses | undefined;
     if (route.hasBody) {
@@ -130,7 +131,7 @@ async function handle(context: ProxyContext, key: KeyRecord, account: KeyAccount
     const admission = await admit(context, account, route, fields, serverToolUses, candidates, res, claude);
     call.admitted(admission);
     const { clamp } = admission;
-    if (clamp && body) body = setTopLevelField(body, clamp.field, String(clamp.value)) ?? body;
+    if (clamp && body) body = body.edit((whole) => setTopLevelField(whole, clamp.field, String(clamp.value)));
     if (res.destroyed) return call.finish('client_closed', 0);
     new CallAttempts({
       candidates,
@@ -257,7 +258,7 @@ async function readRequest(
   account: KeyAccount,
   req: IncomingMessage,
   call: CallTracker,
-): Promise<{ body: Buffer; fields: RequestFields }> {
+): Promise<{ body: BodyBytes; fields: RequestFields }> {
   if (!isJsonContentType(req.headers['content-type'])) {
     throw new GatewayError('unsupported_media_type', 'request body must be JSON (content-type: application/json)');
   }
@@ -411,7 +412,7 @@ class CallTracker extends Exchange implements AttemptObserver {
   }
 
   /** The body was read and scanned: returns the body to send (a chat stream is asked for its usage). */
-  parsed(fields: RequestFields, body: Buffer): Buffer {
+  parsed(fields: RequestFields, body: BodyBytes): BodyBytes {
     const endpoint = this.route?.endpoint;
     this.requestBytes = body.length;
     this.model = fields.model;
@@ -420,10 +421,10 @@ class CallTracker extends Exchange implements AttemptObserver {
     // A search model searches on every call; chat usage does not count it.
     this.chatWebSearch = fields.webSearchOptions && endpoint === 'chat_completions';
     if (endpoint !== 'chat_completions') return body;
-    const asked = askForStreamUsage(body, fields);
+    const asked = askForStreamUsage(body.whole(), fields);
     if (!asked) return body;
     this.usageChunkRemover = new UsageChunkRemover();
-    return asked;
+    return BodyBytes.of(asked);
   }
 
   admitted(admission: Admission): void {

@@ -3,6 +3,7 @@
 // attempt fails before the client saw a byte, and the backoff timer before the next one. The call's
 // record is told what happens through AttemptObserver; this module knows nothing of HTTP handlers.
 import type { ServerResponse } from 'node:http';
+import { BodyBytes } from '../wire/body-bytes.ts';
 import { type ErrorShape, GatewayError, sendError } from '../wire/errors.ts';
 import type { HeaderMap } from '../wire/headers.ts';
 import { replaceTopLevelString } from '../wire/json-splice.ts';
@@ -39,7 +40,7 @@ export interface AttemptsRequest {
   model: string | undefined;
   /** A Claude call: each attempt takes the format of its upstream (Messages, Bedrock, Vertex). */
   claude?: ClaudeCall;
-  body: Buffer | null;
+  body: BodyBytes | null;
   /** The client's headers, already stripped of its credentials. */
   headers: HeaderMap;
   res: ServerResponse;
@@ -105,9 +106,13 @@ export class CallAttempts {
       model = asked === undefined ? rename : upstreamModelId(upstream, claude.format, asked, rename);
       // An Anthropic client's own body to a Messages API upstream, naming the model sent: as it is.
       const asIs = claude.format === 'anthropic' && formatOfKind(upstream.kind) === 'anthropic' && model === asked;
-      if (!asIs) ({ pathAndQuery, body } = claudeRequestFor(upstream, claude, pathAndQuery, model, body, headers));
+      if (!asIs) {
+        const formatted = claudeRequestFor(upstream, claude, pathAndQuery, model, body.whole(), headers);
+        pathAndQuery = formatted.pathAndQuery;
+        body = BodyBytes.of(formatted.body);
+      }
     } else if (body && rename !== undefined && rename !== asked) {
-      body = replaceTopLevelString(body, 'model', rename) ?? body;
+      body = body.edit((whole) => replaceTopLevelString(whole, 'model', rename));
     }
     if (body) headers['content-length'] = String(body.length);
     const outgoing = { method: this.request.method, origin: upstream.origin, path: upstreamPath(upstream, pathAndQuery), headers, body };
@@ -122,7 +127,7 @@ export class CallAttempts {
         method: outgoing.method,
         pathAndQuery,
         headers: outgoing.headers,
-        body: outgoing.body,
+        body: outgoing.body?.toSend() ?? null,
         res,
         observer,
         errorShape: observer.errorShape,

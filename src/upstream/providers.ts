@@ -7,6 +7,7 @@ import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { Agent, ProxyAgent, type Dispatcher } from 'undici';
 import { createAwsSigner } from '../cloud/aws.ts';
 import { createGoogleTokenSource } from '../cloud/google.ts';
+import type { BodyBytes } from '../wire/body-bytes.ts';
 import { BEDROCK_PROFILE_PREFIXES } from '../wire/claude-models.ts';
 import { GatewayError } from '../wire/errors.ts';
 import { dropBetas, mergeBeta, type HeaderMap } from '../wire/headers.ts';
@@ -90,7 +91,7 @@ export interface OutgoingRequest {
   /** Path and query exactly as sent (the upstream's prefix included). */
   path: string;
   headers: HeaderMap;
-  body: Buffer | null;
+  body: BodyBytes | null;
 }
 
 /** One real credential of one upstream; `id` names it in logs and health tracking, never its value. */
@@ -199,7 +200,7 @@ function awsCredential(name: string, config: ProviderConfig): Credential {
       // Signed last, over the bytes and path that go out; only host, content-type and x-amz-* are
       // signed, so headers the HTTP client adds on the way cannot break the signature.
       const host = new URL(request.origin).host;
-      Object.assign(request.headers, await signer.sign({ ...request, headers: { ...request.headers, host } }), { host });
+      Object.assign(request.headers, await signer.sign({ ...request, body: request.body?.whole() ?? null, headers: { ...request.headers, host } }), { host });
     },
   };
 }

@@ -32,8 +32,11 @@ export interface RelayRequest {
   /** Path and query as the client sent them. */
   pathAndQuery: string;
   headers: HeaderMap;
-  /** The whole body, or a stream relayed as it arrives (git packfiles: never buffered). */
-  body: Buffer | Readable | null;
+  /**
+   * The whole body (in one Buffer or in chunks, sent in order), or a stream relayed as it arrives
+   * (git packfiles: never buffered).
+   */
+  body: Buffer | readonly Buffer[] | Readable | null;
   res: ServerResponse;
   /** Answers the gateway's own errors in another shape than the upstream's dialect (git, GitHub). */
   sendError?(res: ServerResponse, error: GatewayError): void;
@@ -90,7 +93,8 @@ export function relay(request: RelayRequest): RelayControl {
       path: upstreamPath(upstream, request.pathAndQuery),
       method: request.method as Dispatcher.HttpMethod,
       headers: request.headers,
-      body: request.body,
+      // undici sends any iterable, chunk by chunk (its types name only the single forms).
+      body: request.body as Buffer | Readable | null,
       headersTimeout: upstream.timeouts.firstByteMs,
       bodyTimeout: upstream.timeouts.idleMs,
     },

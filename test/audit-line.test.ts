@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { type AuditedRecord, AuditTrail } from '../src/metering/audit.ts';
+import { type AuditedRecord, AuditTrail, isoTime } from '../src/metering/audit.ts';
 import type { CallRecord } from '../src/metering/call-record.ts';
 
 const TIME = Date.UTC(2026, 11, 2, 8, 30, 15, 123);
@@ -81,4 +81,25 @@ test('a record of another kind is one line the same way: its kind, then its ISO 
     status: 200,
     host: 'registry.npmjs.org',
   });
+});
+
+test('the line time is the ISO time of the record, each second formatted once', () => {
+  const times = [
+    TIME,
+    TIME + 1,
+    TIME + 877,
+    TIME + 1000,
+    TIME + 0.75,
+    0,
+    -1,
+    -999,
+    -1000,
+    Date.UTC(9999, 11, 31, 23, 59, 59, 999),
+    Date.UTC(10000, 0, 1, 0, 0, 0, 7),
+  ];
+  for (let i = 0; i < 200; i++) times.push(Math.floor(Math.random() * 4e12) - 1e12);
+  for (const ms of times) assert.equal(isoTime(ms), new Date(ms).toISOString(), String(ms));
+  // Out of range is an error, as it is for a Date, and leaves the next time right.
+  assert.throws(() => isoTime(8.64e15 + 1000), RangeError);
+  assert.equal(isoTime(TIME), new Date(TIME).toISOString());
 });

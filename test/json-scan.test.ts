@@ -197,6 +197,10 @@ describe('the request scanner against JSON.parse', () => {
     }
     assert.equal(parseRequestFields(Buffer.from('{"tools":[{"type":"function","x":1,"x":2}]}')).tools[0]!.type, 'function');
     assert.throws(() => parseRequestFields(Buffer.from(`{"a":${'['.repeat(128)}${']'.repeat(128)}}`)), /deeper than 128/);
+    // 128 levels are read, and what the plan keeps around them survives the levels' room growing.
+    assert.equal(parseRequestFields(Buffer.from(`{"a":${'['.repeat(127)}${']'.repeat(127)},"model":"m"}`)).model, 'm');
+    const deepTool = parseRequestFields(Buffer.from(`{"tools":[{"type":"function","x":${'['.repeat(60)}${']'.repeat(60)},"name":"n"}],"model":"m"}`));
+    assert.deepEqual([deepTool.tools.length, deepTool.tools[0]!.name, deepTool.model], [1, 'n', 'm']);
     assert.throws(() => parseRequestFields(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])), /invalid UTF-8/);
     assert.throws(() => parseRequestFields(Buffer.from(`{"model":"${'m'.repeat(257)}"}`)), /longer than 256/);
     assert.equal(parseRequestFields(Buffer.from('{"a":"\\u0041\\n\\ud83d\\ude00"}')).inputBytes, '{"a":""}'.length + 1 + 1 + 4);

@@ -54,6 +54,12 @@ export interface ScanResult {
 }
 
 const MAX_DEPTH = 128;
+/**
+ * Nesting levels with room from the start, grown to MAX_DEPTH + 1 past them. Typed arrays of up to
+ * 64 bytes live on V8's heap; two of 129 bytes per request cost two off-heap allocations and their
+ * sweeping (issue 20's profile), for nesting that real requests never reach.
+ */
+const FIRST_DEPTH_SLOTS = 32;
 /** Decoded characters kept of a captured string (longer ones are counted, not kept). */
 const MAX_CAPTURE_UNITS = 2048;
 const MAX_KEY_UNITS = 32;
@@ -112,8 +118,8 @@ export class JsonScanner {
   private readonly result: ScanResult;
   private state = S_VALUE;
   private depth = 0;
-  private readonly isObject = new Uint8Array(MAX_DEPTH + 1);
-  private readonly role = new Uint8Array(MAX_DEPTH + 1);
+  private isObject = new Uint8Array(FIRST_DEPTH_SLOTS);
+  private role = new Uint8Array(FIRST_DEPTH_SLOTS);
   private offset = 0; // bytes consumed before the current chunk
   private inputBytes = 0;
   // The value being read: its place in the plan.
@@ -384,10 +390,20 @@ export class JsonScanner {
       this.scalar(kind, undefined);
     }
     this.depth++;
+    if (this.depth === this.role.length) this.growDepth();
     this.isObject[this.depth] = object ? 1 : 0;
     this.role[this.depth] = role;
     this.target = T_NONE;
     return object ? S_KEY_OR_CLOSE : S_VALUE_OR_CLOSE;
+  }
+
+  private growDepth(): void {
+    const isObject = new Uint8Array(MAX_DEPTH + 1);
+    const role = new Uint8Array(MAX_DEPTH + 1);
+    isObject.set(this.isObject);
+    role.set(this.role);
+    this.isObject = isObject;
+    this.role = role;
   }
 
   /** An array element is about to start: place it in the plan. */

@@ -1,10 +1,10 @@
 // Reading a request body: bounded in size, kept as the exact bytes the client sent, in the chunks
 // they came in (they are forwarded unchanged: thinking-block signatures and prompt-cache prefixes
-// depend on them), and
-// handed chunk by chunk to its watchers (the memory charge, and the fields' reader in wire/).
+// depend on them), and handed chunk by chunk to its watchers (the memory charge, and the fields'
+// reader in wire/).
 import type { IncomingMessage } from 'node:http';
 import type { BodyHold } from './body-memory.ts';
-import { BodyBytes } from '../wire/body-bytes.ts';
+import { BodyCollector, type BodyBytes } from '../wire/body-bytes.ts';
 import { ClientGone, GatewayError } from '../wire/errors.ts';
 
 /** What reads a body as it arrives: its memory charge, and a reader of its fields. */
@@ -37,7 +37,7 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
     return Promise.reject(error as Error);
   }
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    const body = new BodyCollector();
     let size = 0;
     let scanMs = 0;
     let done = false;
@@ -64,11 +64,11 @@ export function readBody(req: IncomingMessage, limitBytes: number, idleMs: numbe
         );
         return;
       }
-      chunks.push(chunk);
+      body.push(chunk);
     };
     const onEnd = () => {
       cleanup();
-      resolve(new BodyBytes(chunks, size));
+      resolve(body.finish());
     };
     // A request stream only errors when the client's connection breaks.
     const onError = () => {

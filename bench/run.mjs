@@ -406,6 +406,9 @@ function quantile(values, p) {
 /** The middle value (of an odd count, as the alternated rounds are). */
 const median = (values) => quantile(values, 0.5);
 
+/** The middle half of alternated rounds' values: their lower and upper quartiles. */
+const middleHalf = (values) => [quantile(values, 0.25), quantile(values, 0.75)];
+
 const f = (x, digits = 3) => (x === undefined || x === null || Number.isNaN(x) ? '—' : x.toFixed(digits));
 const fs = (x, digits = 3) => (x === undefined || x === null || Number.isNaN(x) ? '—' : (x >= 0 ? '+' : '') + x.toFixed(digits));
 const pad = (rows) => {
@@ -1080,7 +1083,10 @@ async function main() {
   results.latencyAtC1 = { rounds: latencyRounds, windowMs: BARE_WINDOW_MS };
   for (const name of latencyPaths.filter((p) => p !== 'direct')) {
     const added = (q) => median(latencyRounds.map((w) => w[name][q] - w.direct[q]));
-    console.log(`  ${name.padEnd(8)} added p50 ${fs(added('p50'))} ms, p99 ${fs(added('p99'))} ms (medians of the rounds)`);
+    const errors = latencyRounds.reduce((sum, w) => sum + w[name].errors + w.direct.errors, 0);
+    console.log(
+      `  ${name.padEnd(8)} added p50 ${fs(added('p50'))} ms, p99 ${fs(added('p99'))} ms (medians of the rounds)` + (errors ? `  ERRORS ${errors}` : ''),
+    );
   }
   if (portkey.available) {
     // Portkey's streaming failure, recorded as evidence rather than assumed.
@@ -1659,8 +1665,6 @@ function gwCpu(x) {
 function againstBare(r, get) {
   const goals = { 'json c1': 1.3, 'json c16': 1.3, 'stream c1': 1.5, 'stream c16': 1.5 };
   const what = (w) => `${w.includes('json') ? 'CPU per request' : 'CPU per SSE event'}, ${w}`;
-  /** The middle half of the rounds' values: their lower and upper quartiles. */
-  const middle = (values) => [quantile(values, 0.25), quantile(values, 0.75)];
   if (r.againstBare) {
     return r.againstBare.workloads.map((x) => ({
       workload: x.workload,
@@ -1669,10 +1673,10 @@ function againstBare(r, get) {
       bare: x.bareCpuUs,
       ratio: x.cpuRatio,
       range: x.cpuRatioRange,
-      middle: middle(x.rounds.map((round) => round.cpuRatio)),
+      middle: middleHalf(x.rounds.map((round) => round.cpuRatio)),
       rpsRatio: x.rpsRatio,
       rpsRange: x.rpsRatioRange,
-      rpsMiddle: middle(x.rounds.map((round) => round.rpsRatio)),
+      rpsMiddle: middleHalf(x.rounds.map((round) => round.rpsRatio)),
       goal: goals[x.workload],
     }));
   }
@@ -1696,12 +1700,13 @@ function againstBare(r, get) {
 const range = (pair) => (pair ? `${f(pair[0], 2)}-${f(pair[1], 2)}` : '—');
 
 /**
- * A ratio's verdict against its goal, from the middle half of the rounds (`middle`, their quartiles):
- * met when three rounds in four meet it, not met when three in four miss it, and otherwise within
- * the noise: the machine moved more between windows than the gap to the goal, and a rerun decides.
+ * A figure's verdict against its goal (a ratio, or an added latency), from the middle half of the
+ * alternated rounds (`middle`, their quartiles): met when three rounds in four meet it, not met when
+ * three in four miss it, and otherwise within the noise: the machine moved more between windows than
+ * the gap to the goal, and a rerun decides.
  * Without rounds (an old results file), the median's verdict.
  */
-function ratioVerdict(median, middle, meets) {
+function roundsVerdict(median, middle, meets) {
   if (!middle) return meets(median) ? 'yes' : '**no**';
   if (meets(middle[0]) && meets(middle[1])) return 'yes';
   if (!meets(middle[0]) && !meets(middle[1])) return '**no**';
@@ -1740,7 +1745,7 @@ function addedAtC1(r, get, name, q) {
   const rounds = r.latencyAtC1?.rounds.filter((round) => round[name] && round.direct);
   if (rounds?.length) {
     const added = rounds.map((round) => round[name][q] - round.direct[q]);
-    return { median: median(added), middle: [quantile(added, 0.25), quantile(added, 0.75)] };
+    return { median: median(added), middle: middleHalf(added) };
   }
   const x = get('json c1', name);
   const direct = get('json c1', 'direct');
@@ -1763,7 +1768,7 @@ function targets(r, get) {
         continue;
       }
       const spread = added.middle ? ` (middle half ${fs(added.middle[0])} to ${fs(added.middle[1])})` : '';
-      t.push([label, `${fs(added.median)} ms${spread}`, ratioVerdict(added.median, added.middle, (ms) => ms < goal)]);
+      t.push([label, `${fs(added.median)} ms${spread}`, roundsVerdict(added.median, added.middle, (ms) => ms < goal)]);
     }
   }
   const bareRows = againstBare(r, get);
@@ -1771,14 +1776,14 @@ function targets(r, get) {
     t.push([
       `${x.what} <= ${x.goal}x the bare relay's`,
       `${f(x.ratio, 2)}x (${f(x.gateway, 1)} vs ${f(x.bare, 1)} µs; middle half ${range(x.middle)})`,
-      ratioVerdict(x.ratio, x.middle, (ratio) => ratio <= x.goal),
+      roundsVerdict(x.ratio, x.middle, (ratio) => ratio <= x.goal),
     ]);
   }
   const stream16 = bareRows.find((x) => x.workload === 'stream c16');
   t.push([
     'stream throughput >= 0.8x the bare relay (c16)',
     `${f(stream16?.rpsRatio, 2)}x (middle half ${range(stream16?.rpsMiddle)})`,
-    stream16 ? ratioVerdict(stream16.rpsRatio, stream16.rpsMiddle, (ratio) => ratio >= 0.8) : 'n/a',
+    stream16 ? roundsVerdict(stream16.rpsRatio, stream16.rpsMiddle, (ratio) => ratio >= 0.8) : 'n/a',
   ]);
   // Stalls only where the upstream writes steadily (paced); direct and bare for reference. stream c64's
   // stalls are in the streaming table only: there even direct stalls on 2 cores.

@@ -49,6 +49,20 @@ describe('PlainEvents', () => {
     assert.equal(again, 'content_block_delta');
     assert.equal(other, 'content_block_delte');
   });
+
+  test('a name that starts as the last one but goes on, or stops short, is its own; a CR after it leaves the chunk to the splitter', () => {
+    const plain = new PlainEvents();
+    const name = (line: string) => plain.read(Buffer.from(`${line}\ndata: {}\n\n`))?.[0]?.event;
+    assert.equal(name('event: message_delta'), 'message_delta');
+    assert.equal(name('event: message_deltas'), 'message_deltas');
+    assert.equal(name('event: message_delta'), 'message_delta');
+    assert.equal(name('event: message_delt'), 'message_delt');
+    assert.equal(name('event:message_delt'), 'message_delt');
+    assert.equal(plain.read(Buffer.from('event: message_delt\r\ndata: {}\r\n\r\n')), undefined);
+    assert.equal(name('event:'), '');
+    assert.equal(name('event: '), '');
+    assert.equal(name('event: ping'), 'ping');
+  });
 });
 
 /** A stream of one API's events, in the forms providers send and some they may. */

@@ -175,7 +175,8 @@ export class PlainEvents {
       count++;
       at = end + 2;
     }
-    // Setting an array's length is a call into V8's runtime: 12% of this method when done per chunk.
+    // Setting an array's length calls into V8's runtime even when it does not change: about 12% of
+    // the stream meter's time when it was done for every chunk.
     if (spans.length !== count) spans.length = count;
     return spans;
   }

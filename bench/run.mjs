@@ -1082,7 +1082,7 @@ async function main() {
   }
   results.latencyAtC1 = { rounds: latencyRounds, windowMs: BARE_WINDOW_MS };
   for (const name of latencyPaths.filter((p) => p !== 'direct')) {
-    const added = (q) => median(latencyRounds.map((w) => w[name][q] - w.direct[q]));
+    const added = (q) => median(addedInRounds(latencyRounds, name, q));
     const errors = latencyRounds.reduce((sum, w) => sum + w[name].errors + w.direct.errors, 0);
     console.log(
       `  ${name.padEnd(8)} added p50 ${fs(added('p50'))} ms, p99 ${fs(added('p99'))} ms (medians of the rounds)` + (errors ? `  ERRORS ${errors}` : ''),
@@ -1736,17 +1736,17 @@ function renderAgainstBare(r, get) {
   ];
 }
 
+/** What a path added to direct's latency quantile `q` in each alternated round at json c1 that measured both. */
+const addedInRounds = (rounds, name, q) => rounds.filter((round) => round[name] && round.direct).map((round) => round[name][q] - round.direct[q]);
+
 /**
  * What a path adds to direct's latency quantile `q` at json c1: from the alternated rounds (each
  * round's path minus its direct window: their median and middle half), or in a results file from
  * before them, from the single windows.
  */
 function addedAtC1(r, get, name, q) {
-  const rounds = r.latencyAtC1?.rounds.filter((round) => round[name] && round.direct);
-  if (rounds?.length) {
-    const added = rounds.map((round) => round[name][q] - round.direct[q]);
-    return { median: median(added), middle: middleHalf(added) };
-  }
+  const added = addedInRounds(r.latencyAtC1?.rounds ?? [], name, q);
+  if (added.length) return { median: median(added), middle: middleHalf(added) };
   const x = get('json c1', name);
   const direct = get('json c1', 'direct');
   return x && direct ? { median: x.latency[q] - direct.latency[q], middle: undefined } : undefined;
